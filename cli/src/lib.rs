@@ -1,0 +1,116 @@
+//! Assembling OmniNode Bridge processes: which services run, on which ports,
+//! over which database. `omninode up`, `omninode serve` and the integration
+//! tests all start the mesh through [`start`].
+
+pub mod client;
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use omninode_mesh::{Env, MeshConfig, Runtime, db, telemetry};
+use omninode_stamping::StampingConfig;
+use tokio::task::JoinHandle;
+use tonic::service::Routes;
+
+/// A service the binary can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceKind {
+    Stamping,
+}
+
+/// Where a started process listens.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    /// gRPC address of the stamping service, when it runs.
+    pub stamping: Option<SocketAddr>,
+    /// HTTP address of /metrics, /health and /ready.
+    pub admin: Option<SocketAddr>,
+}
+
+/// A running process: its runtime, its endpoints, its server tasks.
+pub struct RunningMesh {
+    pub runtime: Runtime,
+    pub endpoints: Endpoints,
+    pub database: sea_orm::DatabaseConnection,
+    servers: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningMesh {
+    /// Waits for SIGTERM/SIGINT or for a server to fail, then shuts down.
+    pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
+        let failure = tokio::select! {
+            _ = omninode_mesh::server::shutdown_signal() => None,
+            (result, _, _) = futures::future::select_all(self.servers.iter_mut()) => Some(result),
+        };
+        let outcome = match failure {
+            Some(Ok(Ok(()))) => Err(anyhow::anyhow!("a server stopped unexpectedly")),
+            Some(Ok(Err(err))) => Err(err),
+            Some(Err(join)) => Err(anyhow::anyhow!("a server task panicked: {join}")),
+            None => Ok(()),
+        };
+        self.shutdown().await?;
+        outcome
+    }
+
+    /// Drains and stops every server.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.runtime.begin_shutdown().await;
+        let grace = self.runtime.config.shutdown_grace + Duration::from_secs(1);
+        for server in self.servers {
+            match tokio::time::timeout(grace, server).await {
+                Ok(Ok(result)) => result?,
+                Ok(Err(join)) if join.is_cancelled() => {}
+                Ok(Err(join)) => return Err(anyhow::anyhow!("a server task panicked: {join}")),
+                Err(_) => tracing::warn!("a server did not stop within the grace period"),
+            }
+        }
+        self.database.close().await.ok();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Reads the configuration from `env`, opens and migrates the database, and
+/// starts `services` plus the admin HTTP server.
+pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<RunningMesh> {
+    let mesh = MeshConfig::from_env(env)?;
+    let stamping = StampingConfig::from_env(env)?;
+    telemetry::init_tracing(mesh.log_format, &mesh.log_filter);
+    telemetry::prometheus();
+
+    let runtime = Runtime::new(mesh.clone());
+    let target = db::describe(&mesh.database);
+    let database = db::connect_and_migrate(&mesh).await?;
+    tracing::info!(database = %target, "database ready");
+
+    let mut endpoints = Endpoints::default();
+    let mut servers: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+
+    let admin = runtime
+        .bind(mesh.metrics_port)
+        .await
+        .with_context(|| format!("cannot bind METRICS_PORT {} on {}", mesh.metrics_port, mesh.host))?;
+    endpoints.admin = Some(admin.local_addr()?);
+
+    for service in services {
+        match service {
+            ServiceKind::Stamping => {
+                let listener = runtime
+                    .bind(stamping.port)
+                    .await
+                    .with_context(|| format!("cannot bind STAMPING_PORT {} on {}", stamping.port, mesh.host))?;
+                endpoints.stamping = Some(listener.local_addr()?);
+                let routes = Routes::new(omninode_stamping::grpc_service(database.clone(), stamping.clone()));
+                let server = runtime.spawn_grpc(listener, routes, &[omninode_stamping::SERVICE_NAME]).await;
+                servers.push(tokio::spawn(async move { Ok(server.await??) }));
+            }
+        }
+    }
+
+    let admin_server = runtime.spawn_admin(admin);
+    servers.push(tokio::spawn(async move { Ok(admin_server.await??) }));
+    runtime.health.spawn_database_probe(database.clone(), mesh.health_check_interval, runtime.shutdown_token()).await;
+    runtime.mark_serving().await;
+    tracing::info!(?endpoints, instance = %mesh.instance_id, "serving");
+    Ok(RunningMesh { runtime, endpoints, database, servers })
+}

@@ -1,0 +1,17 @@
+//! The schema of every OmniNode Bridge table, as ordered sea-orm migrations.
+//! Services never create tables themselves; they run [`Migrator`] at start-up
+//! (or `omninode migrate` runs it once, before the services start).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_metadata_stamps;
+
+/// Applies the migrations in order; each is recorded in `seaql_migrations`.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_metadata_stamps::Migration)]
+    }
+}

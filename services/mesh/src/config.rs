@@ -1,0 +1,248 @@
+//! Configuration from environment variables, read once and validated once at
+//! start-up. Every error names the variable at fault.
+
+use std::{collections::HashMap, fmt::Display, path::PathBuf, str::FromStr, time::Duration};
+
+/// Values that must be replaced before a deployment may start.
+const SECRET_PLACEHOLDER: &str = "__REPLACE_WITH_";
+
+/// A configuration value that cannot be used, with the variable that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { variable: variable.into(), problem: problem.into() }
+    }
+}
+
+/// A snapshot of environment variables with typed, validated accessors.
+///
+/// Every accessor refuses a value that still holds a `__REPLACE_WITH_…__`
+/// placeholder, so no secret can start a service half-configured.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    /// The process environment.
+    pub fn from_process() -> Self {
+        Self { vars: std::env::vars().collect() }
+    }
+
+    /// An explicit set of variables (tests, embedded use).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+    }
+
+    /// Returns a copy with `name` set to `value`.
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.vars.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// The value of `name`; unset or empty is `None`.
+    pub fn optional(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        match self.vars.get(name).map(|v| v.trim()) {
+            None | Some("") => Ok(None),
+            Some(value) if value.contains(SECRET_PLACEHOLDER) => {
+                Err(ConfigError::new(name, "still holds a __REPLACE_WITH_…__ placeholder; set a real value"))
+            }
+            Some(value) => Ok(Some(value.to_owned())),
+        }
+    }
+
+    /// The value of `name`, or `default` when unset.
+    pub fn string(&self, name: &str, default: &str) -> Result<String, ConfigError> {
+        Ok(self.optional(name)?.unwrap_or_else(|| default.to_owned()))
+    }
+
+    /// The value of `name` parsed as `T`, or `default` when unset.
+    pub fn parse<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.optional(name)? {
+            None => Ok(default),
+            Some(raw) => raw.parse().map_err(|e| ConfigError::new(name, format!("cannot parse {raw:?}: {e}"))),
+        }
+    }
+
+    /// Like [`Env::parse`], and the value must lie in `min..=max`.
+    pub fn parse_in<T>(&self, name: &str, default: T, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Display + Copy,
+        T::Err: Display,
+    {
+        let value = self.parse(name, default)?;
+        if value < min || value > max {
+            return Err(ConfigError::new(name, format!("{value} is outside {min}..={max}")));
+        }
+        Ok(value)
+    }
+
+    /// A TCP port (0 asks the OS for a free one).
+    pub fn port(&self, name: &str, default: u16) -> Result<u16, ConfigError> {
+        self.parse(name, default)
+    }
+
+    /// A duration given in whole milliseconds, at least 1 ms.
+    pub fn millis(&self, name: &str, default_ms: u64) -> Result<Duration, ConfigError> {
+        self.parse_in(name, default_ms, 1, u64::MAX).map(Duration::from_millis)
+    }
+
+    /// A boolean: true/false, 1/0, yes/no, on/off.
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.optional(name)?.map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+            Some(v) => Err(ConfigError::new(name, format!("{v:?} is not a boolean (true/false)"))),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable lines (a terminal).
+    Pretty,
+}
+
+/// Where the mesh keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// An embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A database URL (`postgres://…` or `sqlite:…`).
+    Url(String),
+}
+
+/// Settings every service shares, read from the environment.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// `LOG_FORMAT`: json | pretty; default json, pretty on a terminal.
+    pub log_format: LogFormat,
+    /// `RUST_LOG` (or `LOG_LEVEL`): a tracing filter, default `info`.
+    pub log_filter: String,
+    /// `OMNINODE_HOST`: the address servers bind, default 127.0.0.1.
+    pub host: std::net::IpAddr,
+    /// `METRICS_PORT`: HTTP port of /metrics, /health and /ready (default 9091).
+    pub metrics_port: u16,
+    /// `OMNINODE_DATA_DIR`: embedded data (SQLite file), default `.omninode`.
+    pub data_dir: PathBuf,
+    /// `DATABASE_URL` if set, else SQLite under the data dir.
+    pub database: DatabaseTarget,
+    /// `DATABASE_MAX_CONNECTIONS` (1..=1000, default 10).
+    pub database_max_connections: u32,
+    /// `HEALTH_CHECK_INTERVAL_MS` (default 5000): how often dependencies are probed.
+    pub health_check_interval: Duration,
+    /// `SHUTDOWN_GRACE_MS` (default 10000): how long in-flight calls may finish.
+    pub shutdown_grace: Duration,
+    /// `OMNINODE_INSTANCE_ID`: this process's id in logs and events (default host-pid).
+    pub instance_id: String,
+}
+
+impl MeshConfig {
+    /// Reads and validates the shared settings.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let log_format = match env.optional("LOG_FORMAT")?.as_deref() {
+            None if std::io::IsTerminal::is_terminal(&std::io::stderr()) => LogFormat::Pretty,
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") | Some("text") => LogFormat::Pretty,
+            Some(other) => {
+                return Err(ConfigError::new("LOG_FORMAT", format!("{other:?} is not json or pretty")));
+            }
+        };
+        let log_filter = match env.optional("RUST_LOG")? {
+            Some(filter) => filter,
+            None => env.string("LOG_LEVEL", "info")?.to_ascii_lowercase(),
+        };
+        let data_dir = PathBuf::from(env.string("OMNINODE_DATA_DIR", ".omninode")?);
+        let database = match env.optional("DATABASE_URL")? {
+            Some(url)
+                if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:") =>
+            {
+                DatabaseTarget::Url(url)
+            }
+            Some(url) => {
+                let scheme = url.split(':').next().unwrap_or_default();
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    format!("scheme {scheme:?} is not supported; use postgres:// or sqlite:"),
+                ));
+            }
+            None => DatabaseTarget::Sqlite(data_dir.join("omninode.db")),
+        };
+        let instance_id = match env.optional("OMNINODE_INSTANCE_ID")? {
+            Some(id) => id,
+            None => format!("{}-{}", env.string("HOSTNAME", "omninode")?, std::process::id()),
+        };
+        Ok(Self {
+            log_format,
+            log_filter,
+            host: env.parse("OMNINODE_HOST", std::net::IpAddr::from([127, 0, 0, 1]))?,
+            metrics_port: env.port("METRICS_PORT", 9091)?,
+            data_dir,
+            database,
+            database_max_connections: env.parse_in("DATABASE_MAX_CONNECTIONS", 10, 1, 1000)?,
+            health_check_interval: env.millis("HEALTH_CHECK_INTERVAL_MS", 5000)?,
+            shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 10_000)?,
+            instance_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_secret_is_refused_naming_the_variable() {
+        let env = Env::from_pairs([("DATABASE_URL", "postgres://u:__REPLACE_WITH_PASSWORD__@db/x")]);
+        let err = MeshConfig::from_env(&env).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        assert!(err.to_string().contains("placeholder"), "{err}");
+    }
+
+    #[test]
+    fn defaults_use_sqlite_under_the_data_dir() {
+        let env = Env::from_pairs([("OMNINODE_DATA_DIR", "/var/lib/x"), ("LOG_FORMAT", "json")]);
+        let config = MeshConfig::from_env(&env).unwrap();
+        assert_eq!(config.database, DatabaseTarget::Sqlite(PathBuf::from("/var/lib/x/omninode.db")));
+        assert_eq!(config.metrics_port, 9091);
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("METRICS_PORT", "70000"),
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("LOG_FORMAT", "xml"),
+            ("DATABASE_URL", "mysql://x"),
+            ("OMNINODE_HOST", "not-an-ip"),
+            ("HEALTH_CHECK_INTERVAL_MS", "0"),
+        ] {
+            let err = MeshConfig::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
+            assert_eq!(err.variable, name, "{err}");
+        }
+    }
+
+    #[test]
+    fn flags_accept_common_spellings_only() {
+        let env = Env::from_pairs([("A", "yes"), ("B", "0"), ("C", "maybe")]);
+        assert!(env.flag("A", false).unwrap());
+        assert!(!env.flag("B", true).unwrap());
+        assert!(env.flag("D", true).unwrap());
+        assert_eq!(env.flag("C", true).unwrap_err().variable, "C");
+    }
+}

@@ -1,0 +1,14 @@
+//! The runtime every OmniNode Bridge service shares: configuration, telemetry,
+//! health, server bootstrap, database access, and the one error mapping.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod server;
+pub mod telemetry;
+
+pub use config::{ConfigError, DatabaseTarget, Env, MeshConfig};
+pub use error::{ErrorCode, MeshError};
+pub use health::HealthRegistry;
+pub use server::Runtime;

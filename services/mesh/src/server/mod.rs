@@ -1,0 +1,158 @@
+//! Server bootstrap shared by every service: a gRPC server with health,
+//! reflection (v1 and v1alpha) and per-RPC metrics; an HTTP admin server with
+//! `/metrics`, `/health` and `/ready`; graceful shutdown on SIGTERM/SIGINT.
+
+mod admin;
+mod metrics_layer;
+
+use std::{net::SocketAddr, time::Duration};
+
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    service::Routes,
+    transport::{Server, server::TcpIncoming},
+};
+use tonic_health::server::{HealthReporter, HealthService};
+
+pub use admin::admin_router;
+pub use metrics_layer::{GrpcMetricsLayer, code_name};
+
+use crate::{
+    config::MeshConfig,
+    health::{HealthRegistry, Lifecycle},
+};
+
+/// The version every service reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What one process shares across the servers it runs: configuration,
+/// health, and the shutdown signal.
+#[derive(Clone)]
+pub struct Runtime {
+    pub config: MeshConfig,
+    pub health: HealthRegistry,
+    reporter: HealthReporter,
+    shutdown: CancellationToken,
+}
+
+impl Runtime {
+    pub fn new(config: MeshConfig) -> Self {
+        let reporter = HealthReporter::new();
+        let health = HealthRegistry::new(VERSION, reporter.clone());
+        Self { config, health, reporter, shutdown: CancellationToken::new() }
+    }
+
+    /// Cancelled when the process starts shutting down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Starts draining: health turns NOT_SERVING, then servers stop.
+    pub async fn begin_shutdown(&self) {
+        self.health.set_lifecycle(Lifecycle::Draining).await;
+        self.shutdown.cancel();
+    }
+
+    /// Binds `host:port` (port 0 picks a free one).
+    pub async fn bind(&self, port: u16) -> std::io::Result<TcpListener> {
+        TcpListener::bind(SocketAddr::new(self.config.host, port)).await
+    }
+
+    /// Serves `routes` with health, reflection and metrics on `listener`
+    /// until shutdown; `tracked` names the gRPC services whose
+    /// grpc.health.v1 status follows the process health.
+    pub async fn spawn_grpc(
+        &self,
+        listener: TcpListener,
+        routes: Routes,
+        tracked: &[&str],
+    ) -> JoinHandle<Result<(), tonic::transport::Error>> {
+        for name in tracked {
+            self.health.track_grpc_service(name).await;
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(omninode_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the compiled descriptor set is valid");
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(omninode_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .expect("the compiled descriptor set is valid");
+        let health = tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(
+            self.reporter.clone(),
+        ));
+        let routes = routes.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha);
+
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let stop = self.shutdown.clone();
+        let grace = self.config.shutdown_grace;
+        tokio::spawn(async move {
+            let server = Server::builder()
+                .layer(GrpcMetricsLayer)
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+            drain_within(server, stop, grace).await
+        })
+    }
+
+    /// Serves `/metrics`, `/health` and `/ready` on `listener` until shutdown.
+    pub fn spawn_admin(&self, listener: TcpListener) -> JoinHandle<std::io::Result<()>> {
+        let router = admin_router(self.health.clone());
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await })
+    }
+
+    /// Marks the process ready to take traffic.
+    pub async fn mark_serving(&self) {
+        self.health.set_lifecycle(Lifecycle::Serving).await;
+    }
+}
+
+/// Runs `server` to completion, but gives in-flight calls only `grace` once
+/// shutdown has begun (a long-lived stream must not hold the process open).
+async fn drain_within<F>(server: F, stop: CancellationToken, grace: Duration) -> Result<(), tonic::transport::Error>
+where
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+{
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        _ = stop.cancelled() => {}
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "in-flight calls cut off after the shutdown grace period"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,340 @@
+//! `Stamper`: the stamping use cases over the domain rules and the store.
+//! Transports call it; it knows nothing of gRPC.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+
+use crate::{
+    config::StampingConfig,
+    domain::{
+        content_type::content_type_for,
+        hash::is_valid_hash,
+        namespace::resolve_namespace,
+        record::StampRecord,
+        stamp::{StampFields, StampFormat, apply, render},
+        validate::{Validation, hash_content, validate},
+    },
+    error::StampingError,
+    store::{NewStamp, StampStore, Stored},
+};
+
+const MAX_FILE_PATH: usize = 4096;
+const MAX_FIELD: usize = 255;
+const MAX_VERSION: usize = 64;
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1000;
+const PAGE_TOKEN_PREFIX: &str = "after:";
+
+/// One thing to stamp.
+#[derive(Debug, Clone, Default)]
+pub struct StampInput {
+    pub content: String,
+    pub file_path: String,
+    /// Empty: derived from `file_path`.
+    pub content_type: String,
+    pub format: Option<StampFormat>,
+    pub version: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// A stamped content and the record behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StampOutcome {
+    pub record: StampRecord,
+    pub stamped_content: String,
+    pub stamp_text: String,
+    /// False when the record already existed.
+    pub created: bool,
+}
+
+/// A page of records.
+#[derive(Debug, Clone)]
+pub struct StampPage {
+    pub records: Vec<StampRecord>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+}
+
+/// The stamping use cases.
+#[derive(Debug, Clone)]
+pub struct Stamper {
+    store: StampStore,
+    config: StampingConfig,
+}
+
+/// An item that passed validation, ready for the store.
+struct Prepared {
+    input: StampInput,
+    format: StampFormat,
+    unstamped: String,
+    content_type: String,
+    new: NewStamp,
+}
+
+impl Stamper {
+    pub fn new(store: StampStore, config: StampingConfig) -> Self {
+        Self { store, config }
+    }
+
+    pub fn config(&self) -> &StampingConfig {
+        &self.config
+    }
+
+    /// Stamps one content; see [`Stamper::stamp_batch`].
+    pub async fn stamp(&self, namespace: &str, input: StampInput) -> Result<StampOutcome, StampingError> {
+        let namespace = resolve_namespace(namespace).map_err(StampingError::NamespaceInvalid)?;
+        let prepared = self.prepare(input)?;
+        self.store_prepared(&namespace, vec![Ok(prepared)]).await?.pop().expect("one item in, one out")
+    }
+
+    /// Stamps every item in one transaction; each item succeeds or fails on
+    /// its own (bad input, idempotency conflict), in request order.
+    pub async fn stamp_batch(
+        &self,
+        namespace: &str,
+        items: Vec<StampInput>,
+    ) -> Result<Vec<Result<StampOutcome, StampingError>>, StampingError> {
+        let namespace = resolve_namespace(namespace).map_err(StampingError::NamespaceInvalid)?;
+        if items.is_empty() {
+            return Err(StampingError::EmptyBatch);
+        }
+        if items.len() > self.config.max_batch_items {
+            return Err(StampingError::TooLarge(format!(
+                "the batch has {} items; the limit is {} (STAMPING_MAX_BATCH_ITEMS)",
+                items.len(),
+                self.config.max_batch_items
+            )));
+        }
+        let prepared = items.into_iter().map(|item| self.prepare(item)).collect();
+        self.store_prepared(&namespace, prepared).await
+    }
+
+    async fn store_prepared(
+        &self,
+        namespace: &str,
+        items: Vec<Result<Prepared, StampingError>>,
+    ) -> Result<Vec<Result<StampOutcome, StampingError>>, StampingError> {
+        let new: Vec<NewStamp> = items.iter().filter_map(|i| i.as_ref().ok()).map(|p| p.new.clone()).collect();
+        let mut stored = self.store.insert_or_get(namespace, new).await?.into_iter();
+        Ok(items
+            .into_iter()
+            .map(|item| {
+                let item = item?;
+                match stored.next().expect("one outcome per stored item") {
+                    Stored::Created(record) => Ok(finish(item, record, true)),
+                    Stored::Existing(record) => Ok(finish(item, record, false)),
+                    Stored::KeyConflict { existing_hash } => Err(StampingError::OperationIdConflict {
+                        namespace: namespace.to_owned(),
+                        key: item.input.idempotency_key.unwrap_or_default(),
+                        existing_hash,
+                    }),
+                }
+            })
+            .collect())
+    }
+
+    /// Checks a request item and computes everything the store needs.
+    fn prepare(&self, input: StampInput) -> Result<Prepared, StampingError> {
+        if input.content.len() > self.config.max_content_bytes {
+            return Err(StampingError::TooLarge(format!(
+                "content is {} bytes; the limit is {} (STAMPING_MAX_CONTENT_BYTES)",
+                input.content.len(),
+                self.config.max_content_bytes
+            )));
+        }
+        check_text("file_path", &input.file_path, MAX_FILE_PATH)?;
+        if input.file_path.contains("-->") {
+            return Err(StampingError::Validation("file_path must not contain \"-->\"".into()));
+        }
+        check_text("content_type", &input.content_type, MAX_FIELD)?;
+        if let Some(key) = &input.idempotency_key {
+            check_text("idempotency_key", key, MAX_FIELD)?;
+        }
+        if let Some(version) = &input.version
+            && (version.len() > MAX_VERSION
+                || !version.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c)))
+        {
+            return Err(StampingError::Validation(format!(
+                "version {version:?} must be 1 to {MAX_VERSION} characters of letters, digits, '.', '_', '+' or '-'"
+            )));
+        }
+
+        let hashed = hash_content(&input.content);
+        if hashed.is_empty {
+            return Err(StampingError::Validation(
+                "content is empty once stamps and surrounding whitespace are removed".into(),
+            ));
+        }
+        let format = input.format.unwrap_or(StampFormat::Lightweight);
+        let content_type = match input.content_type.as_str() {
+            "" => content_type_for(&input.file_path).to_owned(),
+            given => given.to_owned(),
+        };
+        let file_size = hashed.stripped.content.len() as u64;
+        let created_at = now();
+        let id = uuid::Uuid::now_v7().to_string();
+        let timestamp = created_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let stamp_text = render(
+            format,
+            &StampFields {
+                uid: &id,
+                hash: &hashed.hash,
+                timestamp: &timestamp,
+                version: input.version.as_deref(),
+                file_path: &input.file_path,
+                file_size,
+                content_type: &content_type,
+            },
+        );
+        let new = NewStamp {
+            id,
+            file_hash: hashed.hash,
+            file_path: input.file_path.clone(),
+            file_size,
+            content_type: content_type.clone(),
+            op_id: input.idempotency_key.clone(),
+            format,
+            version: input.version.clone(),
+            timestamp,
+            stamp_text,
+            created_at,
+        };
+        Ok(Prepared { input, format, unstamped: hashed.stripped.content, content_type, new })
+    }
+
+    /// Validates stamped content; `expected_hash` may be empty.
+    pub fn validate(&self, content: &str, expected_hash: &str) -> Result<Validation, StampingError> {
+        if content.len() > self.config.max_content_bytes {
+            return Err(StampingError::TooLarge(format!(
+                "content is {} bytes; the limit is {} (STAMPING_MAX_CONTENT_BYTES)",
+                content.len(),
+                self.config.max_content_bytes
+            )));
+        }
+        let expected = match expected_hash {
+            "" => None,
+            hash => Some(checked_hash(hash)?),
+        };
+        Ok(validate(content, expected))
+    }
+
+    /// The record of `file_hash` in `namespace`.
+    pub async fn get(&self, namespace: &str, file_hash: &str) -> Result<StampRecord, StampingError> {
+        let namespace = resolve_namespace(namespace).map_err(StampingError::NamespaceInvalid)?;
+        let file_hash = checked_hash(file_hash)?;
+        self.store
+            .get(&namespace, file_hash)
+            .await?
+            .ok_or_else(|| StampingError::StampNotFound { namespace, file_hash: file_hash.to_owned() })
+    }
+
+    /// One page of a namespace's records, oldest first.
+    pub async fn list(&self, namespace: &str, page_size: u32, page_token: &str) -> Result<StampPage, StampingError> {
+        let namespace = resolve_namespace(namespace).map_err(StampingError::NamespaceInvalid)?;
+        let size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let after = decode_page_token(page_token)?;
+        let mut records = self.store.list(&namespace, after.as_deref(), u64::from(size) + 1).await?;
+        let next_page_token = if records.len() > size as usize {
+            records.truncate(size as usize);
+            encode_page_token(&records.last().expect("a full page").id)
+        } else {
+            String::new()
+        };
+        Ok(StampPage { records, next_page_token })
+    }
+}
+
+/// The response for an item: the stamp is rendered with the record's uid,
+/// hash and timestamp, and this request's path, size, type and version.
+fn finish(item: Prepared, record: StampRecord, created: bool) -> StampOutcome {
+    let stamp_text = render(
+        item.format,
+        &StampFields {
+            uid: &record.id,
+            hash: &record.file_hash,
+            timestamp: &record.timestamp,
+            version: item.input.version.as_deref(),
+            file_path: &item.input.file_path,
+            file_size: item.new.file_size,
+            content_type: &item.content_type,
+        },
+    );
+    let stamped_content = apply(item.format, &item.unstamped, &stamp_text);
+    StampOutcome { record, stamped_content, stamp_text, created }
+}
+
+/// Now, to the microsecond both databases keep.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn checked_hash(hash: &str) -> Result<&str, StampingError> {
+    if is_valid_hash(hash) {
+        Ok(hash)
+    } else {
+        Err(StampingError::InvalidHashFormat(format!(
+            "hash {:?} is not a BLAKE3 hash (64 lowercase hex characters)",
+            truncate(hash, 80)
+        )))
+    }
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), StampingError> {
+    if value.len() > max {
+        return Err(StampingError::Validation(format!("{field} is {} bytes; the limit is {max}", value.len())));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(StampingError::Validation(format!("{field} must not contain line breaks or control characters")));
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn encode_page_token(last_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{PAGE_TOKEN_PREFIX}{last_id}"))
+}
+
+fn decode_page_token(token: &str) -> Result<Option<String>, StampingError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|text| text.strip_prefix(PAGE_TOKEN_PREFIX).map(str::to_owned))
+        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+        .map(Some)
+        .ok_or_else(|| StampingError::Validation("page_token is not a token this service issued".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_forgeries() {
+        let id = uuid::Uuid::now_v7().to_string();
+        assert_eq!(decode_page_token(&encode_page_token(&id)).unwrap(), Some(id));
+        assert_eq!(decode_page_token("").unwrap(), None);
+        for bad in ["%%%", "bm9wZQ", &URL_SAFE_NO_PAD.encode("after:1 OR 1=1")] {
+            assert!(matches!(decode_page_token(bad), Err(StampingError::Validation(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn text_fields_refuse_control_characters() {
+        assert!(check_text("file_path", "a\nb", 10).is_err());
+        assert!(check_text("file_path", "abc", 2).is_err());
+        assert!(check_text("file_path", "ok/path.rs", 100).is_ok());
+    }
+}

@@ -1,0 +1,154 @@
+//! Test harness: starts real OmniNode Bridge processes on ephemeral ports,
+//! on SQLite (a temporary file) or PostgreSQL (a fresh database per test).
+
+use std::net::SocketAddr;
+
+use omninode::{RunningMesh, ServiceKind};
+use omninode_mesh::Env;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Server URL of the PostgreSQL the tests use (no database name).
+/// `TEST_POSTGRES_URL` overrides it.
+pub fn postgres_server_url() -> String {
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A PostgreSQL database created for one test and dropped after it.
+pub struct PostgresDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl PostgresDatabase {
+    pub async fn create() -> Self {
+        let name = format!("omninode_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = admin_connection().await;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        let url = format!("{}/{name}", postgres_server_url());
+        Self { name, url }
+    }
+
+    /// Refuses new connections and ends the open ones: the database is "down".
+    pub async fn take_offline(&self) {
+        let admin = admin_connection().await;
+        admin.execute_unprepared(&format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false", self.name)).await.unwrap();
+        admin
+            .execute_unprepared(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                self.name
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// Accepts connections again.
+    pub async fn bring_online(&self) {
+        let admin = admin_connection().await;
+        admin.execute_unprepared(&format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", self.name)).await.unwrap();
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context: use a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let admin = admin_connection().await;
+                let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+            });
+        })
+        .join();
+    }
+}
+
+async fn admin_connection() -> DatabaseConnection {
+    let url = format!("{}/postgres", postgres_server_url());
+    Database::connect(&url).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is required for these tests and is not reachable at {url}: {e} (start it, or set TEST_POSTGRES_URL)")
+    })
+}
+
+/// A started process and what it needs to stay alive.
+pub struct TestMesh {
+    pub mesh: Option<RunningMesh>,
+    pub postgres: Option<PostgresDatabase>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestMesh {
+    /// Starts the stamping service on `backend` with `extra` variables.
+    pub async fn start(backend: Backend, extra: &[(&str, &str)]) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut env = Env::from_pairs([
+            ("OMNINODE_DATA_DIR", data_dir.path().to_str().unwrap()),
+            ("STAMPING_PORT", "0"),
+            ("METRICS_PORT", "0"),
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "warn"),
+            ("DATABASE_MAX_CONNECTIONS", "5"),
+            ("SHUTDOWN_GRACE_MS", "2000"),
+        ]);
+        let postgres = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PostgresDatabase::create().await),
+        };
+        if let Some(pg) = &postgres {
+            env = env.with("DATABASE_URL", pg.url.clone());
+        }
+        for (name, value) in extra {
+            env = env.with(name, *value);
+        }
+        let mesh = omninode::start(&env, &[ServiceKind::Stamping]).await.expect("mesh starts");
+        Self { mesh: Some(mesh), postgres, _data_dir: data_dir }
+    }
+
+    pub fn mesh(&self) -> &RunningMesh {
+        self.mesh.as_ref().expect("running")
+    }
+
+    /// `http://addr` of the stamping gRPC server.
+    pub fn stamping_url(&self) -> String {
+        format!("http://{}", self.mesh().endpoints.stamping.expect("stamping runs"))
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.mesh().endpoints.admin.expect("admin runs")
+    }
+
+    /// An HTTP GET on the admin server: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin_addr(), path).await
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(mesh) = self.mesh.take() {
+            mesh.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET (the admin endpoints need nothing more).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("admin server reachable");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("an HTTP status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
