@@ -71,16 +71,8 @@ impl Runtime {
         for name in tracked {
             self.health.track_grpc_service(name).await;
         }
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(omninode_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .expect("the compiled descriptor set is valid");
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(omninode_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .expect("the compiled descriptor set is valid");
+        let reflection_v1 = reflection(tracked).build_v1().expect("the compiled descriptor sets are valid");
+        let reflection_v1alpha = reflection(tracked).build_v1alpha().expect("the compiled descriptor sets are valid");
         let health = tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(
             self.reporter.clone(),
         ));
@@ -110,6 +102,24 @@ impl Runtime {
     pub async fn mark_serving(&self) {
         self.health.set_lifecycle(Lifecycle::Serving).await;
     }
+}
+
+/// Reflection that advertises exactly what the server serves: `services`,
+/// health and both reflection versions (grpcurl 1.8 asks v1alpha, newer
+/// clients v1).
+fn reflection(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(omninode_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    let fixed =
+        ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
+    for name in services.iter().copied().chain(fixed) {
+        builder = builder.with_service_name(name);
+    }
+    builder
 }
 
 /// Runs `server` to completion, but gives in-flight calls only `grace` once

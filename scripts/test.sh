@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need, then runs formatting
+# and lint checks, the contract lint, every unit and integration test (on
+# SQLite and on PostgreSQL), and a grpcurl smoke test of `omninode up`.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/omninode/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "tools"
+scripts/setup-test-env.sh
+
+step "format and lint"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "contracts (buf lint)"
+(cd proto && buf lint)
+
+step "unit and integration tests (SQLite and PostgreSQL)"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+
+step "smoke test: omninode up + grpcurl"
+cargo build --locked -p omninode
+scripts/smoke.sh "$CARGO_TARGET_DIR/debug/omninode"
