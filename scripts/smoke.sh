@@ -75,6 +75,19 @@ assert 'method="Stamp"' in metrics, metrics
 PY
 ok
 
+# The file commands: stamp in place, verify, and a one-byte edit fails verify.
+printf 'print("a")\n' >"$work/a.py"
+printf '# notes\n' >"$work/b.md"
+"$bin" stamp --server "http://$addr" "$work/a.py" >/dev/null || fail "omninode stamp a.py"
+"$bin" stamp --server "http://$addr" --rich "$work/b.md" >/dev/null || fail "omninode stamp --rich b.md"
+head -n 1 "$work/a.py" | grep -q '^# ONEX:uid=' || fail "a.py has no lightweight stamp"
+grep -q 'ONEX_METADATA_END' "$work/b.md" || fail "b.md has no rich stamp"
+"$bin" verify --server "http://$addr" "$work/a.py" "$work/b.md" >/dev/null || fail "omninode verify of stamped files"
+sed -i 's/"a"/"b"/' "$work/a.py"
+if "$bin" verify --server "http://$addr" "$work/a.py" >"$work/verify.out"; then fail "verify passed an edited file"; fi
+grep -q "INVALID.*content changed" "$work/verify.out" || fail "verify gave no reason: $(cat "$work/verify.out")"
+ok
+
 # Every grpcurl example in the README runs as written (on this server's port).
 readme="$repo/README.md"
 python3 - "$readme" "$addr" >"$work/examples.sh" <<'PY'
