@@ -92,8 +92,12 @@ impl HealthRegistry {
 
     /// Adds a gRPC service whose grpc.health.v1 status follows the process health.
     pub async fn track_grpc_service(&self, name: &str) {
-        self.state.lock().expect("health state").grpc_services.push(name.to_owned());
-        self.state.lock().expect("health state").serving = None;
+        {
+            let mut state = self.state.lock().expect("health state");
+            state.grpc_services.push(name.to_owned());
+            // Force a publish so the new service gets a status at once.
+            state.serving = None;
+        }
         self.publish().await;
     }
 
