@@ -2,12 +2,14 @@
 //! over which database. `omninode up`, `omninode serve` and the integration
 //! tests all start the mesh through [`start`].
 
+pub mod cli;
 pub mod client;
 
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use omninode_mesh::{Env, MeshConfig, Runtime, db, telemetry};
+use omninode_orchestrator::OrchestratorConfig;
 use omninode_stamping::StampingConfig;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
@@ -16,6 +18,7 @@ use tonic::service::Routes;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServiceKind {
     Stamping,
+    Orchestrator,
 }
 
 /// Where a started process listens.
@@ -23,6 +26,8 @@ pub enum ServiceKind {
 pub struct Endpoints {
     /// gRPC address of the stamping service, when it runs.
     pub stamping: Option<SocketAddr>,
+    /// gRPC address of the orchestrator, when it runs.
+    pub orchestrator: Option<SocketAddr>,
     /// HTTP address of /metrics, /health and /ready.
     pub admin: Option<SocketAddr>,
 }
@@ -70,11 +75,23 @@ impl RunningMesh {
     }
 }
 
+async fn spawn_grpc(
+    runtime: &Runtime,
+    listener: tokio::net::TcpListener,
+    routes: Routes,
+    service: &str,
+) -> JoinHandle<anyhow::Result<()>> {
+    let server = runtime.spawn_grpc(listener, routes, &[service]).await;
+    tokio::spawn(async move { Ok(server.await??) })
+}
+
 /// Reads the configuration from `env`, opens and migrates the database, and
 /// starts `services` plus the admin HTTP server.
 pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<RunningMesh> {
     let mesh = MeshConfig::from_env(env)?;
     let stamping = StampingConfig::from_env(env)?;
+    let mut orchestrator =
+        if services.contains(&ServiceKind::Orchestrator) { Some(OrchestratorConfig::from_env(env)?) } else { None };
     telemetry::init_tracing(mesh.log_format, &mesh.log_filter);
     telemetry::prometheus();
 
@@ -92,19 +109,31 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         .with_context(|| format!("cannot bind METRICS_PORT {} on {}", mesh.metrics_port, mesh.host))?;
     endpoints.admin = Some(admin.local_addr()?);
 
-    for service in services {
-        match service {
-            ServiceKind::Stamping => {
-                let listener = runtime
-                    .bind(stamping.port)
-                    .await
-                    .with_context(|| format!("cannot bind STAMPING_PORT {} on {}", stamping.port, mesh.host))?;
-                endpoints.stamping = Some(listener.local_addr()?);
-                let routes = Routes::new(omninode_stamping::grpc_service(database.clone(), stamping.clone()));
-                let server = runtime.spawn_grpc(listener, routes, &[omninode_stamping::SERVICE_NAME]).await;
-                servers.push(tokio::spawn(async move { Ok(server.await??) }));
-            }
+    // Stamping first: an orchestrator in the same process calls it directly.
+    if services.contains(&ServiceKind::Stamping) {
+        let listener = runtime
+            .bind(stamping.port)
+            .await
+            .with_context(|| format!("cannot bind STAMPING_PORT {} on {}", stamping.port, mesh.host))?;
+        let addr = listener.local_addr()?;
+        endpoints.stamping = Some(addr);
+        if let Some(orchestrator) = orchestrator.as_mut() {
+            orchestrator.stamping_url = format!("http://{addr}");
         }
+        let routes = Routes::new(omninode_stamping::grpc_service(database.clone(), stamping.clone()));
+        servers.push(spawn_grpc(&runtime, listener, routes, omninode_stamping::SERVICE_NAME).await);
+    }
+    if let Some(config) = orchestrator {
+        let port = config.port;
+        let listener = runtime
+            .bind(port)
+            .await
+            .with_context(|| format!("cannot bind ORCHESTRATOR_PORT {port} on {}", mesh.host))?;
+        endpoints.orchestrator = Some(listener.local_addr()?);
+        let service = omninode_orchestrator::grpc_service(database.clone(), config, runtime.shutdown_token())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the orchestrator: {e}"))?;
+        servers.push(spawn_grpc(&runtime, listener, Routes::new(service), omninode_orchestrator::SERVICE_NAME).await);
     }
 
     let admin_server = runtime.spawn_admin(admin);

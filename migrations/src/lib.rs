@@ -5,6 +5,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_metadata_stamps;
+mod m20261123_000002_workflow_executions;
 
 /// Applies the migrations in order; each is recorded in `seaql_migrations`.
 pub struct Migrator;
@@ -12,6 +13,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_metadata_stamps::Migration)]
+        vec![
+            Box::new(m20261123_000001_metadata_stamps::Migration),
+            Box::new(m20261123_000002_workflow_executions::Migration),
+        ]
     }
 }

@@ -1,9 +1,9 @@
 //! Test harness: starts real OmniNode Bridge processes on ephemeral ports,
 //! on SQLite (a temporary file) or PostgreSQL (a fresh database per test).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
-use omninode::{RunningMesh, ServiceKind};
+pub use omninode::{RunningMesh, ServiceKind};
 use omninode_mesh::Env;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -81,47 +81,87 @@ async fn admin_connection() -> DatabaseConnection {
     })
 }
 
-/// A started process and what it needs to stay alive.
-pub struct TestMesh {
-    pub mesh: Option<RunningMesh>,
+/// Where a test's processes keep their data: a temporary directory (SQLite)
+/// or a fresh PostgreSQL database. Shared by processes that must see the same data.
+pub struct TestDatabase {
+    pub backend: Backend,
     pub postgres: Option<PostgresDatabase>,
-    _data_dir: tempfile::TempDir,
+    pub data_dir: tempfile::TempDir,
 }
 
-impl TestMesh {
-    /// Starts the stamping service on `backend` with `extra` variables.
-    pub async fn start(backend: Backend, extra: &[(&str, &str)]) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
-        let mut env = Env::from_pairs([
-            ("OMNINODE_DATA_DIR", data_dir.path().to_str().unwrap()),
-            ("STAMPING_PORT", "0"),
-            ("METRICS_PORT", "0"),
-            ("LOG_FORMAT", "json"),
-            ("RUST_LOG", "warn"),
-            ("DATABASE_MAX_CONNECTIONS", "5"),
-            ("SHUTDOWN_GRACE_MS", "2000"),
-        ]);
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Arc<Self> {
         let postgres = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(PostgresDatabase::create().await),
         };
-        if let Some(pg) = &postgres {
-            env = env.with("DATABASE_URL", pg.url.clone());
+        Arc::new(Self { backend, postgres, data_dir: tempfile::tempdir().unwrap() })
+    }
+
+    /// The variables that point a process at this database.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut vars = vec![("OMNINODE_DATA_DIR".to_owned(), self.data_dir.path().display().to_string())];
+        if let Some(pg) = &self.postgres {
+            vars.push(("DATABASE_URL".to_owned(), pg.url.clone()));
+        }
+        vars
+    }
+}
+
+/// Variables every test process gets: ephemeral ports, quiet JSON logs.
+pub fn base_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("STAMPING_PORT", "0"),
+        ("ORCHESTRATOR_PORT", "0"),
+        ("METRICS_PORT", "0"),
+        ("LOG_FORMAT", "json"),
+        ("RUST_LOG", "warn"),
+        ("DATABASE_MAX_CONNECTIONS", "5"),
+        ("SHUTDOWN_GRACE_MS", "2000"),
+    ]
+}
+
+/// A started process and what it needs to stay alive.
+pub struct TestMesh {
+    pub mesh: Option<RunningMesh>,
+    pub database: Arc<TestDatabase>,
+}
+
+impl TestMesh {
+    /// Starts the stamping service on a new `backend` database with `extra` variables.
+    pub async fn start(backend: Backend, extra: &[(&str, &str)]) -> Self {
+        Self::start_services(TestDatabase::new(backend).await, &[ServiceKind::Stamping], extra).await
+    }
+
+    /// Starts `services` in this process on `database`.
+    pub async fn start_services(database: Arc<TestDatabase>, services: &[ServiceKind], extra: &[(&str, &str)]) -> Self {
+        let mut env = Env::from_pairs(base_env());
+        for (name, value) in database.env() {
+            env = env.with(&name, value);
         }
         for (name, value) in extra {
             env = env.with(name, *value);
         }
-        let mesh = omninode::start(&env, &[ServiceKind::Stamping]).await.expect("mesh starts");
-        Self { mesh: Some(mesh), postgres, _data_dir: data_dir }
+        let mesh = omninode::start(&env, services).await.expect("mesh starts");
+        Self { mesh: Some(mesh), database }
     }
 
     pub fn mesh(&self) -> &RunningMesh {
         self.mesh.as_ref().expect("running")
     }
 
+    pub fn postgres(&self) -> Option<&PostgresDatabase> {
+        self.database.postgres.as_ref()
+    }
+
     /// `http://addr` of the stamping gRPC server.
     pub fn stamping_url(&self) -> String {
         format!("http://{}", self.mesh().endpoints.stamping.expect("stamping runs"))
+    }
+
+    /// `http://addr` of the orchestrator gRPC server.
+    pub fn orchestrator_url(&self) -> String {
+        format!("http://{}", self.mesh().endpoints.orchestrator.expect("orchestrator runs"))
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -138,6 +178,11 @@ impl TestMesh {
             mesh.shutdown().await.expect("clean shutdown");
         }
     }
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A minimal HTTP/1.1 GET (the admin endpoints need nothing more).

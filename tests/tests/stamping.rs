@@ -350,9 +350,21 @@ async fn hash_unary_and_streaming_agree_with_blake3(backend: Backend) {
     let mut client = client(&mesh).await;
     let content: Vec<u8> = (0..(3 * 1024 * 1024 + 7)).map(|i| (i % 251) as u8).collect();
     let expected = blake3::hash(&content).to_hex().to_string();
-    let unary = client.hash(pb::HashRequest { content: content[..1024].to_vec() }).await.unwrap().into_inner();
+    let unary = client
+        .hash(pb::HashRequest { content: content[..1024].to_vec(), normalize: false })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(unary.hash, blake3::hash(&content[..1024]).to_hex().to_string());
     assert_eq!(unary.size_bytes, 1024);
+    let text = "# ONEX:uid=u,hash=h,ts=t\nbody\n\n\n\n";
+    let normalized =
+        client.hash(pb::HashRequest { content: text.as_bytes().to_vec(), normalize: true }).await.unwrap().into_inner();
+    let stamped = client.stamp(stamp_request("", "body", pb::StampFormat::Lightweight)).await.unwrap().into_inner();
+    assert_eq!(normalized.hash, stamped.stamp.unwrap().file_hash, "normalize hashes as Stamp does");
+    let not_text = client.hash(pb::HashRequest { content: vec![0xff, 0xfe], normalize: true }).await.unwrap_err();
+    assert_eq!(not_text.code(), Code::InvalidArgument);
+    assert!(not_text.message().contains("UTF-8"), "{}", not_text.message());
     let chunks: Vec<pb::HashStreamRequest> =
         content.chunks(64 * 1024).map(|c| pb::HashStreamRequest { chunk: c.to_vec() }).collect();
     let chunk_count = chunks.len() as u64;
@@ -413,7 +425,7 @@ async fn postgres_outage_flips_health_and_recovers() {
     };
     assert_eq!(status(health.clone()).await, ServingStatus::Serving as i32);
 
-    let pg = mesh.postgres.as_ref().unwrap();
+    let pg = mesh.postgres().unwrap();
     pg.take_offline().await;
     let mut seen_down = false;
     for _ in 0..100 {

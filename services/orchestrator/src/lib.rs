@@ -1,2 +1,39 @@
 //! The orchestrator service: stamping workflows as a durable state machine.
-//! Its contract is `omninode.orchestrator.v1`; the engine lands with its own issue.
+//!
+//! `domain` holds the state machine and workflow record, `store` persists
+//! them, `clients` call stamping (gRPC) and OnexTree (HTTP), `engine` runs
+//! workflows, and `grpc` adapts it all to `omninode.orchestrator.v1`.
+
+pub mod clients;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod grpc;
+pub mod store;
+
+pub use config::OrchestratorConfig;
+pub use engine::WorkflowEngine;
+pub use error::OrchestratorError;
+
+use omninode_proto::orchestrator::v1::orchestrator_service_server::OrchestratorServiceServer;
+use tokio_util::sync::CancellationToken;
+
+/// The fully qualified gRPC service name, for health and discovery.
+pub const SERVICE_NAME: &str = "omninode.orchestrator.v1.OrchestratorService";
+
+/// Starts the engine on an open database (resuming unfinished workflows) and
+/// returns its gRPC service; workers stop taking work when `stop` is cancelled.
+pub async fn grpc_service(
+    db: sea_orm::DatabaseConnection,
+    config: OrchestratorConfig,
+    stop: CancellationToken,
+) -> Result<OrchestratorServiceServer<grpc::OrchestratorGrpc>, OrchestratorError> {
+    let max_message = config.max_content_bytes.saturating_mul(2).saturating_add(64 * 1024);
+    let stamping = clients::stamping::StampingClient::lazy(&config.stamping_url, max_message)
+        .map_err(OrchestratorError::Validation)?;
+    let max_content = config.max_content_bytes;
+    let engine = WorkflowEngine::start_workers(store::WorkflowStore::new(db), config, stamping, stop);
+    engine.recover().await?;
+    Ok(grpc::OrchestratorGrpc::new(engine, max_content).into_server())
+}

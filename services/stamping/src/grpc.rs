@@ -37,11 +37,15 @@ impl StampingGrpc {
 impl StampingService for StampingGrpc {
     async fn hash(&self, request: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
         let started = Instant::now();
-        let content = request.into_inner().content;
-        let hash = hash_bytes(&content);
+        let request = request.into_inner();
+        let hash = if request.normalize {
+            self.stamper.normalized_hash(&request.content)?
+        } else {
+            hash_bytes(&request.content)
+        };
         Ok(Response::new(pb::HashResponse {
             hash,
-            size_bytes: content.len() as u64,
+            size_bytes: request.content.len() as u64,
             execution_time_us: started.elapsed().as_micros() as u64,
         }))
     }

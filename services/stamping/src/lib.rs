@@ -14,7 +14,7 @@ pub mod store;
 pub use config::StampingConfig;
 pub use error::StampingError;
 pub use grpc::StampingGrpc;
-pub use stamper::{StampInput, StampOutcome, Stamper};
+pub use stamper::{StampInput, StampOutcome, Stamper, check_input};
 pub use store::StampStore;
 
 /// The fully qualified gRPC service name, for health and discovery.

@@ -133,31 +133,17 @@ impl Stamper {
             .collect())
     }
 
+    /// The hash a Stamp of `content` would record.
+    pub fn normalized_hash(&self, content: &[u8]) -> Result<String, StampingError> {
+        check_size(content.len(), self.config.max_content_bytes)?;
+        let text = std::str::from_utf8(content)
+            .map_err(|e| StampingError::Validation(format!("content is not UTF-8 text ({e}); normalize needs text")))?;
+        Ok(hash_content(text).hash)
+    }
+
     /// Checks a request item and computes everything the store needs.
     fn prepare(&self, input: StampInput) -> Result<Prepared, StampingError> {
-        if input.content.len() > self.config.max_content_bytes {
-            return Err(StampingError::TooLarge(format!(
-                "content is {} bytes; the limit is {} (STAMPING_MAX_CONTENT_BYTES)",
-                input.content.len(),
-                self.config.max_content_bytes
-            )));
-        }
-        check_text("file_path", &input.file_path, MAX_FILE_PATH)?;
-        if input.file_path.contains("-->") {
-            return Err(StampingError::Validation("file_path must not contain \"-->\"".into()));
-        }
-        check_text("content_type", &input.content_type, MAX_FIELD)?;
-        if let Some(key) = &input.idempotency_key {
-            check_text("idempotency_key", key, MAX_FIELD)?;
-        }
-        if let Some(version) = &input.version
-            && (version.len() > MAX_VERSION
-                || !version.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c)))
-        {
-            return Err(StampingError::Validation(format!(
-                "version {version:?} must be 1 to {MAX_VERSION} characters of letters, digits, '.', '_', '+' or '-'"
-            )));
-        }
+        check_input(&input, self.config.max_content_bytes)?;
 
         let hashed = hash_content(&input.content);
         if hashed.is_empty {
@@ -204,13 +190,7 @@ impl Stamper {
 
     /// Validates stamped content; `expected_hash` may be empty.
     pub fn validate(&self, content: &str, expected_hash: &str) -> Result<Validation, StampingError> {
-        if content.len() > self.config.max_content_bytes {
-            return Err(StampingError::TooLarge(format!(
-                "content is {} bytes; the limit is {} (STAMPING_MAX_CONTENT_BYTES)",
-                content.len(),
-                self.config.max_content_bytes
-            )));
-        }
+        check_size(content.len(), self.config.max_content_bytes)?;
         let expected = match expected_hash {
             "" => None,
             hash => Some(checked_hash(hash)?),
@@ -264,6 +244,37 @@ fn finish(item: Prepared, record: StampRecord, created: bool) -> StampOutcome {
     );
     let stamped_content = apply(item.format, &item.unstamped, &stamp_text);
     StampOutcome { record, stamped_content, stamp_text, created }
+}
+
+/// Checks every field of `input` that Stamp would refuse, except emptiness
+/// (which needs the hash): size, file path, content type, key and version.
+pub fn check_input(input: &StampInput, max_content_bytes: usize) -> Result<(), StampingError> {
+    check_size(input.content.len(), max_content_bytes)?;
+    check_text("file_path", &input.file_path, MAX_FILE_PATH)?;
+    if input.file_path.contains("-->") {
+        return Err(StampingError::Validation("file_path must not contain \"-->\"".into()));
+    }
+    check_text("content_type", &input.content_type, MAX_FIELD)?;
+    if let Some(key) = &input.idempotency_key {
+        check_text("idempotency_key", key, MAX_FIELD)?;
+    }
+    if let Some(version) = &input.version
+        && (version.len() > MAX_VERSION || !version.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c)))
+    {
+        return Err(StampingError::Validation(format!(
+            "version {version:?} must be 1 to {MAX_VERSION} characters of letters, digits, '.', '_', '+' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+fn check_size(len: usize, max: usize) -> Result<(), StampingError> {
+    if len > max {
+        return Err(StampingError::TooLarge(format!(
+            "content is {len} bytes; the limit is {max} (STAMPING_MAX_CONTENT_BYTES)"
+        )));
+    }
+    Ok(())
 }
 
 /// Now, to the microsecond both databases keep.

@@ -1,0 +1,124 @@
+//! The command line of `omninode`: run the mesh, serve one service, migrate
+//! the schema, or stamp and verify files.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use omninode_mesh::{Env, MeshConfig, db};
+use omninode_proto::stamping::v1::StampFormat;
+
+use crate::{ServiceKind, client};
+
+#[derive(Parser)]
+#[command(name = "omninode", version, about = "OmniNode Bridge: stamping, orchestration and aggregation over gRPC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole mesh in this process (embedded defaults: SQLite, no external service).
+    Up,
+    /// Run one service.
+    Serve {
+        #[arg(value_enum)]
+        service: ServiceKind,
+    },
+    /// Bring the database schema up to date, then exit.
+    Migrate,
+    /// Stamp files in place through the stamping service.
+    Stamp {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Stamping service URL.
+        #[arg(long, env = "OMNINODE_STAMPING_URL", default_value = "http://127.0.0.1:8053")]
+        server: String,
+        #[arg(long, short, default_value = "omninode.bridge")]
+        namespace: String,
+        /// Write the rich (metadata block) format instead of the one-line stamp.
+        #[arg(long)]
+        rich: bool,
+        /// Print the stamped content instead of rewriting the files.
+        #[arg(long)]
+        stdout: bool,
+        /// Files stamped at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Check that files' stamps match their content.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, env = "OMNINODE_STAMPING_URL", default_value = "http://127.0.0.1:8053")]
+        server: String,
+    },
+}
+
+/// Parses the process arguments and runs the command; the binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let env = Env::from_process();
+    match command {
+        Command::Up => {
+            let mesh = crate::start(&env, &[ServiceKind::Stamping, ServiceKind::Orchestrator]).await?;
+            print_endpoints(&mesh.endpoints);
+            mesh.run_until_signal().await?;
+        }
+        Command::Serve { service } => {
+            let mesh = crate::start(&env, &[service]).await?;
+            mesh.run_until_signal().await?;
+        }
+        Command::Migrate => {
+            let config = MeshConfig::from_env(&env)?;
+            db::connect_and_migrate(&config).await?;
+            println!("schema of {} is up to date", db::describe(&config.database));
+        }
+        Command::Stamp { files, server, namespace, rich, stdout, concurrency } => {
+            let connection = client::connect(&server).await?;
+            let format = if rich { StampFormat::Rich } else { StampFormat::Lightweight };
+            let options = client::StampOptions { namespace, format, stdout, concurrency };
+            let failed = client::stamp_files(connection, files, options).await?;
+            return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Verify { files, server } => {
+            let invalid = client::verify_files(client::connect(&server).await?, files).await?;
+            return Ok(if invalid == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_endpoints(endpoints: &crate::Endpoints) {
+    println!("OmniNode Bridge {} is up", env!("CARGO_PKG_VERSION"));
+    if let Some(addr) = endpoints.stamping {
+        println!("  stamping      grpc://{addr}   (grpcurl -plaintext {addr} list)");
+    }
+    if let Some(addr) = endpoints.orchestrator {
+        println!(
+            "  orchestrator  grpc://{addr}   (grpcurl -plaintext {addr} describe omninode.orchestrator.v1.OrchestratorService)"
+        );
+    }
+    if let Some(addr) = endpoints.admin {
+        println!("  metrics       http://{addr}/metrics");
+        println!("  health        http://{addr}/health   http://{addr}/ready");
+    }
+    println!("Press Ctrl-C to stop.");
+}

@@ -1,0 +1,99 @@
+//! The stamping service over gRPC.
+
+use omninode_proto::stamping::v1::{self as pb, stamping_service_client::StampingServiceClient};
+use tonic::{Code, transport::Channel};
+
+use super::CallError;
+use crate::domain::workflow::WorkflowInput;
+
+/// A stamp the stamping service recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StampResult {
+    pub stamp_id: String,
+    pub file_hash: String,
+    pub stamped_content: String,
+}
+
+/// Calls to the stamping service through one channel (HTTP/2, multiplexed).
+#[derive(Debug, Clone)]
+pub struct StampingClient {
+    client: StampingServiceClient<Channel>,
+}
+
+impl StampingClient {
+    /// A client of `url` that connects on first use, so the orchestrator
+    /// starts (and retries) while stamping is still down.
+    pub fn lazy(url: &str, max_message_bytes: usize) -> Result<Self, String> {
+        let endpoint = Channel::from_shared(url.to_owned()).map_err(|e| format!("{url:?}: {e}"))?;
+        Ok(Self::from_channel(endpoint.connect_lazy(), max_message_bytes))
+    }
+
+    pub fn from_channel(channel: Channel, max_message_bytes: usize) -> Self {
+        let client = StampingServiceClient::new(channel)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        Self { client }
+    }
+
+    /// The hash a Stamp of `content` records.
+    pub async fn hash(&self, content: &str) -> Result<String, CallError> {
+        let request = pb::HashRequest { content: content.as_bytes().to_vec(), normalize: true };
+        let response = self.client.clone().hash(request).await.map_err(classify)?;
+        Ok(response.into_inner().hash)
+    }
+
+    /// Stamps the workflow's content; `idempotency_key` makes a repeat safe.
+    pub async fn stamp(
+        &self,
+        namespace: &str,
+        input: &WorkflowInput,
+        idempotency_key: &str,
+        correlation_id: &str,
+    ) -> Result<StampResult, CallError> {
+        let format = match input.format.as_str() {
+            "rich" => pb::StampFormat::Rich,
+            _ => pb::StampFormat::Lightweight,
+        };
+        let request = pb::StampRequest {
+            namespace: namespace.to_owned(),
+            content: input.content.clone(),
+            file_path: input.file_path.clone(),
+            content_type: input.content_type.clone(),
+            format: format as i32,
+            version: String::new(),
+            correlation_id: correlation_id.to_owned(),
+            idempotency_key: idempotency_key.to_owned(),
+        };
+        let response = self.client.clone().stamp(request).await.map_err(classify)?.into_inner();
+        let record = response.stamp.ok_or_else(|| CallError::permanent("stamping answered without a record"))?;
+        Ok(StampResult {
+            stamp_id: record.stamp_id,
+            file_hash: record.file_hash,
+            stamped_content: response.stamped_content,
+        })
+    }
+}
+
+/// Only these codes mean "try again": the rest will not change on a retry.
+fn classify(status: tonic::Status) -> CallError {
+    let message = format!("stamping answered {:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => CallError::retryable(message),
+        _ => CallError::permanent(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_codes_are_retryable() {
+        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::ResourceExhausted] {
+            assert!(classify(tonic::Status::new(code, "x")).retryable, "{code:?}");
+        }
+        for code in [Code::InvalidArgument, Code::AlreadyExists, Code::Internal, Code::NotFound, Code::Unknown] {
+            assert!(!classify(tonic::Status::new(code, "x")).retryable, "{code:?}");
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! `WorkflowEngine`: accepts workflows into a bounded queue, runs them on a
+//! bounded set of workers, and answers reads, cancels and watches. The store
+//! is the arbiter of every state change (see [`crate::store`]).
+
+mod runner;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use omninode_stamping::domain::namespace::resolve_namespace;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clients::{intelligence::IntelligenceClient, stamping::StampingClient},
+    config::OrchestratorConfig,
+    domain::{
+        fsm::WorkflowState,
+        workflow::{STAMPING_WORKFLOW, Workflow, WorkflowInput, now},
+    },
+    error::OrchestratorError,
+    store::{Inserted, WorkflowStore},
+};
+
+const MAX_FIELD: usize = 255;
+const DEFAULT_PAGE_SIZE: u32 = 50;
+const MAX_PAGE_SIZE: u32 = 500;
+const PAGE_TOKEN_PREFIX: &str = "before:";
+/// How often a watcher re-reads the store, for changes made by other instances.
+const WATCH_POLL: Duration = Duration::from_millis(500);
+
+/// A request to start a workflow.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    pub namespace: String,
+    pub input: WorkflowInput,
+    pub correlation_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// A page of workflows, newest first.
+#[derive(Debug, Clone)]
+pub struct WorkflowPage {
+    pub workflows: Vec<Workflow>,
+    pub next_page_token: String,
+}
+
+/// Runs stamping workflows. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkflowEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: WorkflowStore,
+    config: OrchestratorConfig,
+    stamping: StampingClient,
+    intelligence: Option<IntelligenceClient>,
+    queue: mpsc::Sender<String>,
+    /// Cancellation handles of the workflows being run now.
+    running: Mutex<HashMap<String, CancellationToken>>,
+    /// Every stored change, for watchers in this process.
+    updates: broadcast::Sender<Workflow>,
+}
+
+impl WorkflowEngine {
+    /// Starts `config.concurrency` workers; they stop taking work when `stop` is cancelled.
+    pub fn start_workers(
+        store: WorkflowStore,
+        config: OrchestratorConfig,
+        stamping: StampingClient,
+        stop: CancellationToken,
+    ) -> Self {
+        let (queue, receiver) = mpsc::channel(config.max_queue);
+        let intelligence = config.onextree_url.as_deref().map(IntelligenceClient::new);
+        let engine = Self {
+            inner: Arc::new(Inner {
+                store,
+                stamping,
+                intelligence,
+                queue,
+                running: Mutex::new(HashMap::new()),
+                updates: broadcast::channel(1024).0,
+                config,
+            }),
+        };
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        for _ in 0..engine.inner.config.concurrency {
+            let (engine, receiver, stop) = (engine.clone(), receiver.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    let next = tokio::select! {
+                        _ = stop.cancelled() => None,
+                        id = async { receiver.lock().await.recv().await } => id,
+                    };
+                    let Some(id) = next else { return };
+                    engine.report_queue_size();
+                    engine.execute(id).await;
+                }
+            });
+        }
+        engine
+    }
+
+    /// Queues every workflow a previous process left unfinished; returns how many.
+    pub async fn recover(&self) -> Result<usize, OrchestratorError> {
+        let ids = self.inner.store.unfinished().await?;
+        let count = ids.len();
+        if count > 0 {
+            tracing::info!(count, "resuming unfinished workflows");
+        }
+        let queue = self.inner.queue.clone();
+        // More may be waiting than the queue holds: feed it as workers free up.
+        tokio::spawn(async move {
+            for id in ids {
+                if queue.send(id).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(count)
+    }
+
+    /// Accepts a workflow (PENDING) and queues it; with a known idempotency
+    /// key, returns the workflow it started instead (`false`).
+    pub async fn start(&self, request: StartRequest) -> Result<(Workflow, bool), OrchestratorError> {
+        let namespace = resolve_namespace(&request.namespace).map_err(OrchestratorError::NamespaceInvalid)?;
+        self.check_request(&request)?;
+        let input_hash = input_hash(&request.input);
+        if let Some(key) = &request.idempotency_key
+            && let Some(existing) = self.inner.store.find_by_key(&namespace, key).await?
+        {
+            return same_input(existing, &input_hash, key);
+        }
+        // Reserve a queue slot before writing, so a full queue writes nothing.
+        let permit =
+            self.inner.queue.try_reserve().map_err(|_| OrchestratorError::QueueFull(self.inner.config.max_queue))?;
+        let now = now();
+        let workflow = Workflow {
+            id: uuid::Uuid::now_v7().to_string(),
+            namespace,
+            workflow_type: STAMPING_WORKFLOW.to_owned(),
+            state: WorkflowState::Pending,
+            correlation_id: request.correlation_id,
+            idempotency_key: request.idempotency_key,
+            input_hash,
+            input: request.input,
+            file_hash: None,
+            stamp_id: None,
+            stamped_content: None,
+            error_message: None,
+            steps: Vec::new(),
+            transitions: Vec::new(),
+            intelligence_data: None,
+            created_at: now,
+            started_at: None,
+            completed_at: None,
+            updated_at: now,
+            execution_time_ms: None,
+            version: 1,
+        };
+        match self.inner.store.insert(&workflow).await? {
+            Inserted::Created(workflow) => {
+                permit.send(workflow.id.clone());
+                self.report_queue_size();
+                self.publish(&workflow);
+                Ok((workflow, true))
+            }
+            Inserted::ExistingKey(existing) => {
+                let key = workflow.idempotency_key.unwrap_or_default();
+                same_input(existing, &workflow.input_hash, &key)
+            }
+        }
+    }
+
+    /// Starts a workflow and waits until it is terminal.
+    pub async fn run(&self, request: StartRequest) -> Result<(Workflow, bool), OrchestratorError> {
+        let (workflow, created) = self.start(request).await?;
+        // Allow the worker's whole-workflow timeout to fire first.
+        let patience = self.inner.config.workflow_timeout + Duration::from_secs(5);
+        Ok((self.wait_terminal(&workflow.id, patience).await?, created))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Workflow, OrchestratorError> {
+        self.inner.store.get(id).await?.ok_or_else(|| OrchestratorError::NotFound(id.to_owned()))
+    }
+
+    /// One page of a namespace's workflows, newest first.
+    pub async fn list(
+        &self,
+        namespace: &str,
+        state: Option<WorkflowState>,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<WorkflowPage, OrchestratorError> {
+        let namespace = resolve_namespace(namespace).map_err(OrchestratorError::NamespaceInvalid)?;
+        let size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let before = decode_page_token(page_token)?;
+        let mut workflows = self.inner.store.list(&namespace, state, before.as_deref(), u64::from(size) + 1).await?;
+        let next_page_token = if workflows.len() > size as usize {
+            workflows.truncate(size as usize);
+            URL_SAFE_NO_PAD.encode(format!("{PAGE_TOKEN_PREFIX}{}", workflows.last().expect("a full page").id))
+        } else {
+            String::new()
+        };
+        Ok(WorkflowPage { workflows, next_page_token })
+    }
+
+    /// Cancels a workflow that is not terminal; a running step is interrupted.
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<Workflow, OrchestratorError> {
+        let reason = match reason.trim() {
+            "" => "cancelled by request".to_owned(),
+            given => format!("cancelled: {given}"),
+        };
+        // The worker may move the workflow between our read and our write; try again then.
+        for _ in 0..10 {
+            let mut workflow = self.get(id).await?;
+            if workflow.state.is_terminal() {
+                return Err(OrchestratorError::AlreadyTerminal { id: id.to_owned(), state: workflow.state });
+            }
+            let from = workflow.state;
+            workflow.transition(WorkflowState::Cancelled, reason.clone())?;
+            if self.inner.store.update(&mut workflow, from).await? {
+                if let Some(token) = self.inner.running.lock().expect("running map").get(id) {
+                    token.cancel();
+                }
+                self.finished(&workflow);
+                return Ok(workflow);
+            }
+        }
+        Err(OrchestratorError::Store(format!("workflow {id} kept changing while being cancelled")))
+    }
+
+    /// The workflow now, then each stored change, ending after a terminal state.
+    pub fn watch(&self, id: &str) -> ReceiverStream<Result<Workflow, OrchestratorError>> {
+        let (tx, rx) = mpsc::channel(16);
+        let (engine, id) = (self.clone(), id.to_owned());
+        tokio::spawn(async move {
+            let mut updates = engine.inner.updates.subscribe();
+            let mut last_version = 0;
+            let mut current = engine.get(&id).await;
+            loop {
+                match current {
+                    Err(err) => {
+                        let _ = tx.send(Err(err)).await;
+                        return;
+                    }
+                    Ok(workflow) if workflow.version > last_version => {
+                        last_version = workflow.version;
+                        let terminal = workflow.state.is_terminal();
+                        if tx.send(Ok(workflow)).await.is_err() || terminal {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                }
+                let poll = tokio::time::sleep(WATCH_POLL);
+                tokio::pin!(poll);
+                current = loop {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        update = updates.recv() => match update {
+                            Ok(workflow) if workflow.id == id => break Ok(workflow),
+                            Ok(_) => continue,
+                            // Missed updates or no more publisher: read the store.
+                            Err(_) => break engine.get(&id).await,
+                        },
+                        _ = &mut poll => break engine.get(&id).await,
+                    }
+                };
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+
+    /// Waits up to `patience` for the workflow to be terminal.
+    pub async fn wait_terminal(&self, id: &str, patience: Duration) -> Result<Workflow, OrchestratorError> {
+        use futures::StreamExt;
+        let mut stream = self.watch(id);
+        let wait = async {
+            let mut last = None;
+            while let Some(item) = stream.next().await {
+                last = Some(item?);
+            }
+            last.ok_or_else(|| OrchestratorError::NotFound(id.to_owned()))
+        };
+        tokio::time::timeout(patience, wait).await.map_err(|_| OrchestratorError::Timeout(id.to_owned()))?
+    }
+
+    /// Field checks a StartWorkflow is refused for outright (nothing stored).
+    fn check_request(&self, request: &StartRequest) -> Result<(), OrchestratorError> {
+        let max = self.inner.config.max_content_bytes;
+        if request.input.content.len() > max {
+            return Err(OrchestratorError::Validation(format!(
+                "content is {} bytes; the limit is {max} (STAMPING_MAX_CONTENT_BYTES)",
+                request.input.content.len()
+            )));
+        }
+        for (field, value) in
+            [("idempotency_key", &request.idempotency_key), ("correlation_id", &request.correlation_id)]
+        {
+            if let Some(value) = value
+                && (value.len() > MAX_FIELD || value.chars().any(char::is_control))
+            {
+                return Err(OrchestratorError::Validation(format!(
+                    "{field} must be at most {MAX_FIELD} bytes without control characters"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self, workflow: &Workflow) {
+        let _ = self.inner.updates.send(workflow.clone());
+    }
+
+    /// Publishes a terminal workflow and counts it.
+    fn finished(&self, workflow: &Workflow) {
+        self.publish(workflow);
+        let state = workflow.state.as_str();
+        metrics::counter!("workflow_orchestration_total", "state" => state).increment(1);
+        if workflow.state == WorkflowState::Failed {
+            metrics::counter!("workflow_orchestration_errors_total").increment(1);
+        }
+        if let Some(ms) = workflow.execution_time_ms {
+            metrics::histogram!("workflow_orchestration_duration_ms", "state" => state).record(ms as f64);
+        }
+    }
+
+    fn report_queue_size(&self) {
+        let queue = &self.inner.queue;
+        metrics::gauge!("workflow_queue_size").set((queue.max_capacity() - queue.capacity()) as f64);
+    }
+}
+
+/// A reused idempotency key returns its workflow only for the same input.
+fn same_input(existing: Workflow, input_hash: &str, key: &str) -> Result<(Workflow, bool), OrchestratorError> {
+    if existing.input_hash == input_hash {
+        Ok((existing, false))
+    } else {
+        Err(OrchestratorError::IdempotencyConflict {
+            namespace: existing.namespace,
+            key: key.to_owned(),
+            workflow_id: existing.id,
+        })
+    }
+}
+
+fn input_hash(input: &WorkflowInput) -> String {
+    let canonical = serde_json::to_vec(input).expect("WorkflowInput serialises");
+    blake3::hash(&canonical).to_hex().to_string()
+}
+
+fn decode_page_token(token: &str) -> Result<Option<String>, OrchestratorError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|text| text.strip_prefix(PAGE_TOKEN_PREFIX).map(str::to_owned))
+        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+        .map(Some)
+        .ok_or_else(|| OrchestratorError::Validation("page_token is not a token this service issued".into()))
+}

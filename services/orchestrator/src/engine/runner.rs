@@ -1,0 +1,312 @@
+//! Running one workflow: validate_input → hash_generation → stamp_creation →
+//! onextree_intelligence, each step recorded and stored as it ends, with
+//! per-attempt timeouts, retries of transient failures, a whole-workflow
+//! timeout, and cancellation between and during steps.
+
+use std::{future::Future, time::Instant};
+
+use omninode_stamping::{StampInput, check_input};
+use tokio_util::sync::CancellationToken;
+
+use super::WorkflowEngine;
+use crate::{
+    clients::CallError,
+    domain::{
+        fsm::WorkflowState,
+        workflow::{StepOutcome, StepRecord, Workflow, now, step},
+    },
+    error::OrchestratorError,
+};
+
+/// How an attempted step ended.
+enum Attempted<T> {
+    Done(T),
+    Failed(String),
+    /// The workflow was cancelled while the step ran.
+    Cancelled,
+}
+
+/// Whether the workflow may go on after a store write.
+#[must_use]
+enum Flow {
+    Continue,
+    /// Another writer (a cancel) moved the workflow: stop quietly.
+    Stop,
+}
+
+impl WorkflowEngine {
+    /// Runs the workflow `id` to a terminal state (or until another writer
+    /// ends it). A store failure leaves it unfinished, for the next start-up.
+    pub(super) async fn execute(&self, id: String) {
+        let token = CancellationToken::new();
+        {
+            let mut running = self.inner.running.lock().expect("running map");
+            if running.contains_key(&id) {
+                return;
+            }
+            running.insert(id.clone(), token.clone());
+        }
+        if let Err(err) = self.drive(&id, &token).await {
+            tracing::error!(workflow_id = %id, error = %err, "workflow interrupted; it resumes on the next start-up");
+        }
+        self.inner.running.lock().expect("running map").remove(&id);
+    }
+
+    async fn drive(&self, id: &str, token: &CancellationToken) -> Result<(), OrchestratorError> {
+        let Some(mut workflow) = self.inner.store.get(id).await? else { return Ok(()) };
+        if workflow.state.is_terminal() {
+            return Ok(());
+        }
+        let limit = self.inner.config.workflow_timeout;
+        if tokio::time::timeout(limit, self.steps(&mut workflow, token)).await.is_ok() {
+            return Ok(());
+        }
+        // Timed out: fail it from what is stored (the interrupted step was not).
+        let reason = format!("workflow timed out after {} ms (ORCHESTRATOR_WORKFLOW_TIMEOUT_MS)", limit.as_millis());
+        for _ in 0..3 {
+            let Some(mut stored) = self.inner.store.get(id).await? else { return Ok(()) };
+            if stored.state.is_terminal() {
+                return Ok(());
+            }
+            let from = stored.state;
+            stored.transition(WorkflowState::Failed, reason.clone())?;
+            if self.inner.store.update(&mut stored, from).await? {
+                self.finished(&stored);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn steps(&self, workflow: &mut Workflow, token: &CancellationToken) -> Result<(), OrchestratorError> {
+        if workflow.state == WorkflowState::Processing {
+            let note = "picked up again after the orchestrator restarted; steps run again (they are idempotent)";
+            let record = StepRecord {
+                name: step::RESUME.into(),
+                outcome: StepOutcome::Succeeded,
+                started_at: now(),
+                duration_ms: 0,
+                attempts: 1,
+                message: note.into(),
+            };
+            if let Flow::Stop = self.record(workflow, record).await? {
+                return Ok(());
+            }
+        } else {
+            let started = (now(), Instant::now());
+            let check = self.validate_input(workflow);
+            let (outcome, message) = match &check {
+                Ok(()) => (StepOutcome::Succeeded, String::new()),
+                Err(reason) => (StepOutcome::Failed, reason.clone()),
+            };
+            workflow.steps.push(step_record(step::VALIDATE_INPUT, outcome, started, 1, message));
+            let flow = match check {
+                Err(reason) => self.end(workflow, WorkflowState::Failed, format!("invalid input: {reason}")).await?,
+                Ok(()) => self.advance(workflow, WorkflowState::Processing, "").await?,
+            };
+            if matches!(flow, Flow::Stop) || workflow.state.is_terminal() {
+                return Ok(());
+            }
+        }
+
+        let content = workflow.input.content.clone();
+        let hash =
+            match self.attempt(workflow, step::HASH_GENERATION, token, || self.inner.stamping.hash(&content)).await? {
+                Some(hash) => hash,
+                None => return Ok(()),
+            };
+        workflow.file_hash = Some(hash.clone());
+
+        let (namespace, input) = (workflow.namespace.clone(), workflow.input.clone());
+        let key = format!("workflow:{}", workflow.id);
+        let correlation = workflow.correlation_id.clone().unwrap_or_default();
+        let stamping = &self.inner.stamping;
+        let stamp_call = || stamping.stamp(&namespace, &input, &key, &correlation);
+        let stamp = match self.attempt(workflow, step::STAMP_CREATION, token, stamp_call).await? {
+            Some(stamp) => stamp,
+            None => return Ok(()),
+        };
+        if stamp.file_hash != hash {
+            let reason = format!("stamping recorded hash {} but hash_generation computed {hash}", stamp.file_hash);
+            return self.end(workflow, WorkflowState::Failed, reason).await.map(drop);
+        }
+        workflow.stamp_id = Some(stamp.stamp_id);
+        workflow.stamped_content = Some(stamp.stamped_content);
+
+        if let Flow::Stop = self.intelligence(workflow, token).await? {
+            return Ok(());
+        }
+        self.end(workflow, WorkflowState::Completed, "").await.map(drop)
+    }
+
+    /// The optional OnexTree step: skipped when not asked for or not
+    /// configured; a failure degrades it but never fails the workflow.
+    async fn intelligence(
+        &self,
+        workflow: &mut Workflow,
+        token: &CancellationToken,
+    ) -> Result<Flow, OrchestratorError> {
+        let started = (now(), Instant::now());
+        let skip = |message: &str| step_record(step::INTELLIGENCE, StepOutcome::Skipped, started, 0, message.into());
+        let Some(client) = self.inner.intelligence.clone().filter(|_| workflow.input.enable_intelligence) else {
+            let why = if workflow.input.enable_intelligence {
+                "ONEXTREE_SERVICE_URL is not set"
+            } else {
+                "enable_intelligence is false"
+            };
+            return self.record(workflow, skip(why)).await;
+        };
+        let snapshot = workflow.clone();
+        let (attempts, result) = self.with_retries(token, || client.analyze(&snapshot)).await;
+        let record = match result {
+            Attempted::Done(data) => {
+                workflow.intelligence_data = Some(data);
+                step_record(step::INTELLIGENCE, StepOutcome::Succeeded, started, attempts, String::new())
+            }
+            Attempted::Failed(message) => {
+                step_record(step::INTELLIGENCE, StepOutcome::Degraded, started, attempts, message)
+            }
+            Attempted::Cancelled => return Ok(Flow::Stop),
+        };
+        self.record(workflow, record).await
+    }
+
+    /// Runs a required step with retries and records it; `None` means the
+    /// workflow ended (failed, cancelled) and nothing more should run.
+    async fn attempt<T, F, Fut>(
+        &self,
+        workflow: &mut Workflow,
+        name: &str,
+        token: &CancellationToken,
+        call: F,
+    ) -> Result<Option<T>, OrchestratorError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let started = (now(), Instant::now());
+        let (attempts, result) = self.with_retries(token, call).await;
+        match result {
+            Attempted::Done(value) => {
+                let record = step_record(name, StepOutcome::Succeeded, started, attempts, String::new());
+                Ok(match self.record(workflow, record).await? {
+                    Flow::Continue => Some(value),
+                    Flow::Stop => None,
+                })
+            }
+            Attempted::Failed(message) => {
+                let reason = format!("{name} failed after {attempts} attempt(s): {message}");
+                workflow.steps.push(step_record(name, StepOutcome::Failed, started, attempts, message));
+                // Stored or overtaken by a cancel: either way the workflow has ended.
+                let _ = self.end(workflow, WorkflowState::Failed, reason).await?;
+                Ok(None)
+            }
+            Attempted::Cancelled => Ok(None),
+        }
+    }
+
+    /// Calls until success, a permanent failure, the last attempt, or cancellation.
+    async fn with_retries<T, F, Fut>(&self, token: &CancellationToken, mut call: F) -> (u32, Attempted<T>)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let (policy, timeout) = (self.inner.config.retry, self.inner.config.step_timeout);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = tokio::select! {
+                _ = token.cancelled() => return (attempt, Attempted::Cancelled),
+                result = tokio::time::timeout(timeout, call()) => result.unwrap_or_else(|_| {
+                    Err(CallError::retryable(format!("no answer within {} ms (ORCHESTRATOR_STEP_TIMEOUT_MS)", timeout.as_millis())))
+                }),
+            };
+            let error = match result {
+                Ok(value) => return (attempt, Attempted::Done(value)),
+                Err(error) => error,
+            };
+            if !error.retryable || attempt >= policy.max_attempts {
+                return (attempt, Attempted::Failed(error.message));
+            }
+            let pause = policy.delay(attempt, fastrand::f64());
+            tracing::debug!(attempt, pause_ms = pause.as_millis() as u64, error = %error.message, "retrying");
+            tokio::select! {
+                _ = token.cancelled() => return (attempt, Attempted::Cancelled),
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Input problems that fail the workflow (PENDING → FAILED).
+    fn validate_input(&self, workflow: &Workflow) -> Result<(), String> {
+        let input = &workflow.input;
+        let as_stamp = StampInput {
+            content: input.content.clone(),
+            file_path: input.file_path.clone(),
+            content_type: input.content_type.clone(),
+            ..StampInput::default()
+        };
+        check_input(&as_stamp, self.inner.config.max_content_bytes).map_err(|e| e.to_string())?;
+        if omninode_stamping::domain::validate::hash_content(&input.content).is_empty {
+            return Err("content is empty once stamps and surrounding whitespace are removed".into());
+        }
+        Ok(())
+    }
+
+    /// Appends a step and stores the workflow (still PROCESSING).
+    async fn record(&self, workflow: &mut Workflow, record: StepRecord) -> Result<Flow, OrchestratorError> {
+        workflow.steps.push(record);
+        self.save(workflow, workflow.state).await
+    }
+
+    /// A non-terminal move (PENDING → PROCESSING), stored.
+    async fn advance(
+        &self,
+        workflow: &mut Workflow,
+        to: WorkflowState,
+        reason: &str,
+    ) -> Result<Flow, OrchestratorError> {
+        let from = workflow.state;
+        workflow.transition(to, reason)?;
+        self.save(workflow, from).await
+    }
+
+    /// A terminal move, stored and counted.
+    async fn end(
+        &self,
+        workflow: &mut Workflow,
+        to: WorkflowState,
+        reason: impl Into<String>,
+    ) -> Result<Flow, OrchestratorError> {
+        let from = workflow.state;
+        workflow.transition(to, reason)?;
+        let flow = self.save(workflow, from).await?;
+        if let Flow::Continue = flow {
+            self.finished(workflow);
+        }
+        Ok(flow)
+    }
+
+    async fn save(&self, workflow: &mut Workflow, expected: WorkflowState) -> Result<Flow, OrchestratorError> {
+        if self.inner.store.update(workflow, expected).await? {
+            self.publish(workflow);
+            Ok(Flow::Continue)
+        } else {
+            tracing::info!(workflow_id = %workflow.id, "workflow changed by another writer (cancelled); stopping");
+            Ok(Flow::Stop)
+        }
+    }
+}
+
+fn step_record(
+    name: &str,
+    outcome: StepOutcome,
+    (started_at, clock): (chrono::DateTime<chrono::Utc>, Instant),
+    attempts: u32,
+    message: String,
+) -> StepRecord {
+    let duration_ms = clock.elapsed().as_millis() as u64;
+    metrics::histogram!("workflow_step_duration_ms", "step" => name.to_owned(), "outcome" => format!("{outcome:?}"))
+        .record(duration_ms as f64);
+    StepRecord { name: name.to_owned(), outcome, started_at, duration_ms, attempts, message }
+}

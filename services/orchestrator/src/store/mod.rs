@@ -1,0 +1,184 @@
+//! `WorkflowStore`: workflows in `workflow_executions`. Every change after
+//! creation is a conditional update on the state the writer last saw, so a
+//! cancel and a worker racing on one workflow can never both win.
+
+mod entity;
+
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    sea_query::{Expr, ExprTrait},
+};
+
+use entity::{ActiveModel, Column, Entity, Model};
+
+use crate::domain::{
+    fsm::WorkflowState,
+    workflow::{Workflow, now},
+};
+
+/// What became of an insert.
+#[derive(Debug)]
+pub enum Inserted {
+    Created(Workflow),
+    /// The namespace already has a workflow with this idempotency key.
+    ExistingKey(Workflow),
+}
+
+/// Workflows on SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct WorkflowStore {
+    db: DatabaseConnection,
+}
+
+impl WorkflowStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Inserts a new workflow; if a concurrent start took its idempotency
+    /// key first, returns that workflow instead.
+    pub async fn insert(&self, workflow: &Workflow) -> Result<Inserted, DbErr> {
+        match Entity::insert(to_active(workflow)?).exec_without_returning(&self.db).await {
+            Ok(_) => Ok(Inserted::Created(workflow.clone())),
+            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                let key = workflow.idempotency_key.as_deref().unwrap_or_default();
+                match self.find_by_key(&workflow.namespace, key).await? {
+                    Some(existing) => Ok(Inserted::ExistingKey(existing)),
+                    None => Err(err),
+                }
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The workflow started in `namespace` with idempotency key `key`.
+    pub async fn find_by_key(&self, namespace: &str, key: &str) -> Result<Option<Workflow>, DbErr> {
+        Entity::find()
+            .filter(Column::Namespace.eq(namespace))
+            .filter(Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await?
+            .map(from_model)
+            .transpose()
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Workflow>, DbErr> {
+        Entity::find_by_id(id).one(&self.db).await?.map(from_model).transpose()
+    }
+
+    /// Writes `workflow` (version + 1) if its stored state is still
+    /// `expected`; returns false, changing nothing, if another writer moved it.
+    pub async fn update(&self, workflow: &mut Workflow, expected: WorkflowState) -> Result<bool, DbErr> {
+        workflow.updated_at = now();
+        let mut active = to_active(workflow)?;
+        active.id = sea_orm::ActiveValue::NotSet;
+        active.created_at = sea_orm::ActiveValue::NotSet;
+        active.version = sea_orm::ActiveValue::NotSet;
+        let result = Entity::update_many()
+            .set(active)
+            .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+            .filter(Column::Id.eq(&workflow.id))
+            .filter(Column::CurrentState.eq(expected.as_str()))
+            .exec(&self.db)
+            .await?;
+        if result.rows_affected == 1 {
+            workflow.version += 1;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Up to `limit` workflows of `namespace` (optionally in `state`) older
+    /// than `before`, newest first.
+    pub async fn list(
+        &self,
+        namespace: &str,
+        state: Option<WorkflowState>,
+        before: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<Workflow>, DbErr> {
+        let mut query = Entity::find().filter(Column::Namespace.eq(namespace));
+        if let Some(state) = state {
+            query = query.filter(Column::CurrentState.eq(state.as_str()));
+        }
+        if let Some(before) = before {
+            query = query.filter(Column::Id.lt(before));
+        }
+        let rows = query.order_by_desc(Column::Id).limit(limit).all(&self.db).await?;
+        rows.into_iter().map(from_model).collect()
+    }
+
+    /// Ids of every workflow not yet in a terminal state, oldest first.
+    pub async fn unfinished(&self) -> Result<Vec<String>, DbErr> {
+        Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(Column::CurrentState.is_in([WorkflowState::Pending.as_str(), WorkflowState::Processing.as_str()]))
+            .order_by_asc(Column::Id)
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, DbErr> {
+    serde_json::to_value(value).map_err(|e| DbErr::Json(e.to_string()))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(id: &str, column: &str, value: serde_json::Value) -> Result<T, DbErr> {
+    serde_json::from_value(value).map_err(|e| DbErr::Json(format!("workflow_executions.{column} of {id}: {e}")))
+}
+
+fn to_active(w: &Workflow) -> Result<ActiveModel, DbErr> {
+    Ok(ActiveModel {
+        id: Set(w.id.clone()),
+        namespace: Set(w.namespace.clone()),
+        workflow_type: Set(w.workflow_type.clone()),
+        current_state: Set(w.state.as_str().to_owned()),
+        correlation_id: Set(w.correlation_id.clone()),
+        idempotency_key: Set(w.idempotency_key.clone()),
+        input_hash: Set(w.input_hash.clone()),
+        input: Set(json(&w.input)?),
+        file_hash: Set(w.file_hash.clone()),
+        stamp_id: Set(w.stamp_id.clone()),
+        stamped_content: Set(w.stamped_content.clone()),
+        error_message: Set(w.error_message.clone()),
+        steps: Set(json(&w.steps)?),
+        transitions: Set(json(&w.transitions)?),
+        intelligence_data: Set(w.intelligence_data.clone()),
+        created_at: Set(w.created_at),
+        started_at: Set(w.started_at),
+        completed_at: Set(w.completed_at),
+        updated_at: Set(w.updated_at),
+        execution_time_ms: Set(w.execution_time_ms.map(|ms| ms as i64)),
+        version: Set(w.version),
+    })
+}
+
+fn from_model(m: Model) -> Result<Workflow, DbErr> {
+    Ok(Workflow {
+        state: m.current_state.parse().map_err(DbErr::Type)?,
+        input: parse(&m.id, "input", m.input)?,
+        steps: parse(&m.id, "steps", m.steps)?,
+        transitions: parse(&m.id, "transitions", m.transitions)?,
+        id: m.id,
+        namespace: m.namespace,
+        workflow_type: m.workflow_type,
+        correlation_id: m.correlation_id,
+        idempotency_key: m.idempotency_key,
+        input_hash: m.input_hash,
+        file_hash: m.file_hash,
+        stamp_id: m.stamp_id,
+        stamped_content: m.stamped_content,
+        error_message: m.error_message,
+        intelligence_data: m.intelligence_data,
+        created_at: m.created_at,
+        started_at: m.started_at,
+        completed_at: m.completed_at,
+        updated_at: m.updated_at,
+        execution_time_ms: m.execution_time_ms.map(|ms| u64::try_from(ms).unwrap_or_default()),
+        version: m.version,
+    })
+}
