@@ -7,6 +7,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$(realpath "${1:?usage: smoke.sh PATH_TO_OMNINODE}")"
 grpc_port="${SMOKE_GRPC_PORT:-18053}"
+orchestrator_port="${SMOKE_ORCHESTRATOR_PORT:-18060}"
 admin_port="${SMOKE_ADMIN_PORT:-19091}"
 addr="127.0.0.1:$grpc_port"
 work="$(mktemp -d)"
@@ -23,7 +24,7 @@ fail() { echo "SMOKE FAILED: $*" >&2; echo "--- server log" >&2; cat "$work/up.l
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 cd "$work"
-STAMPING_PORT="$grpc_port" METRICS_PORT="$admin_port" LOG_FORMAT=json "$bin" up >"$work/up.log" 2>&1 &
+STAMPING_PORT="$grpc_port" ORCHESTRATOR_PORT="$orchestrator_port" METRICS_PORT="$admin_port" LOG_FORMAT=json "$bin" up >"$work/up.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
     grpcurl -plaintext "$addr" list >/dev/null 2>&1 && break
@@ -37,6 +38,9 @@ for s in omninode.stamping.v1.StampingService grpc.health.v1.Health grpc.reflect
     ok
 done
 grpcurl -plaintext "$addr" describe omninode.stamping.v1.StampingService | grep -q "rpc Stamp" || fail "describe"
+ok
+grpcurl -plaintext "127.0.0.1:$orchestrator_port" list | grep -qx omninode.orchestrator.v1.OrchestratorService \
+    || fail "the orchestrator is not served"
 ok
 health="$(grpcurl -plaintext -d '{"service":"omninode.stamping.v1.StampingService"}' "$addr" grpc.health.v1.Health/Check)"
 [ "$(json "d['status']" <<<"$health")" = SERVING ] || fail "health: $health"
@@ -75,6 +79,14 @@ assert 'method="Stamp"' in metrics, metrics
 PY
 ok
 
+# A workflow through the orchestrator ends COMPLETED with a stamp that validates.
+workflow="$(grpcurl -plaintext -d '{"input":{"content":"workflow body\n","file_path":"w.txt"}}' \
+    "127.0.0.1:$orchestrator_port" omninode.orchestrator.v1.OrchestratorService/RunWorkflow)"
+[ "$(json "d['workflow']['state']" <<<"$workflow")" = WORKFLOW_STATE_COMPLETED ] || fail "RunWorkflow: $workflow"
+verdict="$(json "d['workflow']['stampedContent']" <<<"$workflow" | validate)"
+[ "$(json "d.get('valid', False)" <<<"$verdict")" = True ] || fail "workflow stamp does not validate: $verdict"
+ok
+
 # The file commands: stamp in place, verify, and a one-byte edit fails verify.
 printf 'print("a")\n' >"$work/a.py"
 printf '# notes\n' >"$work/b.md"
@@ -90,14 +102,14 @@ ok
 
 # Every grpcurl example in the README runs as written (on this server's port).
 readme="$repo/README.md"
-python3 - "$readme" "$addr" >"$work/examples.sh" <<'PY'
+python3 - "$readme" "$addr" "127.0.0.1:$orchestrator_port" >"$work/examples.sh" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 section = text.split("## Talking to it with grpcurl", 1)[1]
 block = re.search(r"```sh\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
 for line in block.splitlines():
     if line.startswith("grpcurl"):
-        print(line.replace("127.0.0.1:8053", sys.argv[2]) + " >/dev/null")
+        print(line.replace("127.0.0.1:8053", sys.argv[2]).replace("127.0.0.1:8060", sys.argv[3]) + " >/dev/null")
 PY
 examples="$(grep -c grpcurl "$work/examples.sh")"
 [ "$examples" -ge 6 ] || fail "README examples not found"
