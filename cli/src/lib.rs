@@ -5,12 +5,17 @@
 pub mod cli;
 pub mod client;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use omninode_mesh::{Env, MeshConfig, Runtime, db, telemetry};
+use omninode_mesh::{
+    Env, MeshConfig, Runtime, db,
+    events::{EventSink, EventsConfig, InProcessBus, Outbox, OutboxRelay, kafka::KafkaSink, topics},
+    telemetry,
+};
 use omninode_orchestrator::OrchestratorConfig;
 use omninode_stamping::StampingConfig;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
@@ -37,6 +42,8 @@ pub struct RunningMesh {
     pub runtime: Runtime,
     pub endpoints: Endpoints,
     pub database: sea_orm::DatabaseConnection,
+    /// The in-process event bus, when no Kafka is configured.
+    pub bus: Option<InProcessBus>,
     servers: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -95,10 +102,32 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
     telemetry::init_tracing(mesh.log_format, &mesh.log_filter);
     telemetry::prometheus();
 
+    let events = EventsConfig::from_env(env, &mesh.instance_id)?;
+
     let runtime = Runtime::new(mesh.clone());
     let target = db::describe(&mesh.database);
     let database = db::connect_and_migrate(&mesh).await?;
     tracing::info!(database = %target, "database ready");
+
+    // One relay per process publishes the outbox every service here writes to.
+    let wake = Arc::new(Notify::new());
+    let outbox = |service: &'static str| {
+        Outbox::new(service, mesh.instance_id.clone(), events.topic_prefix.clone(), wake.clone())
+    };
+    let (sink, bus): (Arc<dyn EventSink>, Option<InProcessBus>) = match &events.kafka {
+        Some(kafka) => {
+            let sink = KafkaSink::new(kafka.clone(), topics::all_topics(&events.topic_prefix))
+                .context("cannot create the Kafka producer (KAFKA_BOOTSTRAP_SERVERS)")?;
+            if let Err(problem) = sink.ensure_topics().await {
+                tracing::warn!(%problem, "Kafka topics not ready yet; events wait in the outbox");
+            }
+            (Arc::new(sink), None)
+        }
+        None => {
+            let bus = InProcessBus::new();
+            (Arc::new(bus.clone()), Some(bus))
+        }
+    };
 
     let mut endpoints = Endpoints::default();
     let mut servers: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
@@ -120,7 +149,8 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         if let Some(orchestrator) = orchestrator.as_mut() {
             orchestrator.stamping_url = format!("http://{addr}");
         }
-        let routes = Routes::new(omninode_stamping::grpc_service(database.clone(), stamping.clone()));
+        let routes =
+            Routes::new(omninode_stamping::grpc_service(database.clone(), stamping.clone(), outbox("stamping")));
         servers.push(spawn_grpc(&runtime, listener, routes, omninode_stamping::SERVICE_NAME).await);
     }
     if let Some(config) = orchestrator {
@@ -130,16 +160,26 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             .await
             .with_context(|| format!("cannot bind ORCHESTRATOR_PORT {port} on {}", mesh.host))?;
         endpoints.orchestrator = Some(listener.local_addr()?);
-        let service = omninode_orchestrator::grpc_service(database.clone(), config, runtime.shutdown_token())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot start the orchestrator: {e}"))?;
+        let service = omninode_orchestrator::grpc_service(
+            database.clone(),
+            config,
+            outbox("orchestrator"),
+            runtime.shutdown_token(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the orchestrator: {e}"))?;
         servers.push(spawn_grpc(&runtime, listener, Routes::new(service), omninode_orchestrator::SERVICE_NAME).await);
     }
 
     let admin_server = runtime.spawn_admin(admin);
     servers.push(tokio::spawn(async move { Ok(admin_server.await??) }));
     runtime.health.spawn_database_probe(database.clone(), mesh.health_check_interval, runtime.shutdown_token()).await;
+    OutboxRelay::new(database.clone(), sink, wake, events.batch_size, events.poll_interval, events.max_attempts).spawn(
+        runtime.health.clone(),
+        mesh.health_check_interval,
+        runtime.shutdown_token(),
+    );
     runtime.mark_serving().await;
     tracing::info!(?endpoints, instance = %mesh.instance_id, "serving");
-    Ok(RunningMesh { runtime, endpoints, database, servers })
+    Ok(RunningMesh { runtime, endpoints, database, bus, servers })
 }

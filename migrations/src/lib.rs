@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_metadata_stamps;
 mod m20261123_000002_workflow_executions;
+mod m20261123_000003_event_outbox;
 
 /// Applies the migrations in order; each is recorded in `seaql_migrations`.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_metadata_stamps::Migration),
             Box::new(m20261123_000002_workflow_executions::Migration),
+            Box::new(m20261123_000003_event_outbox::Migration),
         ]
     }
 }

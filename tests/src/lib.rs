@@ -1,6 +1,8 @@
 //! Test harness: starts real OmniNode Bridge processes on ephemeral ports,
 //! on SQLite (a temporary file) or PostgreSQL (a fresh database per test).
 
+pub mod kafka;
+
 use std::{net::SocketAddr, sync::Arc};
 
 pub use omninode::{RunningMesh, ServiceKind};

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use omninode_migrations::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DbErr,
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 
@@ -60,6 +61,20 @@ pub async fn connect(target: &DatabaseTarget, max_connections: u32) -> Result<Da
                 .foreign_keys(true)
         });
     Database::connect(options).await.map_err(|source| DbSetupError::Connect { target: describe(target), source })
+}
+
+/// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`:
+/// a deferred transaction that reads and then writes fails at once with
+/// SQLITE_BUSY_SNAPSHOT when another writer committed in between (no busy
+/// wait applies to that upgrade); taking the write lock up front makes
+/// writers queue on the busy timeout instead. PostgreSQL begins as usual.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let options = TransactionOptions {
+        sqlite_transaction_mode: (db.get_database_backend() == DbBackend::Sqlite)
+            .then_some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    };
+    db.begin_with_options(options).await
 }
 
 /// The target with any password removed, for logs and errors.

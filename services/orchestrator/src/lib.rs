@@ -27,13 +27,14 @@ pub const SERVICE_NAME: &str = "omninode.orchestrator.v1.OrchestratorService";
 pub async fn grpc_service(
     db: sea_orm::DatabaseConnection,
     config: OrchestratorConfig,
+    outbox: omninode_mesh::events::Outbox,
     stop: CancellationToken,
 ) -> Result<OrchestratorServiceServer<grpc::OrchestratorGrpc>, OrchestratorError> {
     let max_message = config.max_content_bytes.saturating_mul(2).saturating_add(64 * 1024);
     let stamping = clients::stamping::StampingClient::lazy(&config.stamping_url, max_message)
         .map_err(OrchestratorError::Validation)?;
     let max_content = config.max_content_bytes;
-    let engine = WorkflowEngine::start_workers(store::WorkflowStore::new(db), config, stamping, stop);
+    let engine = WorkflowEngine::start_workers(store::WorkflowStore::new(db, outbox), config, stamping, stop);
     engine.recover().await?;
     Ok(grpc::OrchestratorGrpc::new(engine, max_content).into_server())
 }

@@ -82,7 +82,8 @@ impl StampingService for StampingGrpc {
             version: non_empty(r.version),
             idempotency_key: non_empty(r.idempotency_key),
         };
-        let outcome = self.stamper.stamp(&r.namespace, input).await?;
+        let correlation_id = (!r.correlation_id.is_empty()).then_some(r.correlation_id.as_str());
+        let outcome = self.stamper.stamp(&r.namespace, input, correlation_id).await?;
         tracing::debug!(correlation_id = %r.correlation_id, hash = %outcome.record.file_hash, created = outcome.created, "stamped");
         Ok(Response::new(stamp_response(outcome)))
     }
@@ -130,7 +131,8 @@ impl StampingService for StampingGrpc {
                 idempotency_key: non_empty(item.idempotency_key),
             })
             .collect();
-        let outcomes = self.stamper.stamp_batch(&r.namespace, inputs).await?;
+        let correlation_id = (!r.correlation_id.is_empty()).then_some(r.correlation_id.as_str());
+        let outcomes = self.stamper.stamp_batch(&r.namespace, inputs, correlation_id).await?;
         let mut response = pb::BatchStampResponse::default();
         for (index, outcome) in outcomes.into_iter().enumerate() {
             let outcome = match outcome {

@@ -24,6 +24,7 @@ pub const SERVICE_NAME: &str = "omninode.stamping.v1.StampingService";
 pub fn grpc_service(
     db: sea_orm::DatabaseConnection,
     config: StampingConfig,
+    outbox: omninode_mesh::events::Outbox,
 ) -> omninode_proto::stamping::v1::stamping_service_server::StampingServiceServer<StampingGrpc> {
-    StampingGrpc::new(Stamper::new(StampStore::new(db), config)).into_server()
+    StampingGrpc::new(Stamper::new(StampStore::new(db, outbox), config)).into_server()
 }

@@ -81,10 +81,15 @@ impl Stamper {
     }
 
     /// Stamps one content; see [`Stamper::stamp_batch`].
-    pub async fn stamp(&self, namespace: &str, input: StampInput) -> Result<StampOutcome, StampingError> {
+    pub async fn stamp(
+        &self,
+        namespace: &str,
+        input: StampInput,
+        correlation_id: Option<&str>,
+    ) -> Result<StampOutcome, StampingError> {
         let namespace = resolve_namespace(namespace).map_err(StampingError::NamespaceInvalid)?;
         let prepared = self.prepare(input)?;
-        self.store_prepared(&namespace, vec![Ok(prepared)]).await?.pop().expect("one item in, one out")
+        self.store_prepared(&namespace, vec![Ok(prepared)], correlation_id).await?.pop().expect("one item in, one out")
     }
 
     /// Stamps every item in one transaction; each item succeeds or fails on
@@ -93,6 +98,7 @@ impl Stamper {
         &self,
         namespace: &str,
         items: Vec<StampInput>,
+        correlation_id: Option<&str>,
     ) -> Result<Vec<Result<StampOutcome, StampingError>>, StampingError> {
         let namespace = resolve_namespace(namespace).map_err(StampingError::NamespaceInvalid)?;
         if items.is_empty() {
@@ -106,16 +112,17 @@ impl Stamper {
             )));
         }
         let prepared = items.into_iter().map(|item| self.prepare(item)).collect();
-        self.store_prepared(&namespace, prepared).await
+        self.store_prepared(&namespace, prepared, correlation_id).await
     }
 
     async fn store_prepared(
         &self,
         namespace: &str,
         items: Vec<Result<Prepared, StampingError>>,
+        correlation_id: Option<&str>,
     ) -> Result<Vec<Result<StampOutcome, StampingError>>, StampingError> {
         let new: Vec<NewStamp> = items.iter().filter_map(|i| i.as_ref().ok()).map(|p| p.new.clone()).collect();
-        let mut stored = self.store.insert_or_get(namespace, new).await?.into_iter();
+        let mut stored = self.store.insert_or_get(namespace, new, correlation_id).await?.into_iter();
         Ok(items
             .into_iter()
             .map(|item| {

@@ -11,6 +11,11 @@ use sea_orm::{
 };
 
 use entity::{ActiveModel, Column, Entity, Model};
+use omninode_mesh::{
+    db::begin_write,
+    events::{EventKind, NewEvent, Outbox},
+};
+use omninode_proto::events::v1::{WorkflowStateChanged, event_envelope::Payload};
 
 use crate::domain::{
     fsm::WorkflowState,
@@ -29,18 +34,35 @@ pub enum Inserted {
 #[derive(Debug, Clone)]
 pub struct WorkflowStore {
     db: DatabaseConnection,
+    /// Every state change emits `workflow-state-changed` in its own transaction.
+    outbox: Outbox,
 }
 
 impl WorkflowStore {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, outbox: Outbox) -> Self {
+        Self { db, outbox }
     }
 
     /// Inserts a new workflow; if a concurrent start took its idempotency
     /// key first, returns that workflow instead.
     pub async fn insert(&self, workflow: &Workflow) -> Result<Inserted, DbErr> {
-        match Entity::insert(to_active(workflow)?).exec_without_returning(&self.db).await {
-            Ok(_) => Ok(Inserted::Created(workflow.clone())),
+        let txn = begin_write(&self.db).await?;
+        let inserted = Entity::insert(to_active(workflow)?).exec_without_returning(&txn).await;
+        let inserted = match inserted {
+            Ok(_) => {
+                self.outbox.append(&txn, vec![state_changed(workflow, None)]).await?;
+                txn.commit().await.map(|_| ())
+            }
+            Err(err) => {
+                txn.rollback().await?;
+                Err(err)
+            }
+        };
+        match inserted {
+            Ok(()) => {
+                self.outbox.committed();
+                Ok(Inserted::Created(workflow.clone()))
+            }
             Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 let key = workflow.idempotency_key.as_deref().unwrap_or_default();
                 match self.find_by_key(&workflow.namespace, key).await? {
@@ -75,19 +97,28 @@ impl WorkflowStore {
         active.id = sea_orm::ActiveValue::NotSet;
         active.created_at = sea_orm::ActiveValue::NotSet;
         active.version = sea_orm::ActiveValue::NotSet;
+        let txn = begin_write(&self.db).await?;
         let result = Entity::update_many()
             .set(active)
             .col_expr(Column::Version, Expr::col(Column::Version).add(1))
             .filter(Column::Id.eq(&workflow.id))
             .filter(Column::CurrentState.eq(expected.as_str()))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
-        if result.rows_affected == 1 {
-            workflow.version += 1;
-            Ok(true)
-        } else {
-            Ok(false)
+        if result.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
         }
+        let moved = workflow.state != expected;
+        if moved {
+            self.outbox.append(&txn, vec![state_changed(workflow, Some(expected))]).await?;
+        }
+        txn.commit().await?;
+        if moved {
+            self.outbox.committed();
+        }
+        workflow.version += 1;
+        Ok(true)
     }
 
     /// Up to `limit` workflows of `namespace` (optionally in `state`) older
@@ -120,6 +151,32 @@ impl WorkflowStore {
             .into_tuple::<String>()
             .all(&self.db)
             .await
+    }
+}
+
+/// The `workflow-state-changed` event of `workflow` arriving in its state.
+fn state_changed(workflow: &Workflow, from: Option<WorkflowState>) -> NewEvent {
+    let to_proto = |state: WorkflowState| crate::grpc::state_to_proto(state) as i32;
+    let reason = workflow.transitions.last().map(|t| t.reason.clone()).unwrap_or_default();
+    let at = workflow.updated_at;
+    NewEvent {
+        kind: EventKind::WorkflowStateChanged,
+        namespace: workflow.namespace.clone(),
+        partition_key: workflow.id.clone(),
+        correlation_id: workflow.correlation_id.clone(),
+        causation_id: None,
+        payload: Payload::WorkflowStateChanged(WorkflowStateChanged {
+            workflow_id: workflow.id.clone(),
+            from_state: from.map(to_proto).unwrap_or_default(),
+            to_state: to_proto(workflow.state),
+            reason,
+            file_hash: workflow.file_hash.clone().unwrap_or_default(),
+            stamp_id: workflow.stamp_id.clone().unwrap_or_default(),
+            changed_at: Some(prost_types::Timestamp {
+                seconds: at.timestamp(),
+                nanos: at.timestamp_subsec_nanos() as i32,
+            }),
+        }),
     }
 }
 

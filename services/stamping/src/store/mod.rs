@@ -2,15 +2,19 @@
 
 mod entity;
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use omninode_mesh::{
+    db::begin_write,
+    events::{EventKind, NewEvent, Outbox},
+};
+use omninode_proto::events::v1::{StampCreated, event_envelope::Payload};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait, sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::OnConflict,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 
 use entity::{ActiveModel, Column, Entity, Model as StampRow};
 
@@ -89,27 +93,25 @@ pub enum Stored {
 #[derive(Debug, Clone)]
 pub struct StampStore {
     db: DatabaseConnection,
-    /// SQLite has one writer. A deferred transaction that reads and then
-    /// writes fails at once with SQLITE_BUSY when another writer committed in
-    /// between (no busy wait applies), so SQLite writers queue here instead.
-    sqlite_writer: Option<Arc<Mutex<()>>>,
+    /// Every created record emits `stamp-created` in its own transaction.
+    outbox: Outbox,
 }
 
 impl StampStore {
-    pub fn new(db: DatabaseConnection) -> Self {
-        let sqlite_writer = (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Self { db, sqlite_writer }
+    pub fn new(db: DatabaseConnection, outbox: Outbox) -> Self {
+        Self { db, outbox }
     }
 
     /// Creates the rows of `items` that are new, all in one transaction, and
     /// reports each item's outcome in order. Duplicates within `items` resolve
     /// to the first; a concurrent writer of the same hash wins or loses cleanly.
-    pub async fn insert_or_get(&self, namespace: &str, items: Vec<NewStamp>) -> Result<Vec<Stored>, DbErr> {
-        let _writer = match &self.sqlite_writer {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
-        let txn = self.db.begin().await?;
+    pub async fn insert_or_get(
+        &self,
+        namespace: &str,
+        items: Vec<NewStamp>,
+        correlation_id: Option<&str>,
+    ) -> Result<Vec<Stored>, DbErr> {
+        let txn = begin_write(&self.db).await?;
 
         let keys: Vec<&str> = items.iter().filter_map(|i| i.op_id.as_deref()).collect();
         let by_key: HashMap<String, StampRow> = if keys.is_empty() {
@@ -187,7 +189,19 @@ impl StampStore {
             };
             results.push(stored);
         }
+        let events = results
+            .iter()
+            .filter_map(|stored| match stored {
+                Stored::Created(record) => Some(stamp_created(record, correlation_id)),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        let any_event = !events.is_empty();
+        self.outbox.append(&txn, events).await?;
         txn.commit().await?;
+        if any_event {
+            self.outbox.committed();
+        }
         Ok(results)
     }
 
@@ -215,6 +229,34 @@ impl StampStore {
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), DbErr> {
         self.db.ping().await
+    }
+}
+
+fn stamp_created(record: &StampRecord, correlation_id: Option<&str>) -> NewEvent {
+    let created_at = prost_types::Timestamp {
+        seconds: record.created_at.timestamp(),
+        nanos: record.created_at.timestamp_subsec_nanos() as i32,
+    };
+    NewEvent {
+        kind: EventKind::StampCreated,
+        namespace: record.namespace.clone(),
+        partition_key: record.file_hash.clone(),
+        correlation_id: correlation_id.map(str::to_owned),
+        causation_id: None,
+        payload: Payload::StampCreated(StampCreated {
+            stamp_id: record.id.clone(),
+            file_hash: record.file_hash.clone(),
+            file_path: record.file_path.clone(),
+            file_size: record.file_size,
+            content_type: record.content_type.clone(),
+            workflow_id: record
+                .idempotency_key
+                .as_deref()
+                .and_then(|k| k.strip_prefix("workflow:"))
+                .unwrap_or_default()
+                .to_owned(),
+            created_at: Some(created_at),
+        }),
     }
 }
 

@@ -1,0 +1,17 @@
+//! Events: the transactional outbox, its relay, and the two sinks — Kafka
+//! (when `KAFKA_BOOTSTRAP_SERVERS` is set) and the in-process bus.
+
+pub mod bus;
+pub mod config;
+pub mod kafka;
+pub mod outbox;
+pub mod relay;
+pub mod sink;
+pub mod topics;
+
+pub use bus::InProcessBus;
+pub use config::{EventsConfig, KafkaConfig};
+pub use outbox::{NewEvent, Outbox};
+pub use relay::OutboxRelay;
+pub use sink::{EventSink, OutgoingEvent};
+pub use topics::EventKind;

@@ -1,0 +1,30 @@
+//! Where the relay delivers events: Kafka or the in-process bus.
+
+/// One outbox event ready to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingEvent {
+    pub event_id: String,
+    pub topic: String,
+    /// The record key (stamp hash, workflow id, namespace).
+    pub key: String,
+    pub event_type: String,
+    pub correlation_id: Option<String>,
+    /// The encoded `omninode.events.v1.EventEnvelope`.
+    pub payload: Vec<u8>,
+}
+
+/// A destination for events that confirms delivery.
+#[async_trait::async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Publishes `events` in order and waits for their delivery. Returns,
+    /// per event, whether it was delivered, and why one was not. (A later
+    /// event may be delivered when an earlier one was not only if their keys
+    /// differ: one key's events are delivered in order or not at all.)
+    async fn publish(&self, events: &[OutgoingEvent]) -> (Vec<bool>, Option<String>);
+
+    /// Whether the sink can deliver now.
+    async fn probe(&self) -> Result<(), String>;
+
+    /// The health component name ("kafka", "event_bus").
+    fn name(&self) -> &'static str;
+}

