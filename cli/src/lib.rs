@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod watch;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
