@@ -47,7 +47,9 @@ pub async fn watch(bootstrap: &str, prefix: &str, from_beginning: bool, max: Opt
         let envelope = EventEnvelope::decode(message.payload().unwrap_or_default());
         let line = match envelope {
             Ok(envelope) => envelope_json(&envelope, message.topic(), message.partition(), message.offset()),
-            Err(err) => json!({"topic": message.topic(), "offset": message.offset(), "error": format!("not an EventEnvelope: {err}")}),
+            Err(err) => {
+                json!({"topic": message.topic(), "offset": message.offset(), "error": format!("not an EventEnvelope: {err}")})
+            }
         };
         println!("{line}");
         seen += 1;
