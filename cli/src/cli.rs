@@ -46,6 +46,13 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Print a namespace's aggregates from the reducer.
+    Stats {
+        #[arg(default_value = "omninode.bridge")]
+        namespace: String,
+        #[arg(long, env = "OMNINODE_REDUCER_URL", default_value = "http://127.0.0.1:8061")]
+        server: String,
+    },
     /// Print the mesh's events from Kafka, one JSON object per line.
     Events {
         #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
@@ -91,7 +98,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let env = Env::from_process();
     match command {
         Command::Up => {
-            let mesh = crate::start(&env, &[ServiceKind::Stamping, ServiceKind::Orchestrator]).await?;
+            let mesh =
+                crate::start(&env, &[ServiceKind::Stamping, ServiceKind::Orchestrator, ServiceKind::Reducer]).await?;
             print_endpoints(&mesh.endpoints);
             mesh.run_until_signal().await?;
         }
@@ -110,6 +118,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let options = client::StampOptions { namespace, format, stdout, concurrency };
             let failed = client::stamp_files(connection, files, options).await?;
             return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Stats { namespace, server } => {
+            client::print_stats(&server, &namespace).await?;
         }
         Command::Events { bootstrap, prefix, from_beginning, max } => {
             crate::watch::watch(&bootstrap, &prefix, from_beginning, max).await?;
@@ -131,6 +142,9 @@ fn print_endpoints(endpoints: &crate::Endpoints) {
         println!(
             "  orchestrator  grpc://{addr}   (grpcurl -plaintext {addr} describe omninode.orchestrator.v1.OrchestratorService)"
         );
+    }
+    if let Some(addr) = endpoints.reducer {
+        println!("  reducer       grpc://{addr}   (omninode stats NAMESPACE)");
     }
     if let Some(addr) = endpoints.admin {
         println!("  metrics       http://{addr}/metrics");

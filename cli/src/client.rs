@@ -132,3 +132,37 @@ fn progress_bar(len: usize, hidden: bool) -> ProgressBar {
     );
     bar
 }
+
+/// Prints the aggregates of `namespace` from the reducer at `url`.
+pub async fn print_stats(url: &str, namespace: &str) -> anyhow::Result<()> {
+    use omninode_proto::reducer::v1::{GetNamespaceStatsRequest, reducer_service_client::ReducerServiceClient};
+    let channel = Channel::from_shared(url.to_owned())
+        .with_context(|| format!("{url:?} is not a valid server URL"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the reducer at {url}"))?;
+    let request = GetNamespaceStatsRequest { namespace: namespace.to_owned() };
+    let stats = ReducerServiceClient::new(channel)
+        .get_namespace_stats(request)
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .stats
+        .unwrap_or_default();
+    println!("namespace          {}", stats.namespace);
+    println!("stamps             {}", stats.total_stamps);
+    println!("bytes              {}", stats.total_size_bytes);
+    println!("unique workflows   {}", stats.unique_workflows);
+    for (state, count) in &stats.workflow_state_counts {
+        println!("  {:<16} {count}", state.to_lowercase());
+    }
+    println!("file types");
+    let mut types: Vec<_> = stats.file_type_counts.iter().collect();
+    types.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (content_type, count) in types {
+        println!("  {content_type:<16} {count}");
+    }
+    println!("items/s (last window) {:.1}", stats.items_per_second);
+    println!("version            {}", stats.version);
+    Ok(())
+}

@@ -15,6 +15,7 @@ use omninode_mesh::{
     telemetry,
 };
 use omninode_orchestrator::OrchestratorConfig;
+use omninode_reducer::ReducerConfig;
 use omninode_stamping::StampingConfig;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -25,6 +26,7 @@ use tonic::service::Routes;
 pub enum ServiceKind {
     Stamping,
     Orchestrator,
+    Reducer,
 }
 
 /// Where a started process listens.
@@ -34,6 +36,8 @@ pub struct Endpoints {
     pub stamping: Option<SocketAddr>,
     /// gRPC address of the orchestrator, when it runs.
     pub orchestrator: Option<SocketAddr>,
+    /// gRPC address of the reducer, when it runs.
+    pub reducer: Option<SocketAddr>,
     /// HTTP address of /metrics, /health and /ready.
     pub admin: Option<SocketAddr>,
 }
@@ -104,6 +108,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
     telemetry::prometheus();
 
     let events = EventsConfig::from_env(env, &mesh.instance_id)?;
+    let reducer = if services.contains(&ServiceKind::Reducer) { Some(ReducerConfig::from_env(env)?) } else { None };
 
     let runtime = Runtime::new(mesh.clone());
     let target = db::describe(&mesh.database);
@@ -170,6 +175,23 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the orchestrator: {e}"))?;
         servers.push(spawn_grpc(&runtime, listener, Routes::new(service), omninode_orchestrator::SERVICE_NAME).await);
+    }
+
+    if let Some(config) = reducer {
+        let port = config.port;
+        let listener =
+            runtime.bind(port).await.with_context(|| format!("cannot bind REDUCER_PORT {port} on {}", mesh.host))?;
+        endpoints.reducer = Some(listener.local_addr()?);
+        let service = omninode_reducer::start(
+            database.clone(),
+            &config,
+            &events,
+            bus.as_ref(),
+            outbox("reducer"),
+            runtime.shutdown_token(),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot start the reducer: {e}"))?;
+        servers.push(spawn_grpc(&runtime, listener, Routes::new(service), omninode_reducer::SERVICE_NAME).await);
     }
 
     let admin_server = runtime.spawn_admin(admin);

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_metadata_stamps;
 mod m20261123_000002_workflow_executions;
 mod m20261123_000003_event_outbox;
+mod m20261123_000004_bridge_states;
 
 /// Applies the migrations in order; each is recorded in `seaql_migrations`.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_metadata_stamps::Migration),
             Box::new(m20261123_000002_workflow_executions::Migration),
             Box::new(m20261123_000003_event_outbox::Migration),
+            Box::new(m20261123_000004_bridge_states::Migration),
         ]
     }
 }

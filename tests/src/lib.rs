@@ -115,6 +115,7 @@ pub fn base_env() -> Vec<(&'static str, &'static str)> {
     vec![
         ("STAMPING_PORT", "0"),
         ("ORCHESTRATOR_PORT", "0"),
+        ("REDUCER_PORT", "0"),
         ("METRICS_PORT", "0"),
         ("LOG_FORMAT", "json"),
         ("RUST_LOG", "warn"),

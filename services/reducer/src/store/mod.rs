@@ -1,0 +1,320 @@
+//! `AggregateStore`: `bridge_states` and the bookkeeping that makes
+//! aggregation exactly-once in effect. One transaction per batch records the
+//! batch's event ids, counts only those it recorded first, updates the
+//! aggregates under an optimistic lock, and appends `aggregate-updated` events.
+
+mod entity;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use omninode_mesh::{
+    db::begin_write,
+    events::{EventKind, NewEvent, Outbox},
+};
+use omninode_proto::events::v1::{AggregateUpdated, event_envelope::Payload};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait, OnConflict, Query},
+};
+
+use entity::{ActiveModel, Column, Entity, Model};
+
+use crate::{
+    domain::aggregate::{Aggregate, Item, ItemKind},
+    error::ReducerError,
+};
+
+/// Aggregates on SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct AggregateStore {
+    db: DatabaseConnection,
+    outbox: Outbox,
+}
+
+impl AggregateStore {
+    pub fn new(db: DatabaseConnection, outbox: Outbox) -> Self {
+        Self { db, outbox }
+    }
+
+    /// Aggregates `items` (received over `window`) in one transaction;
+    /// returns the updated aggregates. Items whose event id was counted
+    /// before are skipped. A concurrent update of the same namespace makes
+    /// it [`ReducerError::Conflict`]: nothing was written, retry the batch.
+    pub async fn apply(
+        &self,
+        items: &[Item],
+        window: (DateTime<Utc>, DateTime<Utc>),
+    ) -> Result<Vec<Aggregate>, ReducerError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = begin_write(&self.db).await?;
+        let now = window.1;
+
+        // 1. Claim the event ids; only the ones we inserted count.
+        let mut claim = Query::insert();
+        claim.into_table("processed_events").columns(["event_id", "namespace", "processed_at"]);
+        for item in items {
+            claim.values_panic([item.event_id.clone().into(), item.namespace.clone().into(), now.into()]);
+        }
+        claim.on_conflict(OnConflict::column("event_id").do_nothing().to_owned()).returning_col("event_id");
+        let fresh: HashSet<String> = txn
+            .query_all(&claim)
+            .await?
+            .into_iter()
+            .map(|row| row.try_get::<String>("", "event_id"))
+            .collect::<Result<_, _>>()?;
+        let fresh_items: Vec<&Item> = {
+            let mut seen = HashSet::new();
+            items.iter().filter(|i| fresh.contains(&i.event_id) && seen.insert(i.event_id.clone())).collect()
+        };
+
+        // 2. Workflows seen for the first time in their namespace.
+        let workflows: Vec<(&str, &str)> = fresh_items
+            .iter()
+            .filter_map(|i| match &i.kind {
+                ItemKind::Workflow { workflow_id, .. } => Some((i.namespace.as_str(), workflow_id.as_str())),
+                ItemKind::Stamp { .. } => None,
+            })
+            .collect();
+        let mut new_workflows: HashSet<(String, String)> = HashSet::new();
+        if !workflows.is_empty() {
+            let mut insert = Query::insert();
+            insert.into_table("namespace_workflows").columns(["namespace", "workflow_id"]);
+            for (namespace, workflow_id) in &workflows {
+                insert.values_panic([(*namespace).into(), (*workflow_id).into()]);
+            }
+            insert
+                .on_conflict(OnConflict::columns(["namespace", "workflow_id"]).do_nothing().to_owned())
+                .returning(Query::returning().columns(["namespace", "workflow_id"]));
+            for row in txn.query_all(&insert).await? {
+                new_workflows.insert((row.try_get("", "namespace")?, row.try_get("", "workflow_id")?));
+            }
+        }
+
+        // 3. Fold the fresh items into their namespaces' aggregates.
+        let namespaces: Vec<String> = {
+            let set: std::collections::BTreeSet<&str> = items.iter().map(|i| i.namespace.as_str()).collect();
+            set.into_iter().map(str::to_owned).collect()
+        };
+        let stored: HashMap<String, Model> = Entity::find()
+            .filter(Column::Namespace.is_in(namespaces.clone()))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|m| (m.namespace.clone(), m))
+            .collect();
+        let mut aggregates: BTreeMap<String, Aggregate> = BTreeMap::new();
+        for namespace in &namespaces {
+            let aggregate = match stored.get(namespace) {
+                Some(model) => from_model(model.clone())?,
+                None => Aggregate::empty(namespace, now),
+            };
+            aggregates.insert(namespace.clone(), aggregate);
+        }
+        let mut counted: HashMap<&str, usize> = HashMap::new();
+        for item in &fresh_items {
+            let new_workflow = match &item.kind {
+                ItemKind::Workflow { workflow_id, .. } => {
+                    new_workflows.remove(&(item.namespace.clone(), workflow_id.clone()))
+                }
+                ItemKind::Stamp { .. } => false,
+            };
+            aggregates.get_mut(&item.namespace).expect("namespace listed").add(&item.kind, new_workflow);
+            *counted.entry(item.namespace.as_str()).or_default() += 1;
+        }
+
+        // 4. Store them, conditional on the version read.
+        let mut updated = Vec::new();
+        let mut events = Vec::new();
+        for (namespace, mut aggregate) in aggregates {
+            let Some(&count) = counted.get(namespace.as_str()) else { continue };
+            aggregate.close_window(window.0, window.1, count);
+            let expected = aggregate.version;
+            aggregate.version += 1;
+            let model = to_active(&aggregate)?;
+            if stored.contains_key(&namespace) {
+                let result = Entity::update_many()
+                    .set(model)
+                    .filter(Column::Namespace.eq(&namespace))
+                    .filter(Column::Version.eq(expected))
+                    .exec(&txn)
+                    .await?;
+                if result.rows_affected != 1 {
+                    txn.rollback().await?;
+                    return Err(ReducerError::Conflict(namespace));
+                }
+            } else {
+                let inserted = Entity::insert(model)
+                    .on_conflict(OnConflict::column(Column::Namespace).do_nothing().to_owned())
+                    .exec_without_returning(&txn)
+                    .await?;
+                if inserted != 1 {
+                    txn.rollback().await?;
+                    return Err(ReducerError::Conflict(namespace));
+                }
+            }
+            events.push(aggregate_updated(&aggregate));
+            updated.push(aggregate);
+        }
+        let any = !events.is_empty();
+        self.outbox.append(&txn, events).await?;
+        txn.commit().await?;
+        if any {
+            self.outbox.committed();
+        }
+        Ok(updated)
+    }
+
+    pub async fn get(&self, namespace: &str) -> Result<Option<Aggregate>, ReducerError> {
+        Entity::find_by_id(namespace).one(&self.db).await?.map(from_model).transpose()
+    }
+
+    /// Up to `limit` aggregates with namespaces after `after`, by name.
+    pub async fn list(&self, after: Option<&str>, limit: u64) -> Result<Vec<Aggregate>, ReducerError> {
+        let mut query = Entity::find();
+        if let Some(after) = after {
+            query = query.filter(Column::Namespace.gt(after));
+        }
+        query.order_by_asc(Column::Namespace).limit(limit).all(&self.db).await?.into_iter().map(from_model).collect()
+    }
+
+    /// Recomputes `namespace` from the source tables (`metadata_stamps`,
+    /// `workflow_executions`) and stores it as the next version.
+    pub async fn rebuild(&self, namespace: &str) -> Result<Aggregate, ReducerError> {
+        let txn = begin_write(&self.db).await?;
+        let now = Utc::now();
+        let mut aggregate = match Entity::find_by_id(namespace).one(&txn).await? {
+            Some(model) => from_model(model)?,
+            None => Aggregate::empty(namespace, now),
+        };
+        let existed = aggregate.version > 0;
+        let mut per_type = Query::select();
+        per_type
+            .column("content_type")
+            .expr_as(Expr::col("id").count(), "stamps")
+            // SUM of a bigint is NUMERIC on PostgreSQL: cast it back.
+            .expr_as(Expr::cust("CAST(SUM(file_size) AS BIGINT)"), "bytes")
+            .from("metadata_stamps")
+            .and_where(Expr::col("namespace").eq(namespace))
+            .group_by_col("content_type");
+        aggregate.file_type_counts.clear();
+        aggregate.total_stamps = 0;
+        aggregate.total_size_bytes = 0;
+        for row in txn.query_all(&per_type).await? {
+            let stamps: i64 = row.try_get("", "stamps")?;
+            let bytes: i64 = row.try_get::<Option<i64>>("", "bytes")?.unwrap_or(0);
+            aggregate.file_type_counts.insert(row.try_get("", "content_type")?, stamps as u64);
+            aggregate.total_stamps += stamps as u64;
+            aggregate.total_size_bytes += bytes as u64;
+        }
+        let mut workflows = Query::select();
+        workflows
+            .column("current_state")
+            .expr_as(Expr::col("id").count(), "workflows")
+            .from("workflow_executions")
+            .and_where(Expr::col("namespace").eq(namespace))
+            .group_by_col("current_state");
+        aggregate.unique_workflows = 0;
+        aggregate.workflow_state_counts.clear();
+        for row in txn.query_all(&workflows).await? {
+            let state: String = row.try_get("", "current_state")?;
+            let count: i64 = row.try_get("", "workflows")?;
+            aggregate.unique_workflows += count as u64;
+            if crate::domain::aggregate::TERMINAL_STATES.contains(&state.as_str()) {
+                aggregate.workflow_state_counts.insert(state, count as u64);
+            }
+        }
+        let expected = aggregate.version;
+        aggregate.version += 1;
+        aggregate.last_aggregation_at = now;
+        let model = to_active(&aggregate)?;
+        let written = if existed {
+            Entity::update_many()
+                .set(model)
+                .filter(Column::Namespace.eq(namespace))
+                .filter(Column::Version.eq(expected))
+                .exec(&txn)
+                .await?
+                .rows_affected
+        } else {
+            Entity::insert(model).exec_without_returning(&txn).await?
+        };
+        if written != 1 {
+            txn.rollback().await?;
+            return Err(ReducerError::Conflict(namespace.to_owned()));
+        }
+        self.outbox.append(&txn, vec![aggregate_updated(&aggregate)]).await?;
+        txn.commit().await?;
+        self.outbox.committed();
+        Ok(aggregate)
+    }
+
+    /// Forgets processed event ids older than `before` (redelivery after that
+    /// long is not expected); returns how many.
+    pub async fn prune_processed(&self, before: DateTime<Utc>) -> Result<u64, DbErr> {
+        let mut delete = Query::delete();
+        delete.from_table("processed_events").and_where(Expr::col("processed_at").lt(before));
+        Ok(self.db.execute(&delete).await?.rows_affected())
+    }
+}
+
+fn aggregate_updated(aggregate: &Aggregate) -> NewEvent {
+    let at = aggregate.last_aggregation_at;
+    NewEvent {
+        kind: EventKind::AggregateUpdated,
+        namespace: aggregate.namespace.clone(),
+        partition_key: aggregate.namespace.clone(),
+        correlation_id: None,
+        causation_id: None,
+        payload: Payload::AggregateUpdated(AggregateUpdated {
+            total_stamps: aggregate.total_stamps,
+            total_size_bytes: aggregate.total_size_bytes,
+            unique_workflows: aggregate.unique_workflows,
+            version: aggregate.version as u64,
+            updated_at: Some(prost_types::Timestamp {
+                seconds: at.timestamp(),
+                nanos: at.timestamp_subsec_nanos() as i32,
+            }),
+        }),
+    }
+}
+
+fn to_active(a: &Aggregate) -> Result<ActiveModel, DbErr> {
+    let json = |map: &BTreeMap<String, u64>| serde_json::to_value(map).map_err(|e| DbErr::Json(e.to_string()));
+    Ok(ActiveModel {
+        namespace: Set(a.namespace.clone()),
+        total_stamps: Set(a.total_stamps as i64),
+        total_size_bytes: Set(a.total_size_bytes as i64),
+        file_type_counts: Set(json(&a.file_type_counts)?),
+        unique_workflows: Set(a.unique_workflows as i64),
+        workflow_state_counts: Set(json(&a.workflow_state_counts)?),
+        current_state: Set("ACTIVE".to_owned()),
+        window_start: Set(a.window_start),
+        window_end: Set(a.window_end),
+        items_per_second: Set(a.items_per_second),
+        last_aggregation_at: Set(a.last_aggregation_at),
+        version: Set(a.version),
+    })
+}
+
+fn from_model(m: Model) -> Result<Aggregate, ReducerError> {
+    let map = |value: serde_json::Value| -> Result<BTreeMap<String, u64>, ReducerError> {
+        serde_json::from_value(value).map_err(|e| ReducerError::Store(format!("bridge_states of {}: {e}", m.namespace)))
+    };
+    Ok(Aggregate {
+        file_type_counts: map(m.file_type_counts.clone())?,
+        workflow_state_counts: map(m.workflow_state_counts.clone())?,
+        namespace: m.namespace,
+        total_stamps: u64::try_from(m.total_stamps).unwrap_or_default(),
+        total_size_bytes: u64::try_from(m.total_size_bytes).unwrap_or_default(),
+        unique_workflows: u64::try_from(m.unique_workflows).unwrap_or_default(),
+        window_start: m.window_start,
+        window_end: m.window_end,
+        items_per_second: m.items_per_second,
+        last_aggregation_at: m.last_aggregation_at,
+        version: m.version,
+    })
+}

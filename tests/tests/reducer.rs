@@ -1,0 +1,235 @@
+//! The reducer end to end: stamps and workflows through the outbox and a
+//! broker (or the in-process bus) into per-namespace aggregates that must
+//! equal a direct count over the source tables.
+
+use std::time::Duration;
+
+use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, base_env, free_port, kafka};
+use omninode_proto::{
+    orchestrator::v1::{self as opb, orchestrator_service_client::OrchestratorServiceClient},
+    reducer::v1::{self as rpb, reducer_service_client::ReducerServiceClient},
+    stamping::v1::{self as pb, stamping_service_client::StampingServiceClient},
+};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use tonic::{Code, transport::Channel};
+
+const TYPES: [&str; 4] = ["a.py", "b.md", "c.json", "d.txt"];
+
+async fn reducer(url: String) -> ReducerServiceClient<Channel> {
+    for _ in 0..100 {
+        if let Ok(client) = ReducerServiceClient::connect(url.clone()).await {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("reducer at {url} never answered");
+}
+
+/// Stamps `count` distinct contents into `namespace`, `chunk` per BatchStamp.
+async fn stamp_many(mesh: &TestMesh, namespace: &str, offset: usize, count: usize, chunk: usize) {
+    let mut client = StampingServiceClient::connect(mesh.stamping_url()).await.unwrap();
+    for start in (offset..offset + count).step_by(chunk) {
+        let items = (start..(start + chunk).min(offset + count))
+            .map(|i| pb::BatchStampItem {
+                content: format!("item {i} {}", "x".repeat(i % 50)),
+                file_path: TYPES[i % TYPES.len()].into(),
+                ..Default::default()
+            })
+            .collect();
+        let response = client
+            .batch_stamp(pb::BatchStampRequest { namespace: namespace.into(), items, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.failed, 0);
+    }
+}
+
+/// What the aggregates must say, counted directly in `metadata_stamps`.
+async fn counted_in_sql(db: &DatabaseConnection, namespace: &str) -> (u64, u64, Vec<(String, u64)>) {
+    let backend = db.get_database_backend();
+    let sql = "SELECT content_type, COUNT(*) AS n, CAST(SUM(file_size) AS BIGINT) AS bytes \
+               FROM metadata_stamps WHERE namespace = $1 GROUP BY content_type ORDER BY content_type";
+    let rows = db.query_all_raw(Statement::from_sql_and_values(backend, sql, [namespace.into()])).await.unwrap();
+    let mut per_type = Vec::new();
+    let (mut total, mut bytes) = (0, 0);
+    for row in rows {
+        let n: i64 = row.try_get("", "n").unwrap();
+        let b: i64 = row.try_get("", "bytes").unwrap();
+        per_type.push((row.try_get("", "content_type").unwrap(), n as u64));
+        total += n as u64;
+        bytes += b as u64;
+    }
+    (total, bytes, per_type)
+}
+
+/// Polls GetNamespaceStats until it reports `total` stamps (bounded: 90 s).
+async fn wait_for_total(
+    client: &mut ReducerServiceClient<Channel>,
+    namespace: &str,
+    total: u64,
+) -> rpb::NamespaceStats {
+    let mut last = None;
+    for _ in 0..900 {
+        if let Ok(response) =
+            client.get_namespace_stats(rpb::GetNamespaceStatsRequest { namespace: namespace.into() }).await
+        {
+            let stats = response.into_inner().stats.unwrap();
+            if stats.total_stamps >= total {
+                return stats;
+            }
+            last = Some(stats.total_stamps);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the reducer reached {last:?} of {total} stamps");
+}
+
+fn assert_matches_sql(stats: &rpb::NamespaceStats, sql: &(u64, u64, Vec<(String, u64)>)) {
+    assert_eq!(stats.total_stamps, sql.0, "total stamps");
+    assert_eq!(stats.total_size_bytes, sql.1, "total bytes");
+    let mut types: Vec<(String, u64)> = stats.file_type_counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    types.sort();
+    assert_eq!(types, sql.2, "per file type");
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Sqlite).await })* }
+        mod postgres { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Postgres).await })* }
+    };
+}
+
+on_both_backends!(bus_aggregates_equal_sql_and_the_api_answers, kafka_two_reducers_one_killed_still_exact);
+
+async fn bus_aggregates_equal_sql_and_the_api_answers(backend: Backend) {
+    let vars = [("AGGREGATION_WINDOW_SIZE_MS", "100"), ("AGGREGATION_BATCH_SIZE", "250")];
+    let services = [ServiceKind::Stamping, ServiceKind::Orchestrator, ServiceKind::Reducer];
+    let mesh = TestMesh::start_services(TestDatabase::new(backend).await, &services, &vars).await;
+    stamp_many(&mesh, "agg.bus", 0, 2000, 500).await;
+    // Two workflows, one failing on empty input: unique workflows and terminal states.
+    let mut orchestrator = OrchestratorServiceClient::connect(mesh.orchestrator_url()).await.unwrap();
+    for content in ["a workflow's content", "  "] {
+        let input = opb::WorkflowInput { content: content.into(), file_path: "w.txt".into(), ..Default::default() };
+        let request = opb::RunWorkflowRequest { namespace: "agg.bus".into(), input: Some(input), ..Default::default() };
+        orchestrator.run_workflow(request).await.unwrap();
+    }
+    let url = format!("http://{}", mesh.mesh().endpoints.reducer.unwrap());
+    let mut client = reducer(url).await;
+    let sql = counted_in_sql(&mesh.mesh().database, "agg.bus").await;
+    assert_eq!(sql.0, 2001);
+    let mut stats = wait_for_total(&mut client, "agg.bus", sql.0).await;
+    for _ in 0..50 {
+        if stats.workflow_state_counts.values().sum::<u64>() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stats = wait_for_total(&mut client, "agg.bus", sql.0).await;
+    }
+    assert_matches_sql(&stats, &sql);
+    assert_eq!(stats.unique_workflows, 2);
+    assert_eq!(stats.workflow_state_counts.get("COMPLETED"), Some(&1));
+    assert_eq!(stats.workflow_state_counts.get("FAILED"), Some(&1));
+    assert!(stats.items_per_second > 0.0 && stats.window_start.is_some() && stats.version > 0);
+
+    // Rebuild from the tables gives the same numbers, as a new version.
+    let rebuilt =
+        client.rebuild(rpb::RebuildRequest { namespace: "agg.bus".into() }).await.unwrap().into_inner().stats.unwrap();
+    assert_matches_sql(&rebuilt, &sql);
+    assert_eq!(rebuilt.unique_workflows, 2);
+    assert!(rebuilt.version > stats.version);
+
+    // Watch: the current aggregates first, then the next update.
+    let mut watch = client
+        .watch_namespace_stats(rpb::WatchNamespaceStatsRequest { namespace: "agg.bus".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap().stats.unwrap();
+    assert_eq!(first.version, rebuilt.version);
+    stamp_many(&mesh, "agg.bus", 5000, 1, 1).await;
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(next.stats.unwrap().total_stamps, sql.0 + 1);
+
+    let page = client.list_namespaces(rpb::ListNamespacesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(page.namespaces.iter().map(|n| n.namespace.as_str()).collect::<Vec<_>>(), ["agg.bus"]);
+    let missing = client.get_namespace_stats(rpb::GetNamespaceStatsRequest { namespace: "nobody".into() }).await;
+    assert_eq!(missing.unwrap_err().code(), Code::NotFound);
+    let bad = client.get_namespace_stats(rpb::GetNamespaceStatsRequest { namespace: "Bad NS".into() }).await;
+    assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
+
+    let (_, metrics) = mesh.admin_get("/metrics").await;
+    assert!(metrics.contains("aggregation_items_total"), "{metrics}");
+    assert!(metrics.contains("aggregation_duration_ms_bucket"), "{metrics}");
+    mesh.shutdown().await;
+}
+
+/// Two reducer processes in one consumer group split the partitions; one is
+/// killed (SIGKILL) mid-run; the survivor takes over its partitions, re-reads
+/// what was not committed, and the totals are still exact.
+async fn kafka_two_reducers_one_killed_still_exact(backend: Backend) {
+    let broker = kafka::Broker::start().await;
+    let bootstrap = broker.bootstrap();
+    let database = TestDatabase::new(backend).await;
+    let group = format!("reducers-{}", uuid::Uuid::new_v4().simple());
+    let shared = [
+        ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.as_str()),
+        ("REDUCER_CONSUMER_GROUP", group.as_str()),
+        ("REDUCER_SESSION_TIMEOUT_MS", "2000"),
+        ("AGGREGATION_WINDOW_SIZE_MS", "200"),
+        ("AGGREGATION_BATCH_SIZE", "100"),
+    ];
+    let mesh =
+        TestMesh::start_services(database.clone(), &[ServiceKind::Stamping, ServiceKind::Reducer], &shared).await;
+    let (port, other_metrics) = (free_port(), free_port());
+    let mut other = tokio::process::Command::new(env!("CARGO_BIN_EXE_omninode-node"))
+        .args(["serve", "reducer"])
+        .envs(base_env())
+        .envs(database.env())
+        .envs(shared)
+        .env("REDUCER_PORT", port.to_string())
+        .env("METRICS_PORT", other_metrics.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the second reducer starts");
+    reducer(format!("http://127.0.0.1:{port}")).await;
+    // Let the group settle with both members.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    stamp_many(&mesh, "agg.kafka", 0, 1500, 500).await;
+    // The second reducer must really be doing part of the work when it dies.
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], other_metrics).into();
+    let mut working = false;
+    for _ in 0..100 {
+        let (_, metrics) = omninode_integration_tests::http_get(admin, "/metrics").await;
+        let items = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("aggregation_items_total ").and_then(|v| v.trim().parse::<f64>().ok()));
+        if items.is_some_and(|n| n > 0.0) {
+            working = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(working, "the second reducer never aggregated anything");
+    other.kill().await.unwrap();
+    stamp_many(&mesh, "agg.kafka", 1500, 1500, 500).await;
+
+    let mut client = reducer(format!("http://{}", mesh.mesh().endpoints.reducer.unwrap())).await;
+    let sql = counted_in_sql(&mesh.mesh().database, "agg.kafka").await;
+    assert_eq!(sql.0, 3000);
+    let stats = wait_for_total(&mut client, "agg.kafka", sql.0).await;
+    // Settle: a late duplicate would show up as more than the SQL count.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats_after = client
+        .get_namespace_stats(rpb::GetNamespaceStatsRequest { namespace: "agg.kafka".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_matches_sql(&stats, &sql);
+    assert_matches_sql(&stats_after, &sql);
+    mesh.shutdown().await;
+    drop(broker);
+}
