@@ -8,6 +8,7 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$(realpath "${1:?usage: smoke.sh PATH_TO_OMNINODE}")"
 grpc_port="${SMOKE_GRPC_PORT:-18053}"
 orchestrator_port="${SMOKE_ORCHESTRATOR_PORT:-18060}"
+reducer_port="${SMOKE_REDUCER_PORT:-18061}"
 admin_port="${SMOKE_ADMIN_PORT:-19091}"
 addr="127.0.0.1:$grpc_port"
 work="$(mktemp -d)"
@@ -24,7 +25,8 @@ fail() { echo "SMOKE FAILED: $*" >&2; echo "--- server log" >&2; cat "$work/up.l
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 cd "$work"
-STAMPING_PORT="$grpc_port" ORCHESTRATOR_PORT="$orchestrator_port" METRICS_PORT="$admin_port" LOG_FORMAT=json "$bin" up >"$work/up.log" 2>&1 &
+STAMPING_PORT="$grpc_port" ORCHESTRATOR_PORT="$orchestrator_port" REDUCER_PORT="$reducer_port" \
+    METRICS_PORT="$admin_port" AGGREGATION_WINDOW_SIZE_MS=300 LOG_FORMAT=json "$bin" up >"$work/up.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
     grpcurl -plaintext "$addr" list >/dev/null 2>&1 && break
@@ -100,16 +102,29 @@ if "$bin" verify --server "http://$addr" "$work/a.py" >"$work/verify.out"; then 
 grep -q "INVALID.*content changed" "$work/verify.out" || fail "verify gave no reason: $(cat "$work/verify.out")"
 ok
 
+# The reducer counted what was stamped in the default namespace.
+expected="$(grpcurl -plaintext -d '{"page_size":1000}' "$addr" omninode.stamping.v1.StampingService/ListStamps \
+    | json "len(d.get('stamps', []))")"
+counted=""
+for _ in $(seq 1 100); do
+    counted="$("$bin" stats omninode.bridge --server "http://127.0.0.1:$reducer_port" 2>/dev/null | awk '$1 == "stamps" {print $2}')"
+    [ "$counted" = "$expected" ] && break
+    sleep 0.1
+done
+[ "$counted" = "$expected" ] || fail "omninode stats says ${counted:-nothing}, ListStamps has $expected"
+ok
+
 # Every grpcurl example in the README runs as written (on this server's port).
 readme="$repo/README.md"
-python3 - "$readme" "$addr" "127.0.0.1:$orchestrator_port" >"$work/examples.sh" <<'PY'
+python3 - "$readme" "$addr" "127.0.0.1:$orchestrator_port" "127.0.0.1:$reducer_port" >"$work/examples.sh" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 section = text.split("## Talking to it with grpcurl", 1)[1]
 block = re.search(r"```sh\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
 for line in block.splitlines():
     if line.startswith("grpcurl"):
-        print(line.replace("127.0.0.1:8053", sys.argv[2]).replace("127.0.0.1:8060", sys.argv[3]) + " >/dev/null")
+        line = line.replace("127.0.0.1:8053", sys.argv[2]).replace("127.0.0.1:8060", sys.argv[3])
+        print(line.replace("127.0.0.1:8061", sys.argv[4]) + " >/dev/null")
 PY
 examples="$(grep -c grpcurl "$work/examples.sh")"
 [ "$examples" -ge 6 ] || fail "README examples not found"
