@@ -20,6 +20,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "contracts (buf lint)"
 (cd proto && buf lint)
 
+step "deployment files (docker compose config)"
+# The bundled binary, not the wrapper: the wrapper always exits 0.
+compose="$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')"
+(cd docker && "$compose" config -q)
+
 step "unit and integration tests (SQLite and PostgreSQL)"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast

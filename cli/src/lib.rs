@@ -11,6 +11,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use omninode_mesh::{
     Env, MeshConfig, Runtime, db,
+    discovery::{ConsulConfig, Discovery, ServiceToRegister, consul_name, spawn_registration},
     events::{EventSink, EventsConfig, InProcessBus, Outbox, OutboxRelay, kafka::KafkaSink, topics},
     telemetry,
 };
@@ -50,6 +51,8 @@ pub struct RunningMesh {
     /// The in-process event bus, when no Kafka is configured.
     pub bus: Option<InProcessBus>,
     servers: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// Tasks that must finish their shutdown work (Consul deregistration).
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningMesh {
@@ -81,9 +84,21 @@ impl RunningMesh {
                 Err(_) => tracing::warn!("a server did not stop within the grace period"),
             }
         }
+        for task in self.background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         self.database.close().await.ok();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+fn to_register(service: &str, grpc_service: &str, addr: SocketAddr) -> ServiceToRegister {
+    ServiceToRegister {
+        name: consul_name(service),
+        grpc_service: grpc_service.to_owned(),
+        port: addr.port(),
+        metrics_port: 0,
     }
 }
 
@@ -108,6 +123,8 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
     telemetry::prometheus();
 
     let events = EventsConfig::from_env(env, &mesh.instance_id)?;
+    let consul = ConsulConfig::from_env(env, mesh.host)?;
+    let discovery = consul.clone().map(Discovery::Consul).unwrap_or(Discovery::Static);
     let reducer = if services.contains(&ServiceKind::Reducer) { Some(ReducerConfig::from_env(env)?) } else { None };
 
     let runtime = Runtime::new(mesh.clone());
@@ -136,6 +153,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
     };
 
     let mut endpoints = Endpoints::default();
+    let mut registered: Vec<ServiceToRegister> = Vec::new();
     let mut servers: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
 
     let admin = runtime
@@ -155,6 +173,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         if let Some(orchestrator) = orchestrator.as_mut() {
             orchestrator.stamping_url = format!("http://{addr}");
         }
+        registered.push(to_register("stamping", omninode_stamping::SERVICE_NAME, addr));
         let routes =
             Routes::new(omninode_stamping::grpc_service(database.clone(), stamping.clone(), outbox("stamping")));
         servers.push(spawn_grpc(&runtime, listener, routes, omninode_stamping::SERVICE_NAME).await);
@@ -166,9 +185,17 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             .await
             .with_context(|| format!("cannot bind ORCHESTRATOR_PORT {port} on {}", mesh.host))?;
         endpoints.orchestrator = Some(listener.local_addr()?);
+        registered.push(to_register("orchestrator", omninode_orchestrator::SERVICE_NAME, listener.local_addr()?));
+        // Stamping in this process is called directly; otherwise it is discovered.
+        let stamping_channel = match endpoints.stamping {
+            Some(_) => Discovery::Static.channel("", &config.stamping_url, runtime.shutdown_token()),
+            None => discovery.channel(&consul_name("stamping"), &config.stamping_url, runtime.shutdown_token()),
+        }
+        .map_err(|e| anyhow::anyhow!("STAMPING_SERVICE_URL: {e}"))?;
         let service = omninode_orchestrator::grpc_service(
             database.clone(),
             config,
+            stamping_channel,
             outbox("orchestrator"),
             runtime.shutdown_token(),
         )
@@ -182,6 +209,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         let listener =
             runtime.bind(port).await.with_context(|| format!("cannot bind REDUCER_PORT {port} on {}", mesh.host))?;
         endpoints.reducer = Some(listener.local_addr()?);
+        registered.push(to_register("reducer", omninode_reducer::SERVICE_NAME, listener.local_addr()?));
         let service = omninode_reducer::start(
             database.clone(),
             &config,
@@ -203,6 +231,20 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         runtime.shutdown_token(),
     );
     runtime.mark_serving().await;
+    let mut background = Vec::new();
+    if let Some(consul) = &consul {
+        let admin_port = endpoints.admin.map(|a| a.port()).unwrap_or_default();
+        for mut service in registered {
+            service.metrics_port = admin_port;
+            background.push(spawn_registration(
+                consul.client(),
+                consul.clone(),
+                service,
+                runtime.health.clone(),
+                runtime.shutdown_token(),
+            ));
+        }
+    }
     tracing::info!(?endpoints, instance = %mesh.instance_id, "serving");
-    Ok(RunningMesh { runtime, endpoints, database, bus, servers })
+    Ok(RunningMesh { runtime, endpoints, database, bus, servers, background })
 }

@@ -22,17 +22,18 @@ use tokio_util::sync::CancellationToken;
 /// The fully qualified gRPC service name, for health and discovery.
 pub const SERVICE_NAME: &str = "omninode.orchestrator.v1.OrchestratorService";
 
-/// Starts the engine on an open database (resuming unfinished workflows) and
-/// returns its gRPC service; workers stop taking work when `stop` is cancelled.
+/// Starts the engine on an open database (resuming unfinished workflows),
+/// calling stamping over `stamping` (static or discovered), and returns its
+/// gRPC service; workers stop taking work when `stop` is cancelled.
 pub async fn grpc_service(
     db: sea_orm::DatabaseConnection,
     config: OrchestratorConfig,
+    stamping: tonic::transport::Channel,
     outbox: omninode_mesh::events::Outbox,
     stop: CancellationToken,
 ) -> Result<OrchestratorServiceServer<grpc::OrchestratorGrpc>, OrchestratorError> {
     let max_message = config.max_content_bytes.saturating_mul(2).saturating_add(64 * 1024);
-    let stamping = clients::stamping::StampingClient::lazy(&config.stamping_url, max_message)
-        .map_err(OrchestratorError::Validation)?;
+    let stamping = clients::stamping::StampingClient::from_channel(stamping, max_message);
     let max_content = config.max_content_bytes;
     let engine = WorkflowEngine::start_workers(store::WorkflowStore::new(db, outbox), config, stamping, stop);
     engine.recover().await?;

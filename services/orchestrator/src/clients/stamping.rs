@@ -21,13 +21,6 @@ pub struct StampingClient {
 }
 
 impl StampingClient {
-    /// A client of `url` that connects on first use, so the orchestrator
-    /// starts (and retries) while stamping is still down.
-    pub fn lazy(url: &str, max_message_bytes: usize) -> Result<Self, String> {
-        let endpoint = Channel::from_shared(url.to_owned()).map_err(|e| format!("{url:?}: {e}"))?;
-        Ok(Self::from_channel(endpoint.connect_lazy(), max_message_bytes))
-    }
-
     pub fn from_channel(channel: Channel, max_message_bytes: usize) -> Self {
         let client = StampingServiceClient::new(channel)
             .max_decoding_message_size(max_message_bytes)

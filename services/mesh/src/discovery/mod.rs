@@ -1,0 +1,88 @@
+//! Service discovery: static addresses from configuration (the embedded
+//! default) or Consul (`CONSUL_HTTP_ADDR`): registration with gRPC health
+//! checks, and balanced channels fed by blocking queries.
+
+pub mod consul;
+pub mod registration;
+pub mod watcher;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::config::{ConfigError, Env};
+
+pub use consul::ConsulClient;
+pub use registration::{ServiceToRegister, spawn_registration};
+
+/// Consul settings; present when `CONSUL_HTTP_ADDR` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsulConfig {
+    /// `CONSUL_HTTP_ADDR`, e.g. `http://127.0.0.1:8500`.
+    pub addr: String,
+    /// `CONSUL_HTTP_TOKEN`: the ACL token, if any.
+    pub token: Option<String>,
+    /// `OMNINODE_ADVERTISE_HOST`: the address other services and the agent's
+    /// checks reach this process at (default: `OMNINODE_HOST`, or `HOSTNAME`
+    /// when that is 0.0.0.0).
+    pub advertise_host: String,
+    /// `CONSUL_CHECK_INTERVAL_MS` (default 10000); also the re-registration period.
+    pub check_interval: Duration,
+    /// `CONSUL_CHECK_TIMEOUT_MS` (default 5000).
+    pub check_timeout: Duration,
+    /// `CONSUL_DEREGISTER_AFTER_MS`: critical this long → removed (default 60000).
+    pub deregister_after: Duration,
+    /// `CONSUL_WAIT_MS`: blocking query wait (default 30000).
+    pub wait: Duration,
+}
+
+impl ConsulConfig {
+    pub fn from_env(env: &Env, host: std::net::IpAddr) -> Result<Option<Self>, ConfigError> {
+        let Some(addr) = env.optional("CONSUL_HTTP_ADDR")? else { return Ok(None) };
+        let advertise_host = match env.optional("OMNINODE_ADVERTISE_HOST")? {
+            Some(host) => host,
+            None if host.is_unspecified() => env.string("HOSTNAME", "127.0.0.1")?,
+            None => host.to_string(),
+        };
+        Ok(Some(Self {
+            addr,
+            token: env.optional("CONSUL_HTTP_TOKEN")?,
+            advertise_host,
+            check_interval: env.millis("CONSUL_CHECK_INTERVAL_MS", 10_000)?,
+            check_timeout: env.millis("CONSUL_CHECK_TIMEOUT_MS", 5_000)?,
+            deregister_after: env.millis("CONSUL_DEREGISTER_AFTER_MS", 60_000)?,
+            wait: env.millis("CONSUL_WAIT_MS", 30_000)?,
+        }))
+    }
+
+    pub fn client(&self) -> ConsulClient {
+        ConsulClient::new(&self.addr, self.token.clone())
+    }
+}
+
+/// How a process finds the services it calls.
+#[derive(Debug, Clone)]
+pub enum Discovery {
+    /// A fixed URL per service, from configuration.
+    Static,
+    Consul(ConsulConfig),
+}
+
+impl Discovery {
+    /// A channel to `consul_name` (Consul) or `static_url` (static).
+    pub fn channel(&self, consul_name: &str, static_url: &str, stop: CancellationToken) -> Result<Channel, String> {
+        match self {
+            Discovery::Static => Ok(Channel::from_shared(static_url.to_owned())
+                .map_err(|e| format!("{static_url:?}: {e}"))?
+                .tcp_nodelay(true)
+                .connect_lazy()),
+            Discovery::Consul(config) => Ok(watcher::balanced_channel(config.client(), consul_name, config.wait, stop)),
+        }
+    }
+}
+
+/// The Consul service name of a mesh service.
+pub fn consul_name(service: &str) -> String {
+    format!("omninode-{service}")
+}
