@@ -98,8 +98,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let env = Env::from_process();
     match command {
         Command::Up => {
-            let mesh =
-                crate::start(&env, &[ServiceKind::Stamping, ServiceKind::Orchestrator, ServiceKind::Reducer]).await?;
+            let mesh = crate::start(
+                &env,
+                &[ServiceKind::Stamping, ServiceKind::Orchestrator, ServiceKind::Reducer, ServiceKind::Gateway],
+            )
+            .await?;
             print_endpoints(&mesh.endpoints);
             mesh.run_until_signal().await?;
         }
@@ -145,6 +148,9 @@ fn print_endpoints(endpoints: &crate::Endpoints) {
     }
     if let Some(addr) = endpoints.reducer {
         println!("  reducer       grpc://{addr}   (omninode stats NAMESPACE)");
+    }
+    if let Some(addr) = endpoints.gateway {
+        println!("  gateway       http://{addr}   (curl http://{addr}/v1/namespaces/omninode.bridge/stamps)");
     }
     if let Some(addr) = endpoints.admin {
         println!("  metrics       http://{addr}/metrics");

@@ -9,6 +9,7 @@ pub mod watch;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use omninode_gateway::GatewayConfig;
 use omninode_mesh::{
     Env, MeshConfig, Runtime, db,
     discovery::{ConsulConfig, Discovery, ServiceToRegister, consul_name, spawn_registration},
@@ -28,6 +29,7 @@ pub enum ServiceKind {
     Stamping,
     Orchestrator,
     Reducer,
+    Gateway,
 }
 
 /// Where a started process listens.
@@ -39,6 +41,8 @@ pub struct Endpoints {
     pub orchestrator: Option<SocketAddr>,
     /// gRPC address of the reducer, when it runs.
     pub reducer: Option<SocketAddr>,
+    /// HTTP address of the REST gateway, when it runs.
+    pub gateway: Option<SocketAddr>,
     /// HTTP address of /metrics, /health and /ready.
     pub admin: Option<SocketAddr>,
 }
@@ -126,6 +130,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
     let consul = ConsulConfig::from_env(env, mesh.host)?;
     let discovery = consul.clone().map(Discovery::Consul).unwrap_or(Discovery::Static);
     let reducer = if services.contains(&ServiceKind::Reducer) { Some(ReducerConfig::from_env(env)?) } else { None };
+    let gateway = if services.contains(&ServiceKind::Gateway) { Some(GatewayConfig::from_env(env)?) } else { None };
 
     let runtime = Runtime::new(mesh.clone());
     let target = db::describe(&mesh.database);
@@ -220,6 +225,36 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         )
         .map_err(|e| anyhow::anyhow!("cannot start the reducer: {e}"))?;
         servers.push(spawn_grpc(&runtime, listener, Routes::new(service), omninode_reducer::SERVICE_NAME).await);
+    }
+
+    if let Some(config) = gateway {
+        let port = config.port;
+        let listener =
+            runtime.bind(port).await.with_context(|| format!("cannot bind GATEWAY_PORT {port} on {}", mesh.host))?;
+        endpoints.gateway = Some(listener.local_addr()?);
+        // Each upstream: in this process, else discovered, else its configured URL.
+        let local = [
+            (omninode_stamping::SERVICE_NAME, endpoints.stamping, "stamping"),
+            (omninode_orchestrator::SERVICE_NAME, endpoints.orchestrator, "orchestrator"),
+            (omninode_reducer::SERVICE_NAME, endpoints.reducer, "reducer"),
+        ];
+        let mut upstreams = std::collections::HashMap::new();
+        for (service, addr, short) in local {
+            let channel = match addr {
+                Some(addr) => Discovery::Static.channel("", &format!("http://{addr}"), runtime.shutdown_token()),
+                None => {
+                    discovery.channel(&consul_name(short), &config.upstream_urls[service], runtime.shutdown_token())
+                }
+            }
+            .map_err(|e| anyhow::anyhow!("gateway upstream {service}: {e}"))?;
+            upstreams.insert(service.to_owned(), channel);
+        }
+        let router = omninode_gateway::Gateway::new(upstreams, config.max_body_bytes)?.router();
+        let stop = runtime.shutdown_token();
+        servers.push(tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await?;
+            Ok(())
+        }));
     }
 
     let admin_server = runtime.spawn_admin(admin);

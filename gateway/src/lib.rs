@@ -1,2 +1,192 @@
-//! The REST gateway: HTTP/JSON for every RPC from the contracts' `google.api.http`
-//! annotations. It lands with its own issue.
+//! The REST gateway: HTTP/JSON for every RPC from the contracts'
+//! `google.api.http` annotations.
+//!
+//! Chosen: descriptor-driven transcoding at run time with prost-reflect. The
+//! descriptor set the build already emits (for server reflection) is the one
+//! source of truth: routes, request/response mapping and (later) OpenAPI all
+//! come from it, so a new annotated RPC is served without touching this crate.
+
+pub mod codec;
+pub mod rules;
+pub mod template;
+pub mod transcode;
+
+use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+};
+use prost::Message as _;
+use prost_reflect::DynamicMessage;
+use serde_json::json;
+use tonic::{Code, Status, transport::Channel};
+
+use crate::{codec::RawCodec, rules::Route};
+
+/// The gRPC services the gateway fronts.
+pub const SERVICES: [&str; 3] = [
+    "omninode.stamping.v1.StampingService",
+    "omninode.orchestrator.v1.OrchestratorService",
+    "omninode.reducer.v1.ReducerService",
+];
+
+/// Request headers forwarded to the upstream as gRPC metadata.
+const FORWARDED: [&str; 3] = ["x-correlation-id", "traceparent", "tracestate"];
+
+/// Routes and the channels to the services behind them.
+#[derive(Clone)]
+pub struct Gateway {
+    routes: Arc<Vec<Route>>,
+    upstreams: Arc<HashMap<String, Channel>>,
+    max_body_bytes: usize,
+}
+
+impl Gateway {
+    /// A gateway for every annotated RPC of `upstreams`' services (by full name).
+    pub fn new(upstreams: HashMap<String, Channel>, max_body_bytes: usize) -> Result<Self, template::TemplateError> {
+        let pool = rules::descriptor_pool();
+        let names: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+        let routes = rules::routes(&pool, &names)?;
+        Ok(Self { routes: Arc::new(routes), upstreams: Arc::new(upstreams), max_body_bytes })
+    }
+
+    /// The axum router serving every route.
+    pub fn router(self) -> Router {
+        let limit = self.max_body_bytes;
+        Router::new().fallback(handle).layer(DefaultBodyLimit::max(limit)).with_state(self)
+    }
+}
+
+async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path();
+    let mut path_matched = false;
+    let found = gateway.routes.iter().find_map(|route| {
+        let bindings = route.template.matches(path)?;
+        path_matched = true;
+        (route.http_method == method).then_some((route, bindings))
+    });
+    let Some((route, bindings)) = found else {
+        return if path_matched {
+            error_response(
+                &Status::new(Code::Unimplemented, format!("method {method} is not allowed on {path}")),
+                Some(StatusCode::METHOD_NOT_ALLOWED),
+            )
+        } else {
+            error_response(&Status::new(Code::NotFound, format!("no route for {path}")), None)
+        };
+    };
+    let request = match transcode::request_message(route, &bindings, uri.query(), &body) {
+        Ok(request) => request,
+        Err(bad) => return error_response(&Status::new(Code::InvalidArgument, bad.0), None),
+    };
+    let service = route.method.parent_service().full_name().to_owned();
+    let Some(channel) = gateway.upstreams.get(&service).cloned() else {
+        return error_response(&Status::new(Code::Unavailable, format!("no upstream for {service}")), None);
+    };
+    match call(channel, route, request, &headers).await {
+        Ok((metadata, message)) => {
+            let mut response = axum::Json(transcode::response_json(&message, &route.response_body)).into_response();
+            copy_metadata(&metadata, response.headers_mut());
+            response
+        }
+        Err(status) => error_response(&status, None),
+    }
+}
+
+async fn call(
+    channel: Channel,
+    route: &Route,
+    request: DynamicMessage,
+    headers: &HeaderMap,
+) -> Result<(tonic::metadata::MetadataMap, DynamicMessage), Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| Status::unavailable(format!("upstream unavailable: {e}")))?;
+    let path = format!("/{}/{}", route.method.parent_service().full_name(), route.method.name());
+    let path = http::uri::PathAndQuery::from_str(&path).map_err(|e| Status::internal(e.to_string()))?;
+    let mut call = tonic::Request::new(Bytes::from(request.encode_to_vec()));
+    for name in FORWARDED {
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+            call.metadata_mut().insert(name, value);
+        }
+    }
+    // A client deadline (grpc-gateway's Grpc-Timeout header, in seconds or with a unit) becomes grpc-timeout.
+    if let Some(timeout) = headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_timeout) {
+        call.set_timeout(timeout);
+    }
+    let response = grpc.unary(call, path, RawCodec).await?;
+    let (metadata, bytes, _) = response.into_parts();
+    let message = DynamicMessage::decode(route.method.output(), bytes)
+        .map_err(|e| Status::internal(format!("undecodable upstream answer: {e}")))?;
+    Ok((metadata, message))
+}
+
+fn parse_timeout(text: &str) -> Option<Duration> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" | "" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// gRPC response metadata out as `Grpc-Metadata-*` headers.
+fn copy_metadata(metadata: &tonic::metadata::MetadataMap, headers: &mut HeaderMap) {
+    for entry in metadata.iter() {
+        if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = entry {
+            let name = format!("grpc-metadata-{}", key.as_str());
+            if let (Ok(name), Ok(value)) =
+                (http::HeaderName::from_str(&name), HeaderValue::from_str(value.to_str().unwrap_or_default()))
+            {
+                headers.insert(name, value);
+            }
+        }
+    }
+}
+
+/// A `google.rpc.Status` JSON body with grpc-gateway's HTTP status.
+fn error_response(status: &Status, http: Option<StatusCode>) -> Response {
+    let code = http.unwrap_or_else(|| omninode_mesh::error::http_status(status.code()));
+    let body = json!({"code": status.code() as i32, "message": status.message(), "details": []});
+    let mut response = (code, axum::Json(body)).into_response();
+    copy_metadata(status.metadata(), response.headers_mut());
+    response
+}
+
+/// Gateway settings, read once from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// `GATEWAY_PORT` (default 8080).
+    pub port: u16,
+    /// `GATEWAY_MAX_BODY_BYTES`: larger request bodies get 413 (default 32 MiB).
+    pub max_body_bytes: usize,
+    /// `STAMPING_SERVICE_URL`, `ORCHESTRATOR_SERVICE_URL`, `REDUCER_SERVICE_URL`:
+    /// upstreams when they are neither in this process nor discovered.
+    pub upstream_urls: HashMap<String, String>,
+}
+
+impl GatewayConfig {
+    pub fn from_env(env: &omninode_mesh::Env) -> Result<Self, omninode_mesh::ConfigError> {
+        let mut upstream_urls = HashMap::new();
+        for (service, variable, default) in [
+            (SERVICES[0], "STAMPING_SERVICE_URL", "http://127.0.0.1:8053"),
+            (SERVICES[1], "ORCHESTRATOR_SERVICE_URL", "http://127.0.0.1:8060"),
+            (SERVICES[2], "REDUCER_SERVICE_URL", "http://127.0.0.1:8061"),
+        ] {
+            upstream_urls.insert(service.to_owned(), env.string(variable, default)?);
+        }
+        Ok(Self {
+            port: env.port("GATEWAY_PORT", 8080)?,
+            max_body_bytes: env.parse_in("GATEWAY_MAX_BODY_BYTES", 32 << 20, 1, 1 << 30)?,
+            upstream_urls,
+        })
+    }
+}

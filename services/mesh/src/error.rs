@@ -42,22 +42,28 @@ impl ErrorCode {
 
     /// The HTTP status, as grpc-gateway maps the gRPC code.
     pub fn http(self) -> http::StatusCode {
-        use http::StatusCode as H;
-        match self {
-            Self::InvalidArgument => H::BAD_REQUEST,
-            Self::NotFound => H::NOT_FOUND,
-            Self::AlreadyExists => H::CONFLICT,
-            Self::FailedPrecondition => H::BAD_REQUEST,
-            Self::ResourceExhausted => H::TOO_MANY_REQUESTS,
-            // grpc-gateway answers a cancelled call with 499 (client closed request).
-            Self::Cancelled => H::from_u16(499).expect("499 is a valid status"),
-            Self::DeadlineExceeded => H::GATEWAY_TIMEOUT,
-            Self::Unauthenticated => H::UNAUTHORIZED,
-            Self::PermissionDenied => H::FORBIDDEN,
-            Self::Unimplemented => H::NOT_IMPLEMENTED,
-            Self::Unavailable => H::SERVICE_UNAVAILABLE,
-            Self::Internal => H::INTERNAL_SERVER_ERROR,
-        }
+        http_status(self.grpc())
+    }
+}
+
+/// The HTTP status grpc-gateway answers for a gRPC status code (its
+/// `HTTPStatusFromCode` table); the gateway and the error type share it.
+pub fn http_status(code: Code) -> http::StatusCode {
+    use http::StatusCode as H;
+    match code {
+        Code::Ok => H::OK,
+        // 499: client closed request.
+        Code::Cancelled => H::from_u16(499).expect("499 is a valid status"),
+        Code::Unknown | Code::Internal | Code::DataLoss => H::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => H::BAD_REQUEST,
+        Code::DeadlineExceeded => H::GATEWAY_TIMEOUT,
+        Code::NotFound => H::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => H::CONFLICT,
+        Code::PermissionDenied => H::FORBIDDEN,
+        Code::Unauthenticated => H::UNAUTHORIZED,
+        Code::ResourceExhausted => H::TOO_MANY_REQUESTS,
+        Code::Unimplemented => H::NOT_IMPLEMENTED,
+        Code::Unavailable => H::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -118,6 +124,33 @@ mod tests {
         ];
         for (code, http) in table {
             assert_eq!(code.http().as_u16(), http, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn every_grpc_code_has_grpc_gateways_http_status() {
+        let table = [
+            (Code::Ok, 200),
+            (Code::Cancelled, 499),
+            (Code::Unknown, 500),
+            (Code::InvalidArgument, 400),
+            (Code::DeadlineExceeded, 504),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::PermissionDenied, 403),
+            (Code::ResourceExhausted, 429),
+            (Code::FailedPrecondition, 400),
+            (Code::Aborted, 409),
+            (Code::OutOfRange, 400),
+            (Code::Unimplemented, 501),
+            (Code::Internal, 500),
+            (Code::Unavailable, 503),
+            (Code::DataLoss, 500),
+            (Code::Unauthenticated, 401),
+        ];
+        assert_eq!(table.len(), 17, "every gRPC code");
+        for (code, http) in table {
+            assert_eq!(http_status(code).as_u16(), http, "{code:?}");
         }
     }
 }

@@ -1,0 +1,143 @@
+//! The REST gateway in front of real upstream servers: routes from the
+//! contracts' annotations, proto3 JSON, grpc-gateway's error mapping.
+
+use std::net::SocketAddr;
+
+use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, http_request};
+use serde_json::{Value, json};
+
+const ALL: &[ServiceKind] =
+    &[ServiceKind::Stamping, ServiceKind::Orchestrator, ServiceKind::Reducer, ServiceKind::Gateway];
+
+async fn call(gateway: SocketAddr, method: &str, path: &str, body: Value) -> (u16, Vec<(String, String)>, Value) {
+    let text = if body.is_null() { String::new() } else { body.to_string() };
+    let (status, headers, body) = http_request(
+        gateway,
+        method,
+        path,
+        &[("content-type", "application/json"), ("x-correlation-id", "gw-test")],
+        &text,
+    )
+    .await;
+    let body = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
+    (status, headers, body)
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Sqlite).await })* }
+        mod postgres { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Postgres).await })* }
+    };
+}
+
+on_both_backends!(stamping_routes_round_trip, errors_map_to_http_and_google_rpc_status, workflow_and_stats_routes);
+
+async fn stamping_routes_round_trip(backend: Backend) {
+    let mesh = TestMesh::start_services(TestDatabase::new(backend).await, ALL, &[]).await;
+    let gw = mesh.mesh().endpoints.gateway.unwrap();
+
+    // Both JSON and proto field names are accepted; camelCase comes out.
+    let (status, _, stamped) =
+        call(gw, "POST", "/v1/namespaces/gw.docs/stamps", json!({"content": "hello rest\n", "file_path": "r.md"}))
+            .await;
+    assert_eq!(status, 200, "{stamped}");
+    let record = &stamped["stamp"];
+    assert_eq!(record["namespace"], "gw.docs", "the path variable sets the namespace");
+    assert_eq!(record["contentType"], "text/markdown");
+    let hash = record["fileHash"].as_str().unwrap().to_owned();
+    assert_eq!(stamped["created"], true);
+
+    let (status, _, got) = call(gw, "GET", &format!("/v1/namespaces/gw.docs/stamps/{hash}"), Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["stamp"]["stampId"], record["stampId"]);
+
+    let (status, _, verdict) =
+        call(gw, "POST", "/v1/validate", json!({"content": stamped["stampedContent"], "expectedHash": hash})).await;
+    assert_eq!((status, verdict["valid"].clone()), (200, json!(true)), "{verdict}");
+
+    let (_, _, batch) = call(
+        gw,
+        "POST",
+        "/v1/namespaces/gw.docs/stamps:batch",
+        json!({"items": [{"content": "one"}, {"content": "two"}, {"content": "  "}]}),
+    )
+    .await;
+    assert_eq!((batch["succeeded"].clone(), batch["failed"].clone()), (json!(2), json!(1)), "{batch}");
+
+    // Query parameters fill the fields the path does not bind.
+    let (status, _, page) = call(gw, "GET", "/v1/namespaces/gw.docs/stamps?pageSize=2", Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["stamps"].as_array().unwrap().len(), 2);
+    let token = page["nextPageToken"].as_str().unwrap();
+    let (_, _, rest) =
+        call(gw, "GET", &format!("/v1/namespaces/gw.docs/stamps?page_size=2&pageToken={token}"), Value::Null).await;
+    assert_eq!(rest["stamps"].as_array().unwrap().len(), 1);
+
+    let (status, _, hashed) = call(gw, "POST", "/v1/hash", json!({"content": "aGVsbG8="})).await;
+    assert_eq!(status, 200);
+    assert_eq!(hashed["hash"], "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f");
+    mesh.shutdown().await;
+}
+
+async fn errors_map_to_http_and_google_rpc_status(backend: Backend) {
+    let mesh = TestMesh::start_services(TestDatabase::new(backend).await, ALL, &[]).await;
+    let gw = mesh.mesh().endpoints.gateway.unwrap();
+    let missing = format!("/v1/namespaces/gw/stamps/{}", "0".repeat(64));
+    let cases = [
+        ("GET", missing.as_str(), Value::Null, 404, 5),
+        ("POST", "/v1/namespaces/Bad%20NS/stamps", json!({"content": "x"}), 400, 3),
+        ("GET", "/v1/namespaces/gw/stamps/xyz", Value::Null, 400, 3),
+        ("POST", "/v1/validate", json!({"content": 5}), 400, 3),
+        ("POST", "/v1/validate", json!({"noSuchField": "x"}), 400, 3),
+        ("GET", "/v1/nothing/here", Value::Null, 404, 5),
+        ("DELETE", "/v1/validate", Value::Null, 405, 12),
+        ("GET", "/v1/workflows/not-a-uuid", Value::Null, 400, 3),
+    ];
+    for (method, path, body, http, grpc) in cases {
+        let (status, _, error) = call(gw, method, path, body).await;
+        assert_eq!(status, http, "{method} {path}: {error}");
+        assert_eq!(error["code"], grpc, "{method} {path}: {error}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
+        assert!(error["details"].is_array());
+    }
+    let (_, headers, _) = call(gw, "GET", &missing, Value::Null).await;
+    assert!(
+        headers.iter().any(|(k, v)| k == "grpc-metadata-omninode-error-reason" && v == "STAMP_NOT_FOUND"),
+        "{headers:?}"
+    );
+    mesh.shutdown().await;
+}
+
+async fn workflow_and_stats_routes(backend: Backend) {
+    let vars = [("AGGREGATION_WINDOW_SIZE_MS", "100")];
+    let mesh = TestMesh::start_services(TestDatabase::new(backend).await, ALL, &vars).await;
+    let gw = mesh.mesh().endpoints.gateway.unwrap();
+    let (status, _, run) =
+        call(gw, "POST", "/v1/namespaces/gw.flow/workflows:run", json!({"input": {"content": "via rest"}})).await;
+    assert_eq!(status, 200, "{run}");
+    let workflow = &run["workflow"];
+    assert_eq!(workflow["state"], "WORKFLOW_STATE_COMPLETED");
+    let id = workflow["workflowId"].as_str().unwrap();
+    let (status, _, got) = call(gw, "GET", &format!("/v1/workflows/{id}"), Value::Null).await;
+    assert_eq!((status, got["workflow"]["workflowId"].as_str()), (200, Some(id)));
+    let (status, _, list) =
+        call(gw, "GET", "/v1/namespaces/gw.flow/workflows?state=WORKFLOW_STATE_COMPLETED", Value::Null).await;
+    assert_eq!((status, list["workflows"].as_array().map(Vec::len)), (200, Some(1)));
+    let (status, _, cancel) = call(gw, "POST", &format!("/v1/workflows/{id}:cancel"), json!({})).await;
+    assert_eq!((status, cancel["code"].clone()), (400, json!(9)), "cancelling a finished workflow: {cancel}");
+
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        let (status, _, body) = call(gw, "GET", "/v1/namespaces/gw.flow/stats", Value::Null).await;
+        if status == 200 {
+            stats = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(stats["stats"]["totalStamps"], "1", "{stats}");
+    let (status, _, namespaces) = call(gw, "GET", "/v1/namespaces", Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(namespaces["namespaces"][0]["namespace"], "gw.flow");
+    mesh.shutdown().await;
+}
