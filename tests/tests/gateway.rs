@@ -40,12 +40,16 @@ async fn stamping_routes_round_trip(backend: Backend) {
     let (status, _, stamped) =
         call(gw, "POST", "/v1/namespaces/gw.docs/stamps", json!({"content": "hello rest\n", "file_path": "r.md"}))
             .await;
-    assert_eq!(status, 200, "{stamped}");
+    assert_eq!(status, 201, "a create answers 201: {stamped}");
     let record = &stamped["stamp"];
     assert_eq!(record["namespace"], "gw.docs", "the path variable sets the namespace");
     assert_eq!(record["contentType"], "text/markdown");
     let hash = record["fileHash"].as_str().unwrap().to_owned();
     assert_eq!(stamped["created"], true);
+
+    let (status, _, again) =
+        call(gw, "POST", "/v1/namespaces/gw.docs/stamps", json!({"content": "hello rest\n", "filePath": "r.md"})).await;
+    assert_eq!((status, again["created"].clone()), (200, Value::Null), "a repeat creates nothing: {again}");
 
     let (status, _, got) = call(gw, "GET", &format!("/v1/namespaces/gw.docs/stamps/{hash}"), Value::Null).await;
     assert_eq!(status, 200);
@@ -114,7 +118,7 @@ async fn workflow_and_stats_routes(backend: Backend) {
     let gw = mesh.mesh().endpoints.gateway.unwrap();
     let (status, _, run) =
         call(gw, "POST", "/v1/namespaces/gw.flow/workflows:run", json!({"input": {"content": "via rest"}})).await;
-    assert_eq!(status, 200, "{run}");
+    assert_eq!(status, 201, "{run}");
     let workflow = &run["workflow"];
     assert_eq!(workflow["state"], "WORKFLOW_STATE_COMPLETED");
     let id = workflow["workflowId"].as_str().unwrap();
@@ -123,6 +127,18 @@ async fn workflow_and_stats_routes(backend: Backend) {
     let (status, _, list) =
         call(gw, "GET", "/v1/namespaces/gw.flow/workflows?state=WORKFLOW_STATE_COMPLETED", Value::Null).await;
     assert_eq!((status, list["workflows"].as_array().map(Vec::len)), (200, Some(1)));
+    // A server stream comes as Server-Sent Events.
+    let (status, headers, events) = http_request(gw, "GET", &format!("/v1/workflows/{id}:watch"), &[], "").await;
+    assert_eq!(status, 200);
+    assert!(headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream")), "{headers:?}");
+    let data: Vec<Value> = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect();
+    assert_eq!(data.len(), 1, "{events}");
+    assert_eq!(data[0]["workflow"]["state"], "WORKFLOW_STATE_COMPLETED");
+
     let (status, _, cancel) = call(gw, "POST", &format!("/v1/workflows/{id}:cancel"), json!({})).await;
     assert_eq!((status, cancel["code"].clone()), (400, json!(9)), "cancelling a finished workflow: {cancel}");
 
