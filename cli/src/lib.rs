@@ -249,7 +249,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             .map_err(|e| anyhow::anyhow!("gateway upstream {service}: {e}"))?;
             upstreams.insert(service.to_owned(), channel);
         }
-        let router = omninode_gateway::Gateway::new(upstreams, config.max_body_bytes)?.router();
+        let router = omninode_gateway::Gateway::new(upstreams, &config)?.router();
         let stop = runtime.shutdown_token();
         servers.push(tokio::spawn(async move {
             axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await?;

@@ -6,6 +6,7 @@
 //! source of truth: routes, request/response mapping and (later) OpenAPI all
 //! come from it, so a new annotated RPC is served without touching this crate.
 
+pub mod auth;
 pub mod codec;
 pub mod openapi;
 pub mod rules;
@@ -44,31 +45,57 @@ pub struct Gateway {
     routes: Arc<Vec<Route>>,
     upstreams: Arc<HashMap<String, Channel>>,
     max_body_bytes: usize,
+    auth: Arc<auth::Auth>,
+    cors: Option<Vec<String>>,
 }
 
 impl Gateway {
     /// A gateway for every annotated RPC of `upstreams`' services (by full name).
-    pub fn new(upstreams: HashMap<String, Channel>, max_body_bytes: usize) -> Result<Self, template::TemplateError> {
+    pub fn new(upstreams: HashMap<String, Channel>, config: &GatewayConfig) -> Result<Self, template::TemplateError> {
         let pool = rules::descriptor_pool();
         let names: Vec<&str> = upstreams.keys().map(String::as_str).collect();
         let routes = rules::routes(&pool, &names)?;
-        Ok(Self { routes: Arc::new(routes), upstreams: Arc::new(upstreams), max_body_bytes })
+        Ok(Self {
+            routes: Arc::new(routes),
+            upstreams: Arc::new(upstreams),
+            max_body_bytes: config.max_body_bytes,
+            auth: Arc::new(config.auth.clone()),
+            cors: config.cors_origins.clone(),
+        })
     }
 
     /// The axum router serving every route, `/openapi.json` and `/docs`.
     pub fn router(self) -> Router {
         let limit = self.max_body_bytes;
         let spec = Arc::new(openapi::document(&self.routes));
-        Router::new()
+        let cors = self.cors.clone();
+        let router = Router::new()
             .route("/openapi.json", axum::routing::get(move || async move { axum::Json((*spec).clone()) }))
             .route("/docs", axum::routing::get(|| async { axum::response::Html(include_str!("docs.html")) }))
             .fallback(handle)
             .layer(DefaultBodyLimit::max(limit))
-            .with_state(self)
+            .with_state(self);
+        match cors {
+            None => router,
+            Some(origins) => router.layer(cors_layer(&origins)),
+        }
+    }
+}
+
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let layer = CorsLayer::new().allow_methods(Any).allow_headers(Any).expose_headers(Any);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        layer.allow_origin(AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
     }
 }
 
 async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(problem) = gateway.auth.check(&headers) {
+        return error_response(&Status::unauthenticated(problem), None);
+    }
     let path = uri.path();
     let mut path_matched = false;
     let found = gateway.routes.iter().find_map(|route| {
@@ -226,7 +253,7 @@ fn error_response(status: &Status, http: Option<StatusCode>) -> Response {
 }
 
 /// Gateway settings, read once from the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// `GATEWAY_PORT` (default 8080).
     pub port: u16,
@@ -235,6 +262,10 @@ pub struct GatewayConfig {
     /// `STAMPING_SERVICE_URL`, `ORCHESTRATOR_SERVICE_URL`, `REDUCER_SERVICE_URL`:
     /// upstreams when they are neither in this process nor discovered.
     pub upstream_urls: HashMap<String, String>,
+    /// API keys and/or JWT verification (see [`auth`]).
+    pub auth: auth::Auth,
+    /// `GATEWAY_CORS_ORIGINS`: allowed origins (comma-separated, or `*`); unset: no CORS headers.
+    pub cors_origins: Option<Vec<String>>,
 }
 
 impl GatewayConfig {
@@ -251,6 +282,10 @@ impl GatewayConfig {
             port: env.port("GATEWAY_PORT", 8080)?,
             max_body_bytes: env.parse_in("GATEWAY_MAX_BODY_BYTES", 32 << 20, 1, 1 << 30)?,
             upstream_urls,
+            auth: auth::Auth::from_env(env)?,
+            cors_origins: env
+                .optional("GATEWAY_CORS_ORIGINS")?
+                .map(|list| list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()),
         })
     }
 }

@@ -155,5 +155,43 @@ async fn workflow_and_stats_routes(backend: Backend) {
     let (status, _, namespaces) = call(gw, "GET", "/v1/namespaces", Value::Null).await;
     assert_eq!(status, 200);
     assert_eq!(namespaces["namespaces"][0]["namespace"], "gw.flow");
+
+    let (status, _, rebuilt) = call(gw, "POST", "/v1/namespaces/gw.flow/stats:rebuild", json!({})).await;
+    assert_eq!((status, rebuilt["stats"]["totalStamps"].clone()), (200, json!("1")), "{rebuilt}");
+
+    // StartWorkflow answers at once (201, PENDING or later); the stats stream
+    // (Server-Sent Events) shows the namespace now, then after the new stamp.
+    let (status, _, started) = call(
+        gw,
+        "POST",
+        "/v1/namespaces/gw.flow/workflows",
+        json!({"input": {"content": "started via rest"}, "idempotencyKey": "rest-1"}),
+    )
+    .await;
+    assert_eq!((status, started["created"].clone()), (201, json!(true)), "{started}");
+    let (status, _, repeat) = call(
+        gw,
+        "POST",
+        "/v1/namespaces/gw.flow/workflows",
+        json!({"input": {"content": "started via rest"}, "idempotencyKey": "rest-1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "an idempotent repeat creates nothing: {repeat}");
+    assert_eq!(repeat["workflow"]["workflowId"], started["workflow"]["workflowId"]);
+    let mut stream = tokio::net::TcpStream::connect(gw).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(format!("GET /v1/namespaces/gw.flow/stats:watch HTTP/1.1\r\nHost: {gw}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = vec![0u8; 8192];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains(r#""totalStamps":"2""#) {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await.expect("stats stream advances").unwrap();
+        assert!(n > 0, "stream closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("text/event-stream") && seen.contains(r#""totalStamps":"1""#), "{seen}");
     mesh.shutdown().await;
 }
