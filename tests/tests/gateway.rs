@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, http_request};
+use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, http_request, on_both_backends};
 use serde_json::{Value, json};
 
 const ALL: &[ServiceKind] =
@@ -21,13 +21,6 @@ async fn call(gateway: SocketAddr, method: &str, path: &str, body: Value) -> (u1
     .await;
     let body = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
     (status, headers, body)
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Sqlite).await })* }
-        mod postgres { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Postgres).await })* }
-    };
 }
 
 on_both_backends!(stamping_routes_round_trip, errors_map_to_http_and_google_rpc_status, workflow_and_stats_routes);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, base_env, free_port};
+use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, base_env, free_port, on_both_backends};
 use omninode_proto::{
     orchestrator::v1::{self as pb, orchestrator_service_client::OrchestratorServiceClient},
     stamping::v1::{StampFormat, ValidateRequest, stamping_service_client::StampingServiceClient},
@@ -75,19 +75,6 @@ async fn wait_for(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("workflow {id} never reached the expected state");
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
 }
 
 on_both_backends!(

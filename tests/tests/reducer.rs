@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, base_env, free_port, kafka};
+use omninode_integration_tests::{
+    Backend, ServiceKind, TestDatabase, TestMesh, base_env, free_port, kafka, on_both_backends,
+};
 use omninode_proto::{
     orchestrator::v1::{self as opb, orchestrator_service_client::OrchestratorServiceClient},
     reducer::v1::{self as rpb, reducer_service_client::ReducerServiceClient},
@@ -91,13 +93,6 @@ fn assert_matches_sql(stats: &rpb::NamespaceStats, sql: &(u64, u64, Vec<(String,
     let mut types: Vec<(String, u64)> = stats.file_type_counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
     types.sort();
     assert_eq!(types, sql.2, "per file type");
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Sqlite).await })* }
-        mod postgres { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Postgres).await })* }
-    };
 }
 
 on_both_backends!(bus_aggregates_equal_sql_and_the_api_answers, kafka_two_reducers_one_killed_still_exact);

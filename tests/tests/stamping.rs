@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use omninode_integration_tests::{Backend, TestMesh};
+use omninode_integration_tests::{Backend, TestMesh, on_both_backends};
 use omninode_proto::stamping::v1::{self as pb, stamping_service_client::StampingServiceClient};
 use tonic::{Code, transport::Channel};
 
@@ -23,20 +23,6 @@ fn stamp_request(namespace: &str, content: &str, format: pb::StampFormat) -> pb:
 
 fn reason(status: &tonic::Status) -> &str {
     status.metadata().get("omninode-error-reason").and_then(|v| v.to_str().ok()).unwrap_or("")
-}
-
-/// Generates `sqlite::name` and `postgres::name` tests from one async fn.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
 }
 
 on_both_backends!(

@@ -7,8 +7,10 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod paging;
 pub mod server;
 pub mod telemetry;
+pub mod time;
 
 pub use config::{ConfigError, DatabaseTarget, Env, MeshConfig};
 pub use error::{ErrorCode, MeshError};

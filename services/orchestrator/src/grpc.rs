@@ -179,9 +179,7 @@ fn outcome_to_proto(outcome: StepOutcome) -> pb::StepOutcome {
     }
 }
 
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
-}
+use omninode_mesh::time::to_timestamp as timestamp;
 
 /// The proto form of a workflow.
 pub fn workflow_to_proto(w: Workflow) -> pb::Workflow {

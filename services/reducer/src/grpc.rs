@@ -2,8 +2,8 @@
 
 use std::{pin::Pin, time::Duration};
 
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures::Stream;
+use omninode_mesh::paging;
 use omninode_proto::reducer::v1::{
     self as pb,
     reducer_service_server::{ReducerService, ReducerServiceServer},
@@ -62,26 +62,13 @@ impl ReducerService for ReducerGrpc {
         request: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
         let r = request.into_inner();
-        let size = match r.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
-        let after = match r.page_token.as_str() {
-            "" => None,
-            token => Some(
-                URL_SAFE_NO_PAD
-                    .decode(token)
-                    .ok()
-                    .and_then(|raw| String::from_utf8(raw).ok())
-                    .and_then(|t| t.strip_prefix("after:").map(str::to_owned))
-                    .filter(|ns| resolve_namespace(ns).is_ok())
-                    .ok_or_else(|| ReducerError::Validation("page_token is not a token this service issued".into()))?,
-            ),
-        };
+        let size = paging::page_size(r.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+        let after = paging::decode_token(&r.page_token, |ns| resolve_namespace(ns).is_ok())
+            .map_err(|e| ReducerError::Validation(e.into()))?;
         let mut page = self.store.list(after.as_deref(), u64::from(size) + 1).await?;
         let next_page_token = if page.len() > size as usize {
             page.truncate(size as usize);
-            URL_SAFE_NO_PAD.encode(format!("after:{}", page.last().expect("a full page").namespace))
+            paging::encode_token(&page.last().expect("a full page").namespace)
         } else {
             String::new()
         };
@@ -145,9 +132,7 @@ impl ReducerService for ReducerGrpc {
     }
 }
 
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
-}
+use omninode_mesh::time::to_timestamp as timestamp;
 
 /// The proto form of an aggregate.
 pub fn to_proto(a: Aggregate) -> pb::NamespaceStats {

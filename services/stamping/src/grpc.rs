@@ -170,9 +170,7 @@ fn format_to_proto(format: StampFormat) -> i32 {
     }
 }
 
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
-}
+use omninode_mesh::time::to_timestamp as timestamp;
 
 /// The proto form of a record.
 pub fn record_to_proto(record: StampRecord) -> pb::StampRecord {

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use omninode_mesh::paging;
 use omninode_stamping::domain::namespace::resolve_namespace;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,7 +30,6 @@ use crate::{
 const MAX_FIELD: usize = 255;
 const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 500;
-const PAGE_TOKEN_PREFIX: &str = "before:";
 /// How often a watcher re-reads the store, for changes made by other instances.
 const WATCH_POLL: Duration = Duration::from_millis(500);
 
@@ -199,15 +198,13 @@ impl WorkflowEngine {
         page_token: &str,
     ) -> Result<WorkflowPage, OrchestratorError> {
         let namespace = resolve_namespace(namespace).map_err(OrchestratorError::NamespaceInvalid)?;
-        let size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
-        let before = decode_page_token(page_token)?;
+        let size = paging::page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+        let before = paging::decode_token(page_token, |id| uuid::Uuid::parse_str(id).is_ok())
+            .map_err(|e| OrchestratorError::Validation(e.into()))?;
         let mut workflows = self.inner.store.list(&namespace, state, before.as_deref(), u64::from(size) + 1).await?;
         let next_page_token = if workflows.len() > size as usize {
             workflows.truncate(size as usize);
-            URL_SAFE_NO_PAD.encode(format!("{PAGE_TOKEN_PREFIX}{}", workflows.last().expect("a full page").id))
+            paging::encode_token(&workflows.last().expect("a full page").id)
         } else {
             String::new()
         };
@@ -357,18 +354,4 @@ fn same_input(existing: Workflow, input_hash: &str, key: &str) -> Result<(Workfl
 fn input_hash(input: &WorkflowInput) -> String {
     let canonical = serde_json::to_vec(input).expect("WorkflowInput serialises");
     blake3::hash(&canonical).to_hex().to_string()
-}
-
-fn decode_page_token(token: &str) -> Result<Option<String>, OrchestratorError> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|text| text.strip_prefix(PAGE_TOKEN_PREFIX).map(str::to_owned))
-        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
-        .map(Some)
-        .ok_or_else(|| OrchestratorError::Validation("page_token is not a token this service issued".into()))
 }

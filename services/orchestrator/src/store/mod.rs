@@ -172,10 +172,7 @@ fn state_changed(workflow: &Workflow, from: Option<WorkflowState>) -> NewEvent {
             reason,
             file_hash: workflow.file_hash.clone().unwrap_or_default(),
             stamp_id: workflow.stamp_id.clone().unwrap_or_default(),
-            changed_at: Some(prost_types::Timestamp {
-                seconds: at.timestamp(),
-                nanos: at.timestamp_subsec_nanos() as i32,
-            }),
+            changed_at: Some(omninode_mesh::time::to_timestamp(at)),
         }),
     }
 }

@@ -274,10 +274,7 @@ fn aggregate_updated(aggregate: &Aggregate) -> NewEvent {
             total_size_bytes: aggregate.total_size_bytes,
             unique_workflows: aggregate.unique_workflows,
             version: aggregate.version as u64,
-            updated_at: Some(prost_types::Timestamp {
-                seconds: at.timestamp(),
-                nanos: at.timestamp_subsec_nanos() as i32,
-            }),
+            updated_at: Some(omninode_mesh::time::to_timestamp(at)),
         }),
     }
 }

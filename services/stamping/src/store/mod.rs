@@ -233,10 +233,7 @@ impl StampStore {
 }
 
 fn stamp_created(record: &StampRecord, correlation_id: Option<&str>) -> NewEvent {
-    let created_at = prost_types::Timestamp {
-        seconds: record.created_at.timestamp(),
-        nanos: record.created_at.timestamp_subsec_nanos() as i32,
-    };
+    let created_at = omninode_mesh::time::to_timestamp(record.created_at);
     NewEvent {
         kind: EventKind::StampCreated,
         namespace: record.namespace.clone(),
