@@ -182,7 +182,19 @@ async fn call(
     headers: &HeaderMap,
 ) -> Result<(tonic::metadata::MetadataMap, DynamicMessage), Status> {
     let (mut grpc, path, call) = prepare(channel, route, request, headers).await?;
-    let response = grpc.unary(call, path, RawCodec).await?;
+    let deadline = deadline(headers);
+    let response = match deadline {
+        Some(limit) => {
+            let missed = || Status::deadline_exceeded(format!("no answer within the {limit:?} deadline"));
+            tokio::time::timeout(limit, grpc.unary(call, path, RawCodec))
+                .await
+                .map_err(|_| missed())?
+                // tonic servers answer an expired grpc-timeout with CANCELLED
+                // ("Timeout expired"); to a REST caller it is a missed deadline.
+                .map_err(|status| if status.code() == Code::Cancelled { missed() } else { status })?
+        }
+        None => grpc.unary(call, path, RawCodec).await?,
+    };
     let (metadata, bytes, _) = response.into_parts();
     let message = DynamicMessage::decode(route.method.output(), bytes)
         .map_err(|e| Status::internal(format!("undecodable upstream answer: {e}")))?;
@@ -208,11 +220,17 @@ async fn prepare(
             call.metadata_mut().insert(name, value);
         }
     }
-    // A client deadline (grpc-gateway's Grpc-Timeout header, in seconds or with a unit) becomes grpc-timeout.
-    if let Some(timeout) = headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_timeout) {
-        call.set_timeout(timeout);
+    // A client deadline (grpc-gateway's Grpc-Timeout header) travels on as grpc-timeout.
+    if let Some(limit) = deadline(headers) {
+        let value = format!("{}m", limit.as_millis().max(1));
+        call.metadata_mut().insert("grpc-timeout", value.parse().expect("ASCII digits"));
     }
     Ok((grpc, path, call))
+}
+
+/// The deadline a `Grpc-Timeout` request header asks for.
+fn deadline(headers: &HeaderMap) -> Option<Duration> {
+    headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_timeout)
 }
 
 fn parse_timeout(text: &str) -> Option<Duration> {

@@ -97,6 +97,18 @@ async fn errors_map_to_http_and_google_rpc_status(backend: Backend) {
         assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
         assert!(error["details"].is_array());
     }
+    // A client deadline becomes the call's grpc-timeout: 1 ms cannot run a workflow.
+    let (status, _, body) = http_request(
+        gw,
+        "POST",
+        "/v1/namespaces/gw/workflows:run",
+        &[("content-type", "application/json"), ("grpc-timeout", "1m")],
+        r#"{"input":{"content":"too slow"}}"#,
+    )
+    .await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains(r#""code":4"#), "{body}");
+
     let (_, headers, _) = call(gw, "GET", &missing, Value::Null).await;
     assert!(
         headers.iter().any(|(k, v)| k == "grpc-metadata-omninode-error-reason" && v == "STAMP_NOT_FOUND"),
