@@ -33,5 +33,6 @@ else
 fi
 
 step "smoke test: omninode up + grpcurl"
-cargo build --locked -p omninode
+# The same feature set as the tests, so nothing is built twice.
+cargo build --locked --workspace --all-targets
 scripts/smoke.sh "$CARGO_TARGET_DIR/debug/omninode"
