@@ -94,6 +94,34 @@ pub struct Workflow {
 }
 
 impl Workflow {
+    /// A new stamping workflow, PENDING, nothing run yet; `id` is a UUID v7.
+    pub fn pending(namespace: String, input: WorkflowInput, input_hash: String) -> Self {
+        let now = now();
+        Workflow {
+            id: uuid::Uuid::now_v7().to_string(),
+            namespace,
+            workflow_type: STAMPING_WORKFLOW.to_owned(),
+            state: WorkflowState::Pending,
+            correlation_id: None,
+            idempotency_key: None,
+            input_hash,
+            input,
+            file_hash: None,
+            stamp_id: None,
+            stamped_content: None,
+            error_message: None,
+            steps: Vec::new(),
+            transitions: Vec::new(),
+            intelligence_data: None,
+            created_at: now,
+            started_at: None,
+            completed_at: None,
+            updated_at: now,
+            execution_time_ms: None,
+            version: 1,
+        }
+    }
+
     /// Moves the workflow to `to`, recording why; refuses an illegal move.
     pub fn transition(&mut self, to: WorkflowState, reason: impl Into<String>) -> Result<(), IllegalTransition> {
         self.state.check_transition(to)?;
@@ -125,36 +153,9 @@ pub fn now() -> DateTime<Utc> {
 mod tests {
     use super::*;
 
-    fn pending() -> Workflow {
-        let now = now();
-        Workflow {
-            id: "w".into(),
-            namespace: "n".into(),
-            workflow_type: STAMPING_WORKFLOW.into(),
-            state: WorkflowState::Pending,
-            correlation_id: None,
-            idempotency_key: None,
-            input_hash: String::new(),
-            input: WorkflowInput::default(),
-            file_hash: None,
-            stamp_id: None,
-            stamped_content: None,
-            error_message: None,
-            steps: vec![],
-            transitions: vec![],
-            intelligence_data: None,
-            created_at: now,
-            started_at: None,
-            completed_at: None,
-            updated_at: now,
-            execution_time_ms: None,
-            version: 1,
-        }
-    }
-
     #[test]
     fn transitions_are_recorded_and_terminal_ones_close_the_workflow() {
-        let mut wf = pending();
+        let mut wf = Workflow::pending("n".into(), WorkflowInput::default(), String::new());
         wf.transition(WorkflowState::Processing, "").unwrap();
         assert!(wf.started_at.is_some() && wf.completed_at.is_none());
         wf.transition(WorkflowState::Failed, "stamping unavailable").unwrap();

@@ -21,7 +21,7 @@ use crate::{
     config::OrchestratorConfig,
     domain::{
         fsm::WorkflowState,
-        workflow::{STAMPING_WORKFLOW, Workflow, WorkflowInput, now},
+        workflow::{Workflow, WorkflowInput},
     },
     error::OrchestratorError,
     store::{Inserted, WorkflowStore},
@@ -139,29 +139,10 @@ impl WorkflowEngine {
         // Reserve a queue slot before writing, so a full queue writes nothing.
         let permit =
             self.inner.queue.try_reserve().map_err(|_| OrchestratorError::QueueFull(self.inner.config.max_queue))?;
-        let now = now();
         let workflow = Workflow {
-            id: uuid::Uuid::now_v7().to_string(),
-            namespace,
-            workflow_type: STAMPING_WORKFLOW.to_owned(),
-            state: WorkflowState::Pending,
             correlation_id: request.correlation_id,
             idempotency_key: request.idempotency_key,
-            input_hash,
-            input: request.input,
-            file_hash: None,
-            stamp_id: None,
-            stamped_content: None,
-            error_message: None,
-            steps: Vec::new(),
-            transitions: Vec::new(),
-            intelligence_data: None,
-            created_at: now,
-            started_at: None,
-            completed_at: None,
-            updated_at: now,
-            execution_time_ms: None,
-            version: 1,
+            ..Workflow::pending(namespace, request.input, input_hash)
         };
         match self.inner.store.insert(&workflow).await? {
             Inserted::Created(workflow) => {
