@@ -76,6 +76,9 @@ pub struct HealthRegistry {
     version: &'static str,
     state: Arc<Mutex<State>>,
     reporter: HealthReporter,
+    /// Serialises publishing: the verdict is computed and pushed under it, so
+    /// a verdict computed earlier can never overwrite a later one.
+    publishing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl HealthRegistry {
@@ -87,7 +90,7 @@ impl HealthRegistry {
             grpc_services: vec![String::new()],
             serving: None,
         };
-        Self { version, state: Arc::new(Mutex::new(state)), reporter }
+        Self { version, state: Arc::new(Mutex::new(state)), reporter, publishing: Arc::default() }
     }
 
     /// Adds a gRPC service whose grpc.health.v1 status follows the process health.
@@ -132,6 +135,7 @@ impl HealthRegistry {
 
     /// Pushes the verdict to grpc.health.v1 when it changed.
     async fn publish(&self) {
+        let _publishing = self.publishing.lock().await;
         let serving = self.report().is_ready();
         let services = {
             let mut state = self.state.lock().expect("health state");
