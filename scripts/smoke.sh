@@ -23,17 +23,22 @@ trap cleanup EXIT
 passed=0
 ok() { passed=$((passed + 1)); }
 fail() { echo "SMOKE FAILED: $*" >&2; echo "--- server log" >&2; cat "$work/up.log" >&2 || true; exit 1; }
+# Waits until the server started as $pid answers gRPC at $1 (10 s at most).
+wait_for_grpc() {
+    for _ in $(seq 1 100); do
+        grpcurl -plaintext "$1" list >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || fail "omninode up exited"
+        sleep 0.1
+    done
+    fail "nothing answers gRPC at $1"
+}
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 cd "$work"
 STAMPING_PORT="$grpc_port" ORCHESTRATOR_PORT="$orchestrator_port" REDUCER_PORT="$reducer_port" \
     GATEWAY_PORT="$gateway_port" METRICS_PORT="$admin_port" AGGREGATION_WINDOW_SIZE_MS=300 LOG_FORMAT=json "$bin" up >"$work/up.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do
-    grpcurl -plaintext "$addr" list >/dev/null 2>&1 && break
-    kill -0 "$pid" 2>/dev/null || fail "omninode up exited"
-    sleep 0.1
-done
+wait_for_grpc "$addr"
 
 services="$(grpcurl -plaintext "$addr" list)"
 for s in omninode.stamping.v1.StampingService grpc.health.v1.Health grpc.reflection.v1alpha.ServerReflection grpc.reflection.v1.ServerReflection; do
@@ -175,11 +180,7 @@ trap 'kill "$broker" 2>/dev/null || true; cleanup' EXIT
 KAFKA_BOOTSTRAP_SERVERS="$kafka" OMNINODE_DATA_DIR="$work/kafka-data" STAMPING_PORT="$grpc_port" \
     ORCHESTRATOR_PORT="$orchestrator_port" METRICS_PORT="$admin_port" LOG_FORMAT=json "$bin" up >"$work/up.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do
-    grpcurl -plaintext "127.0.0.1:$orchestrator_port" list >/dev/null 2>&1 && break
-    kill -0 "$pid" 2>/dev/null || fail "omninode up with Kafka exited"
-    sleep 0.1
-done
+wait_for_grpc "127.0.0.1:$orchestrator_port"
 grpcurl -plaintext -d '{"input":{"content":"evented\n"}}' "127.0.0.1:$orchestrator_port" \
     omninode.orchestrator.v1.OrchestratorService/RunWorkflow >/dev/null || fail "RunWorkflow with Kafka"
 timeout 30 "$bin" events --bootstrap "$kafka" --from-beginning --max 4 >"$work/events.jsonl" 2>/dev/null \

@@ -161,9 +161,7 @@ impl OutboxRelay {
         let (delivered, refused) = self.sink.publish(&events).await;
         let ids: Vec<i64> = rows.iter().zip(&delivered).filter(|(_, ok)| **ok).map(|(row, _)| row.id).collect();
         if !ids.is_empty() {
-            self.mark(Column::PublishedAt, Expr::value(chrono::Utc::now()), &ids)
-                .await
-                .map_err(|e| format!("cannot mark events published: {e}"))?;
+            self.mark_published(&ids).await.map_err(|e| format!("cannot mark events published: {e}"))?;
             metrics::counter!("outbox_events_published_total", "sink" => self.sink.name()).increment(ids.len() as u64);
         }
         let Some(problem) = refused else { return Ok(ids.len()) };
@@ -185,9 +183,9 @@ impl OutboxRelay {
         Err(problem)
     }
 
-    async fn mark(&self, column: Column, value: Expr, ids: &[i64]) -> Result<(), DbErr> {
+    async fn mark_published(&self, ids: &[i64]) -> Result<(), DbErr> {
         Entity::update_many()
-            .col_expr(column, value)
+            .col_expr(Column::PublishedAt, Expr::value(chrono::Utc::now()))
             .filter(Column::Id.is_in(ids.iter().copied()))
             .exec(&self.db)
             .await?;
