@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use omninode_integration_tests::{Backend, TestMesh, on_both_backends};
+use omninode_mesh::events::{EventKind, topics::DEFAULT_TOPIC_PREFIX};
 use omninode_proto::stamping::v1::{self as pb, stamping_service_client::StampingServiceClient};
 use tonic::{Code, transport::Channel};
 
@@ -36,6 +37,7 @@ on_both_backends!(
     namespaces_are_validated_and_isolated,
     oversized_content_is_refused,
     concurrent_stamps_of_one_content_create_one_record,
+    concurrent_stamps_share_commits_yet_each_keeps_its_outcome_and_event,
     hash_unary_and_streaming_agree_with_blake3,
     health_reflection_and_metrics_are_served,
 );
@@ -328,6 +330,67 @@ async fn concurrent_stamps_of_one_content_create_one_record(backend: Backend) {
     assert_eq!(responses.iter().filter(|r| r.created).count(), 1);
     let id = &responses[0].stamp.as_ref().unwrap().stamp_id;
     assert!(responses.iter().all(|r| &r.stamp.as_ref().unwrap().stamp_id == id));
+    mesh.shutdown().await;
+}
+
+/// Concurrent calls are written in shared transactions (group commit); each
+/// must still get its own outcome, and each created record its own event
+/// with its own caller's correlation id.
+async fn concurrent_stamps_share_commits_yet_each_keeps_its_outcome_and_event(backend: Backend) {
+    let mesh = TestMesh::start(backend, &[]).await;
+    let topic = EventKind::StampCreated.topic(DEFAULT_TOPIC_PREFIX);
+    let mut events = mesh.mesh().bus.as_ref().expect("the in-process bus").subscribe(&[topic], 256);
+    let client = client(&mesh).await;
+    let mut calls = Vec::new();
+    for namespace in ["group.a", "group.b", "group.c"] {
+        for i in 0..16 {
+            calls.push(pb::StampRequest {
+                correlation_id: format!("{namespace}/{i}"),
+                ..stamp_request(namespace, &format!("content {i}"), pb::StampFormat::Lightweight)
+            });
+        }
+    }
+    // One key, two contents, at once: exactly one wins.
+    for content in ["keyed one", "keyed two"] {
+        calls.push(pb::StampRequest {
+            idempotency_key: "shared-key".into(),
+            correlation_id: format!("group.a/{content}"),
+            ..stamp_request("group.a", content, pb::StampFormat::Lightweight)
+        });
+    }
+    let results = futures::future::join_all(calls.into_iter().map(|request| {
+        let mut client = client.clone();
+        async move { (request.correlation_id.clone(), client.stamp(request).await) }
+    }))
+    .await;
+
+    let mut created = std::collections::HashMap::new();
+    let mut conflicts = 0;
+    for (correlation, result) in results {
+        match result {
+            Ok(response) => {
+                let response = response.into_inner();
+                assert!(response.created, "{correlation} is new content");
+                let stamp = response.stamp.unwrap();
+                assert_eq!(Some(stamp.namespace.as_str()), correlation.split('/').next());
+                created.insert(correlation, stamp.file_hash);
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::AlreadyExists, "{correlation}: {status:?}");
+                assert!(correlation.starts_with("group.a/keyed"));
+                conflicts += 1;
+            }
+        }
+    }
+    assert_eq!((created.len(), conflicts), (49, 1));
+
+    for _ in 0..created.len() {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.expect("an event").unwrap();
+        let correlation = event.correlation_id.expect("the caller's correlation id");
+        let hash = created.remove(&correlation).unwrap_or_else(|| panic!("one event for {correlation}"));
+        assert_eq!(event.key, hash, "{correlation}'s event names its own record");
+    }
+    assert!(created.is_empty());
     mesh.shutdown().await;
 }
 

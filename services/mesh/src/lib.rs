@@ -6,6 +6,7 @@ pub mod db;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod group_commit;
 pub mod health;
 pub mod paging;
 pub mod server;

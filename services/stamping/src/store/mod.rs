@@ -2,17 +2,18 @@
 
 mod entity;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use omninode_mesh::{
     db::begin_write,
     events::{EventKind, NewEvent, Outbox},
+    group_commit::{BatchWrite, GroupCommit},
 };
 use omninode_proto::events::v1::{StampCreated, event_envelope::Payload};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::OnConflict,
 };
 use serde::{Deserialize, Serialize};
 
@@ -93,116 +94,55 @@ pub enum Stored {
 #[derive(Debug, Clone)]
 pub struct StampStore {
     db: DatabaseConnection,
-    /// Every created record emits `stamp-created` in its own transaction.
-    outbox: Outbox,
+    /// Writes go through one group-commit writer: concurrent Stamp calls
+    /// share a transaction (and its fsync) instead of queueing for the lock.
+    writer: GroupCommit<WriteRequest, Result<Vec<Stored>, DbErr>>,
 }
 
+/// One caller's items for [`StampStore::insert_or_get`].
+struct WriteRequest {
+    namespace: String,
+    items: Vec<NewStamp>,
+    correlation_id: Option<String>,
+}
+
+/// Requests written in one transaction at most; bounds a transaction's size.
+const MAX_GROUP: usize = 256;
+/// Statements stay far below the bind-parameter limits (SQLite 32766,
+/// PostgreSQL 65535) however many items a group carries.
+const MAX_IN_LIST: usize = 1000;
+const MAX_INSERT_ROWS: usize = 500;
+
 impl StampStore {
+    /// A store over `db`; every created record emits `stamp-created` through
+    /// `outbox` in the transaction that creates it. Starts the writer task.
     pub fn new(db: DatabaseConnection, outbox: Outbox) -> Self {
-        Self { db, outbox }
+        let write: BatchWrite<WriteRequest, Result<Vec<Stored>, DbErr>> = {
+            let db = db.clone();
+            Arc::new(move |requests| {
+                let (db, outbox) = (db.clone(), outbox.clone());
+                Box::pin(async move { write_group(&db, &outbox, requests).await })
+            })
+        };
+        Self { db, writer: GroupCommit::spawn(write, MAX_GROUP, 1) }
     }
 
-    /// Creates the rows of `items` that are new, all in one transaction, and
-    /// reports each item's outcome in order. Duplicates within `items` resolve
-    /// to the first; a concurrent writer of the same hash wins or loses cleanly.
+    /// Creates the rows of `items` that are new, in one transaction, and
+    /// reports each item's outcome in order. Duplicates within `items` (or
+    /// with a request committed in the same group) resolve to the first; a
+    /// concurrent writer of the same hash wins or loses cleanly.
     pub async fn insert_or_get(
         &self,
         namespace: &str,
         items: Vec<NewStamp>,
         correlation_id: Option<&str>,
     ) -> Result<Vec<Stored>, DbErr> {
-        let txn = begin_write(&self.db).await?;
-
-        let keys: Vec<&str> = items.iter().filter_map(|i| i.op_id.as_deref()).collect();
-        let by_key: HashMap<String, StampRow> = if keys.is_empty() {
-            HashMap::new()
-        } else {
-            Entity::find()
-                .filter(Column::Namespace.eq(namespace))
-                .filter(Column::OpId.is_in(keys))
-                .all(&txn)
-                .await?
-                .into_iter()
-                .filter_map(|row| row.op_id.clone().map(|k| (k, row)))
-                .collect()
-        };
-        let hashes: Vec<&str> = items.iter().map(|i| i.file_hash.as_str()).collect();
-        let mut by_hash = rows_by_hash(&txn, namespace, &hashes).await?;
-
-        // Decide per item; `None` marks an item whose row is inserted below.
-        let mut outcomes: Vec<Option<Stored>> = Vec::with_capacity(items.len());
-        let mut planned: Vec<&NewStamp> = Vec::new();
-        let mut planned_keys: HashMap<&str, &str> = HashMap::new();
-        for item in &items {
-            let key = item.op_id.as_deref();
-            let outcome = if let Some(row) = key.and_then(|k| by_key.get(k)) {
-                Some(resolve_key(row, &item.file_hash)?)
-            } else if let Some(row) = by_hash.get(&item.file_hash) {
-                Some(Stored::Existing(row.clone().try_into()?))
-            } else if let Some(other) = key.and_then(|k| planned_keys.get(k)).filter(|h| **h != item.file_hash) {
-                Some(Stored::KeyConflict { existing_hash: (*other).to_owned() })
-            } else {
-                if !planned.iter().any(|p| p.file_hash == item.file_hash) {
-                    planned.push(item);
-                    if let Some(key) = key {
-                        planned_keys.insert(key, &item.file_hash);
-                    }
-                }
-                None
-            };
-            outcomes.push(outcome);
+        if items.is_empty() {
+            return Ok(Vec::new());
         }
-
-        if !planned.is_empty() {
-            let rows = planned.iter().map(|item| active_model(namespace, item));
-            Entity::insert_many(rows)
-                .on_conflict(OnConflict::new().do_nothing().to_owned())
-                .exec_without_returning(&txn)
-                .await?;
-            let planned_hashes: Vec<&str> = planned.iter().map(|p| p.file_hash.as_str()).collect();
-            by_hash.extend(rows_by_hash(&txn, namespace, &planned_hashes).await?);
-        }
-
-        let mut results = Vec::with_capacity(items.len());
-        for (item, outcome) in items.iter().zip(outcomes) {
-            let stored = match outcome {
-                Some(done) => done,
-                None => match by_hash.get(&item.file_hash) {
-                    // Ids are fresh UUIDs: the row is ours only if it carries our id.
-                    Some(row) if row.id == item.id => Stored::Created(row.clone().try_into()?),
-                    Some(row) => Stored::Existing(row.clone().try_into()?),
-                    // Not inserted and no row for the hash: a concurrent writer
-                    // took the idempotency key for other content.
-                    None => match item.op_id.as_deref() {
-                        Some(key) => {
-                            let row = Entity::find()
-                                .filter(Column::Namespace.eq(namespace))
-                                .filter(Column::OpId.eq(key))
-                                .one(&txn)
-                                .await?
-                                .ok_or_else(|| DbErr::RecordNotInserted)?;
-                            resolve_key(&row, &item.file_hash)?
-                        }
-                        None => return Err(DbErr::RecordNotInserted),
-                    },
-                },
-            };
-            results.push(stored);
-        }
-        let events = results
-            .iter()
-            .filter_map(|stored| match stored {
-                Stored::Created(record) => Some(stamp_created(record, correlation_id)),
-                _ => None,
-            })
-            .collect::<Vec<_>>();
-        let any_event = !events.is_empty();
-        self.outbox.append(&txn, events).await?;
-        txn.commit().await?;
-        if any_event {
-            self.outbox.committed();
-        }
-        Ok(results)
+        let request =
+            WriteRequest { namespace: namespace.to_owned(), items, correlation_id: correlation_id.map(str::to_owned) };
+        self.writer.submit(request).await.map_err(|stopped| DbErr::Custom(format!("stamp store: {stopped}")))?
     }
 
     /// The record of `file_hash` in `namespace`.
@@ -230,6 +170,148 @@ impl StampStore {
     pub async fn ping(&self) -> Result<(), DbErr> {
         self.db.ping().await
     }
+}
+
+/// Writes a group of requests in one transaction; if that fails, writes each
+/// request in a transaction of its own, so one bad request fails alone.
+async fn write_group(
+    db: &DatabaseConnection,
+    outbox: &Outbox,
+    requests: Vec<WriteRequest>,
+) -> Vec<Result<Vec<Stored>, DbErr>> {
+    if requests.len() > 1 {
+        match write_in_one_transaction(db, outbox, &requests).await {
+            Ok(results) => return results.into_iter().map(Ok).collect(),
+            Err(err) => {
+                tracing::warn!(%err, requests = requests.len(), "a grouped stamp write failed; writing each request alone")
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(requests.len());
+    for request in &requests {
+        let alone = write_in_one_transaction(db, outbox, std::slice::from_ref(request)).await;
+        results.push(alone.map(|mut one| one.pop().unwrap_or_default()));
+    }
+    results
+}
+
+/// Each request's outcomes, all written (rows and their events) in one transaction.
+async fn write_in_one_transaction(
+    db: &DatabaseConnection,
+    outbox: &Outbox,
+    requests: &[WriteRequest],
+) -> Result<Vec<Vec<Stored>>, DbErr> {
+    let txn = begin_write(db).await?;
+    let mut results: Vec<Vec<Stored>> = requests.iter().map(|r| Vec::with_capacity(r.items.len())).collect();
+    let mut events = Vec::new();
+    let mut namespaces: Vec<&str> = requests.iter().map(|r| r.namespace.as_str()).collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    for namespace in namespaces {
+        let members: Vec<usize> = (0..requests.len()).filter(|&i| requests[i].namespace == namespace).collect();
+        let items: Vec<&NewStamp> = members.iter().flat_map(|&i| &requests[i].items).collect();
+        let mut outcomes = plan_and_insert(&txn, namespace, &items).await?.into_iter();
+        for &i in &members {
+            for _ in 0..requests[i].items.len() {
+                let stored = outcomes.next().ok_or(DbErr::RecordNotInserted)?;
+                if let Stored::Created(record) = &stored {
+                    events.push(stamp_created(record, requests[i].correlation_id.as_deref()));
+                }
+                results[i].push(stored);
+            }
+        }
+    }
+    let any_event = !events.is_empty();
+    outbox.append(&txn, events).await?;
+    txn.commit().await?;
+    if any_event {
+        outbox.committed();
+    }
+    Ok(results)
+}
+
+/// Inserts the rows of `items` (one namespace) that are new and reports each
+/// item's outcome in order.
+async fn plan_and_insert(
+    txn: &DatabaseTransaction,
+    namespace: &str,
+    items: &[&NewStamp],
+) -> Result<Vec<Stored>, DbErr> {
+    let keys: Vec<&str> = items.iter().filter_map(|i| i.op_id.as_deref()).collect();
+    let mut by_key: HashMap<String, StampRow> = HashMap::new();
+    for chunk in keys.chunks(MAX_IN_LIST) {
+        let rows = Entity::find()
+            .filter(Column::Namespace.eq(namespace))
+            .filter(Column::OpId.is_in(chunk.iter().copied()))
+            .all(txn)
+            .await?;
+        by_key.extend(rows.into_iter().filter_map(|row| row.op_id.clone().map(|k| (k, row))));
+    }
+    let hashes: Vec<&str> = items.iter().map(|i| i.file_hash.as_str()).collect();
+    let mut by_hash = rows_by_hash(txn, namespace, &hashes).await?;
+
+    // Decide per item; `None` marks an item whose row is inserted below.
+    let mut outcomes: Vec<Option<Stored>> = Vec::with_capacity(items.len());
+    let mut planned: Vec<&NewStamp> = Vec::new();
+    let mut planned_keys: HashMap<&str, &str> = HashMap::new();
+    for &item in items {
+        let key = item.op_id.as_deref();
+        let outcome = if let Some(row) = key.and_then(|k| by_key.get(k)) {
+            Some(resolve_key(row, &item.file_hash)?)
+        } else if let Some(row) = by_hash.get(&item.file_hash) {
+            Some(Stored::Existing(row.clone().try_into()?))
+        } else if let Some(other) = key.and_then(|k| planned_keys.get(k)).filter(|h| **h != item.file_hash) {
+            Some(Stored::KeyConflict { existing_hash: (*other).to_owned() })
+        } else {
+            if !planned.iter().any(|p| p.file_hash == item.file_hash) {
+                planned.push(item);
+                if let Some(key) = key {
+                    planned_keys.insert(key, &item.file_hash);
+                }
+            }
+            None
+        };
+        outcomes.push(outcome);
+    }
+
+    if !planned.is_empty() {
+        for chunk in planned.chunks(MAX_INSERT_ROWS) {
+            Entity::insert_many(chunk.iter().map(|item| active_model(namespace, item)))
+                .on_conflict(OnConflict::new().do_nothing().to_owned())
+                .exec_without_returning(txn)
+                .await?;
+        }
+        let planned_hashes: Vec<&str> = planned.iter().map(|p| p.file_hash.as_str()).collect();
+        by_hash.extend(rows_by_hash(txn, namespace, &planned_hashes).await?);
+    }
+
+    let mut results = Vec::with_capacity(items.len());
+    for (item, outcome) in items.iter().zip(outcomes) {
+        let stored = match outcome {
+            Some(done) => done,
+            None => match by_hash.get(&item.file_hash) {
+                // Ids are fresh UUIDs: the row is ours only if it carries our id.
+                Some(row) if row.id == item.id => Stored::Created(row.clone().try_into()?),
+                Some(row) => Stored::Existing(row.clone().try_into()?),
+                // Not inserted and no row for the hash: a concurrent writer
+                // took the idempotency key for other content.
+                None => match item.op_id.as_deref() {
+                    Some(key) => {
+                        let row = Entity::find()
+                            .filter(Column::Namespace.eq(namespace))
+                            .filter(Column::OpId.eq(key))
+                            .one(txn)
+                            .await?
+                            .ok_or_else(|| DbErr::RecordNotInserted)?;
+                        resolve_key(&row, &item.file_hash)?
+                    }
+                    None => return Err(DbErr::RecordNotInserted),
+                },
+            },
+        };
+        results.push(stored);
+    }
+    Ok(results)
 }
 
 fn stamp_created(record: &StampRecord, correlation_id: Option<&str>) -> NewEvent {
@@ -270,17 +352,16 @@ async fn rows_by_hash<C: sea_orm::ConnectionTrait>(
     namespace: &str,
     hashes: &[&str],
 ) -> Result<HashMap<String, StampRow>, DbErr> {
-    if hashes.is_empty() {
-        return Ok(HashMap::new());
+    let mut rows = HashMap::with_capacity(hashes.len());
+    for chunk in hashes.chunks(MAX_IN_LIST) {
+        let found = Entity::find()
+            .filter(Column::Namespace.eq(namespace))
+            .filter(Column::FileHash.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?;
+        rows.extend(found.into_iter().map(|row| (row.file_hash.clone(), row)));
     }
-    Ok(Entity::find()
-        .filter(Column::Namespace.eq(namespace))
-        .filter(Column::FileHash.is_in(hashes.iter().copied()))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|row| (row.file_hash.clone(), row))
-        .collect())
+    Ok(rows)
 }
 
 fn active_model(namespace: &str, item: &NewStamp) -> ActiveModel {

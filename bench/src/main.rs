@@ -1,0 +1,195 @@
+//! `omninode-bench`: starts the mesh (`omninode up`) and an echo server in
+//! child processes on loopback, loads them at concurrency 1, 16 and 64, and
+//! prints Markdown tables with ratios against baselines measured in the same
+//! run, then the DESIGN.md targets and whether this run met them.
+//!
+//! The same executable is the `omninode` command line when its first argument
+//! is one of its commands (`up`, …), and the echo server with `echo-server ADDR`:
+//! that is how the processes under test are started.
+
+mod echo;
+mod load;
+mod process;
+mod report;
+mod scenarios;
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use clap::Parser;
+use omninode_integration_tests::{Backend, TestDatabase, kafka::Broker};
+
+use crate::{
+    load::Timing,
+    report::{Report, Section, Verdict, show},
+    scenarios::{Bench, rows},
+};
+
+#[derive(Parser)]
+#[command(name = "omninode-bench", about = "Benchmarks of the OmniNode Bridge mesh on loopback")]
+struct Args {
+    /// Seconds measured per point (after a warm-up of a sixth of it).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Events sent through the broker for the reducer figure.
+    #[arg(long, default_value_t = 100_000)]
+    reducer_events: u64,
+    /// A quick run that only shows every scenario completes (CI).
+    #[arg(long)]
+    smoke: bool,
+    /// Also write the report to this file.
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args().skip(1);
+    match argv.next().as_deref() {
+        Some("echo-server") => {
+            let addr = argv.next().and_then(|a| a.parse().ok()).expect("echo-server ADDR");
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            return match runtime.block_on(echo::serve(addr)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("echo server: {err:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some("up" | "serve" | "migrate") => return omninode::cli::main(),
+        _ => {}
+    }
+    let args = Args::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let (seconds, reducer_events) = if args.smoke { (0.2, 500) } else { (args.seconds, args.reducer_events) };
+    let measure = Duration::from_secs_f64(seconds);
+    let bench = Arc::new(Bench::new(Timing { warmup: measure / 6, measure }));
+    let mut report = Report::default();
+
+    eprintln!("echo server");
+    let (echo_process, echo_addr) = process::start_echo().await?;
+    let echo = scenarios::echo(&bench, echo_addr).await?;
+    echo_process.stop().await;
+
+    let mut stamp_section = Section {
+        title: "Stamp with persistence vs the tonic echo ceiling (100-byte payloads)".into(),
+        ratio_means: "calls/s over the echo server's at the same concurrency".into(),
+        rows: rows("tonic echo", echo.clone(), None, None),
+    };
+    let mut workflow_section = Section {
+        title: "RunWorkflow end to end vs Stamp alone".into(),
+        ratio_means: "RunWorkflow calls/s over Stamp calls/s on the same database".into(),
+        rows: Vec::new(),
+    };
+    let mut gateway_section = Section {
+        title: "REST gateway vs direct gRPC".into(),
+        ratio_means: "REST calls/s over gRPC calls/s for the same call (1 − ratio = gateway overhead)".into(),
+        rows: Vec::new(),
+    };
+
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let label = match backend {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        };
+        eprintln!("mesh on {label}");
+        let database = TestDatabase::new(backend).await;
+        let (mesh_process, mesh) = process::start_mesh(database.env(), None).await?;
+        let namespace = format!("bench.{}", label.to_lowercase());
+
+        if backend == Backend::Sqlite {
+            scenarios::hash(&bench, mesh, &mut report).await?;
+            let (direct, through) = scenarios::gateway_hash(&bench, mesh).await?;
+            gateway_section.rows.extend(rows("REST Hash 1 KiB", through, None, Some(&direct)));
+            gateway_section.rows.extend(rows("gRPC Hash 1 KiB", direct, None, None));
+        }
+        let stamp = scenarios::stamp(&bench, mesh, &namespace).await?;
+        let workflow = scenarios::run_workflow(&bench, mesh, &namespace).await?;
+        let rest_stamp = scenarios::gateway_stamp(&bench, mesh, &namespace).await?;
+        let peak = mesh_process.peak_rss();
+        mesh_process.stop().await;
+
+        stamp_section.rows.extend(rows(&format!("Stamp, {label}"), stamp.clone(), None, Some(&echo)));
+        workflow_section.rows.extend(rows(&format!("RunWorkflow, {label}"), workflow, None, Some(&stamp)));
+        gateway_section.rows.extend(rows(&format!("REST Stamp, {label}"), rest_stamp, None, Some(&stamp)));
+        if let Some(peak) = peak {
+            report.notes.push(format!(
+                "Peak RSS of `omninode up` on {label} after every load above (up to concurrency 64): {:.1} MiB",
+                peak as f64 / (1024.0 * 1024.0)
+            ));
+        }
+    }
+    report.sections.push(stamp_section);
+    report.sections.push(workflow_section);
+    report.sections.push(gateway_section);
+
+    eprintln!("reducer through the broker");
+    let mut broker = Broker::start().await;
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let (mesh_process, mesh) = process::start_mesh(database.env(), Some(&broker.bootstrap())).await?;
+    let reduced = scenarios::reducer(&bench, mesh, &broker.bootstrap(), reducer_events).await?;
+    mesh_process.stop().await;
+    broker.stop().await;
+    report.notes.push(format!(
+        "Reducer (SQLite, Kafka-protocol broker): {} StampCreated events sent in {}, all aggregated {} after the first send: {:.0} events/s",
+        reduced.events,
+        show(reduced.produced_in),
+        show(reduced.aggregated_in),
+        reduced.per_second()
+    ));
+
+    verdicts(&mut report, reduced.per_second());
+    let text = report.to_markdown();
+    println!("{text}");
+    if let Some(path) = args.output {
+        std::fs::write(&path, &text)?;
+    }
+    Ok(())
+}
+
+/// The DESIGN.md targets against this run's figures.
+fn verdicts(report: &mut Report, reducer_per_second: f64) {
+    let rate = |report: &Report, op: &str, c: usize| report.find(op, c).map(|m| m.per_second()).unwrap_or(0.0);
+    let echo64 = rate(report, "tonic echo", 64);
+    let mut verdicts = Vec::new();
+    for label in ["SQLite", "PostgreSQL"] {
+        let stamp64 = rate(report, &format!("Stamp, {label}"), 64);
+        let share = stamp64 / echo64.max(f64::EPSILON);
+        verdicts.push(Verdict {
+            target: format!("Stamp with persistence on {label} ≥ 30% of the echo ceiling at concurrency 64"),
+            measured: format!("{:.0}% ({stamp64:.0} of {echo64:.0} calls/s)", share * 100.0),
+            met: share >= 0.30,
+        });
+        let p50 = report.find(&format!("RunWorkflow, {label}"), 1).map(|m| m.p50).unwrap_or(Duration::MAX);
+        verdicts.push(Verdict {
+            target: format!("RunWorkflow p50 < 2 ms on {label} (concurrency 1)"),
+            measured: show(p50),
+            met: p50 < Duration::from_millis(2),
+        });
+    }
+    for (rest, grpc) in [("REST Hash 1 KiB", "gRPC Hash 1 KiB"), ("REST Stamp, SQLite", "Stamp, SQLite")] {
+        for c in scenarios::CONCURRENCY {
+            let overhead = 1.0 - rate(report, rest, c) / rate(report, grpc, c).max(f64::EPSILON);
+            verdicts.push(Verdict {
+                target: format!("gateway overhead < 25%: {rest} vs {grpc}, concurrency {c}"),
+                measured: format!("{:.0}%", overhead * 100.0),
+                met: overhead < 0.25,
+            });
+        }
+    }
+    verdicts.push(Verdict {
+        target: "reducer ≥ 50k events/s".into(),
+        measured: format!("{reducer_per_second:.0} events/s"),
+        met: reducer_per_second >= 50_000.0,
+    });
+    report.verdicts = verdicts;
+}

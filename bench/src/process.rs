@@ -1,0 +1,106 @@
+//! Processes under test: `omninode up` (this executable re-entered as the
+//! `omninode` command line) and the echo server, each in its own process so
+//! that its memory can be read and the load generator's is not counted.
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use anyhow::{Context, bail};
+use omninode_integration_tests::{free_port, http_get};
+use tokio::process::{Child, Command};
+
+/// A child process serving on loopback.
+pub struct ServerProcess {
+    child: Child,
+}
+
+impl ServerProcess {
+    /// Runs this executable with `args` and `env`, and waits until `ready_at` accepts connections.
+    async fn spawn(args: &[&str], env: &[(String, String)], ready_at: SocketAddr) -> anyhow::Result<Self> {
+        let child = Command::new(std::env::current_exe()?)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start a server process")?;
+        let mut process = Self { child };
+        for _ in 0..600 {
+            if let Some(status) = process.child.try_wait()? {
+                bail!("the server process `{}` exited with {status}", args.join(" "));
+            }
+            if tokio::net::TcpStream::connect(ready_at).await.is_ok() {
+                return Ok(process);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the server process `{}` did not listen on {ready_at} within 30 s", args.join(" "))
+    }
+
+    /// Peak resident set size so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The echo server in a child process.
+pub async fn start_echo() -> anyhow::Result<(ServerProcess, SocketAddr)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let process = ServerProcess::spawn(&["echo-server", &addr.to_string()], &[], addr).await?;
+    Ok((process, addr))
+}
+
+/// Where a started mesh listens.
+#[derive(Debug, Clone, Copy)]
+pub struct MeshAddrs {
+    pub stamping: SocketAddr,
+    pub orchestrator: SocketAddr,
+    pub reducer: SocketAddr,
+    pub gateway: SocketAddr,
+}
+
+/// `omninode up` in a child process with `database_env` (and Kafka, if given).
+pub async fn start_mesh(
+    database_env: Vec<(String, String)>,
+    kafka: Option<&str>,
+) -> anyhow::Result<(ServerProcess, MeshAddrs)> {
+    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let addrs = MeshAddrs {
+        stamping: loopback(free_port()),
+        orchestrator: loopback(free_port()),
+        reducer: loopback(free_port()),
+        gateway: loopback(free_port()),
+    };
+    let admin = loopback(free_port());
+    let mut env: Vec<(String, String)> = [
+        ("STAMPING_PORT", addrs.stamping.port().to_string()),
+        ("ORCHESTRATOR_PORT", addrs.orchestrator.port().to_string()),
+        ("REDUCER_PORT", addrs.reducer.port().to_string()),
+        ("GATEWAY_PORT", addrs.gateway.port().to_string()),
+        ("METRICS_PORT", admin.port().to_string()),
+        ("LOG_FORMAT", "json".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.extend(database_env);
+    if let Some(bootstrap) = kafka {
+        env.push(("KAFKA_BOOTSTRAP_SERVERS".to_owned(), bootstrap.to_owned()));
+    }
+    let process = ServerProcess::spawn(&["up"], &env, admin).await?;
+    for _ in 0..600 {
+        if http_get(admin, "/ready").await.0 == 200 {
+            return Ok((process, addrs));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the mesh did not report ready within 30 s")
+}
