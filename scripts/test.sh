@@ -36,3 +36,6 @@ step "smoke test: omninode up + grpcurl"
 # The same feature set as the tests, so nothing is built twice.
 cargo build --locked --workspace --all-targets
 scripts/smoke.sh "$CARGO_TARGET_DIR/debug/omninode"
+
+step "benchmark harness (smoke mode: every scenario completes; no timings judged)"
+"$CARGO_TARGET_DIR/debug/omninode-bench" --smoke >/dev/null

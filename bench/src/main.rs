@@ -36,6 +36,12 @@ struct Args {
     /// A quick run that only shows every scenario completes (CI).
     #[arg(long)]
     smoke: bool,
+    /// Run only these scenarios (comma-separated): hash, stamp, workflow, gateway, reducer.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Databases for the mesh scenarios (comma-separated): sqlite, postgres.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    databases: Vec<String>,
     /// Also write the report to this file.
     #[arg(long)]
     output: Option<std::path::PathBuf>,
@@ -74,11 +80,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let measure = Duration::from_secs_f64(seconds);
     let bench = Arc::new(Bench::new(Timing { warmup: measure / 6, measure }));
     let mut report = Report::default();
+    let wanted = |scenario: &str| args.only.is_empty() || args.only.iter().any(|s| s == scenario);
 
-    eprintln!("echo server");
-    let (echo_process, echo_addr) = process::start_echo().await?;
-    let echo = scenarios::echo(&bench, echo_addr).await?;
-    echo_process.stop().await;
+    let echo = if wanted("stamp") {
+        eprintln!("echo server");
+        let (echo_process, echo_addr) = process::start_echo().await?;
+        let echo = scenarios::echo(&bench, echo_addr).await?;
+        echo_process.stop().await;
+        echo
+    } else {
+        Vec::new()
+    };
 
     let mut stamp_section = Section {
         title: "Stamp with persistence vs the tonic echo ceiling (100-byte payloads)".into(),
@@ -96,31 +108,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rows: Vec::new(),
     };
 
+    let mesh_scenarios = ["hash", "stamp", "workflow", "gateway"];
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let label = match backend {
-            Backend::Sqlite => "SQLite",
-            Backend::Postgres => "PostgreSQL",
+        let (label, name) = match backend {
+            Backend::Sqlite => ("SQLite", "sqlite"),
+            Backend::Postgres => ("PostgreSQL", "postgres"),
         };
+        if !args.databases.iter().any(|d| d == name) || !mesh_scenarios.iter().any(|s| wanted(s)) {
+            continue;
+        }
         eprintln!("mesh on {label}");
         let database = TestDatabase::new(backend).await;
         let (mesh_process, mesh) = process::start_mesh(database.env(), None).await?;
         let namespace = format!("bench.{}", label.to_lowercase());
 
-        if backend == Backend::Sqlite {
+        // Hashing does not touch the database: measured once, on the first mesh.
+        if wanted("hash") && gateway_section.rows.is_empty() {
             scenarios::hash(&bench, mesh, &mut report).await?;
+        }
+        if wanted("gateway") && gateway_section.rows.is_empty() {
             let (direct, through) = scenarios::gateway_hash(&bench, mesh).await?;
             gateway_section.rows.extend(rows("REST Hash 1 KiB", through, None, Some(&direct)));
             gateway_section.rows.extend(rows("gRPC Hash 1 KiB", direct, None, None));
         }
-        let stamp = scenarios::stamp(&bench, mesh, &namespace).await?;
-        let workflow = scenarios::run_workflow(&bench, mesh, &namespace).await?;
-        let rest_stamp = scenarios::gateway_stamp(&bench, mesh, &namespace).await?;
+        let stamp = if wanted("stamp") || wanted("workflow") || wanted("gateway") {
+            scenarios::stamp(&bench, mesh, &namespace).await?
+        } else {
+            Vec::new()
+        };
+        stamp_section.rows.extend(rows(&format!("Stamp, {label}"), stamp.clone(), None, Some(&echo)));
+        if wanted("workflow") {
+            let workflow = scenarios::run_workflow(&bench, mesh, &namespace).await?;
+            workflow_section.rows.extend(rows(&format!("RunWorkflow, {label}"), workflow, None, Some(&stamp)));
+        }
+        if wanted("gateway") {
+            let rest_stamp = scenarios::gateway_stamp(&bench, mesh, &namespace).await?;
+            gateway_section.rows.extend(rows(&format!("REST Stamp, {label}"), rest_stamp, None, Some(&stamp)));
+        }
         let peak = mesh_process.peak_rss();
         mesh_process.stop().await;
 
-        stamp_section.rows.extend(rows(&format!("Stamp, {label}"), stamp.clone(), None, Some(&echo)));
-        workflow_section.rows.extend(rows(&format!("RunWorkflow, {label}"), workflow, None, Some(&stamp)));
-        gateway_section.rows.extend(rows(&format!("REST Stamp, {label}"), rest_stamp, None, Some(&stamp)));
         if let Some(peak) = peak {
             report.notes.push(format!(
                 "Peak RSS of `omninode up` on {label} after every load above (up to concurrency 64): {:.1} MiB",
@@ -128,26 +155,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ));
         }
     }
-    report.sections.push(stamp_section);
-    report.sections.push(workflow_section);
-    report.sections.push(gateway_section);
+    for section in [stamp_section, workflow_section, gateway_section] {
+        if section.rows.len() > section.rows.iter().filter(|r| r.operation == "tonic echo").count() {
+            report.sections.push(section);
+        }
+    }
 
-    eprintln!("reducer through the broker");
-    let mut broker = Broker::start().await;
-    let database = TestDatabase::new(Backend::Sqlite).await;
-    let (mesh_process, mesh) = process::start_mesh(database.env(), Some(&broker.bootstrap())).await?;
-    let reduced = scenarios::reducer(&bench, mesh, &broker.bootstrap(), reducer_events).await?;
-    mesh_process.stop().await;
-    broker.stop().await;
-    report.notes.push(format!(
-        "Reducer (SQLite, Kafka-protocol broker): {} StampCreated events sent in {}, all aggregated {} after the first send: {:.0} events/s",
-        reduced.events,
-        show(reduced.produced_in),
-        show(reduced.aggregated_in),
-        reduced.per_second()
-    ));
+    let mut reducer_rate = None;
+    if wanted("reducer") {
+        eprintln!("reducer through the broker");
+        let mut broker = Broker::start().await;
+        let database = TestDatabase::new(Backend::Sqlite).await;
+        let (mesh_process, mesh) = process::start_mesh(database.env(), Some(&broker.bootstrap())).await?;
+        let reduced = scenarios::reducer(&bench, mesh, &broker.bootstrap(), reducer_events).await?;
+        mesh_process.stop().await;
+        broker.stop().await;
+        report.notes.push(format!(
+            "Reducer (SQLite, Kafka-protocol broker): {} StampCreated events sent in {}, all aggregated {} after the first send: {:.0} events/s",
+            reduced.events,
+            show(reduced.produced_in),
+            show(reduced.aggregated_in),
+            reduced.per_second()
+        ));
+        reducer_rate = Some(reduced.per_second());
+    }
 
-    verdicts(&mut report, reduced.per_second());
+    verdicts(&mut report, reducer_rate);
     let text = report.to_markdown();
     println!("{text}");
     if let Some(path) = args.output {
@@ -157,39 +190,48 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The DESIGN.md targets against this run's figures.
-fn verdicts(report: &mut Report, reducer_per_second: f64) {
-    let rate = |report: &Report, op: &str, c: usize| report.find(op, c).map(|m| m.per_second()).unwrap_or(0.0);
-    let echo64 = rate(report, "tonic echo", 64);
+fn verdicts(report: &mut Report, reducer_per_second: Option<f64>) {
+    let rate = |op: &str, c: usize| report.find(op, c).map(|m| m.per_second());
     let mut verdicts = Vec::new();
     for label in ["SQLite", "PostgreSQL"] {
-        let stamp64 = rate(report, &format!("Stamp, {label}"), 64);
-        let share = stamp64 / echo64.max(f64::EPSILON);
-        verdicts.push(Verdict {
-            target: format!("Stamp with persistence on {label} ≥ 30% of the echo ceiling at concurrency 64"),
-            measured: format!("{:.0}% ({stamp64:.0} of {echo64:.0} calls/s)", share * 100.0),
-            met: share >= 0.30,
-        });
-        let p50 = report.find(&format!("RunWorkflow, {label}"), 1).map(|m| m.p50).unwrap_or(Duration::MAX);
-        verdicts.push(Verdict {
-            target: format!("RunWorkflow p50 < 2 ms on {label} (concurrency 1)"),
-            measured: show(p50),
-            met: p50 < Duration::from_millis(2),
-        });
-    }
-    for (rest, grpc) in [("REST Hash 1 KiB", "gRPC Hash 1 KiB"), ("REST Stamp, SQLite", "Stamp, SQLite")] {
-        for c in scenarios::CONCURRENCY {
-            let overhead = 1.0 - rate(report, rest, c) / rate(report, grpc, c).max(f64::EPSILON);
+        if let (Some(echo64), Some(stamp64)) = (rate("tonic echo", 64), rate(&format!("Stamp, {label}"), 64)) {
+            let share = stamp64 / echo64.max(f64::EPSILON);
             verdicts.push(Verdict {
-                target: format!("gateway overhead < 25%: {rest} vs {grpc}, concurrency {c}"),
-                measured: format!("{:.0}%", overhead * 100.0),
-                met: overhead < 0.25,
+                target: format!("Stamp with persistence on {label} ≥ 30% of the echo ceiling at concurrency 64"),
+                measured: format!("{:.0}% ({stamp64:.0} of {echo64:.0} calls/s)", share * 100.0),
+                met: share >= 0.30,
+            });
+        }
+        if let Some(workflow) = report.find(&format!("RunWorkflow, {label}"), 1) {
+            verdicts.push(Verdict {
+                target: format!("RunWorkflow p50 < 2 ms on {label} (concurrency 1)"),
+                measured: show(workflow.p50),
+                met: workflow.p50 < Duration::from_millis(2),
             });
         }
     }
-    verdicts.push(Verdict {
-        target: "reducer ≥ 50k events/s".into(),
-        measured: format!("{reducer_per_second:.0} events/s"),
-        met: reducer_per_second >= 50_000.0,
-    });
+    for (rest, grpc) in [
+        ("REST Hash 1 KiB", "gRPC Hash 1 KiB"),
+        ("REST Stamp, SQLite", "Stamp, SQLite"),
+        ("REST Stamp, PostgreSQL", "Stamp, PostgreSQL"),
+    ] {
+        for c in scenarios::CONCURRENCY {
+            if let (Some(through), Some(direct)) = (rate(rest, c), rate(grpc, c)) {
+                let overhead = 1.0 - through / direct.max(f64::EPSILON);
+                verdicts.push(Verdict {
+                    target: format!("gateway overhead < 25%: {rest} vs {grpc}, concurrency {c}"),
+                    measured: format!("{:.0}%", overhead * 100.0),
+                    met: overhead < 0.25,
+                });
+            }
+        }
+    }
+    if let Some(per_second) = reducer_per_second {
+        verdicts.push(Verdict {
+            target: "reducer ≥ 50k events/s".into(),
+            measured: format!("{per_second:.0} events/s"),
+            met: per_second >= 50_000.0,
+        });
+    }
     report.verdicts = verdicts;
 }

@@ -66,6 +66,16 @@ enum Command {
         #[arg(long)]
         max: Option<usize>,
     },
+    /// Exit 0 when this process's server is ready (the image's HEALTHCHECK):
+    /// `/ready` on METRICS_PORT, or grpc.health.v1 of `--grpc host:port`.
+    Health {
+        /// Ask this gRPC server's grpc.health.v1 instead of `/ready`.
+        #[arg(long)]
+        grpc: Option<String>,
+        /// The gRPC service to ask about (empty: the whole server).
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Check that files' stamps match their content.
     Verify {
         #[arg(required = true)]
@@ -127,6 +137,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Events { bootstrap, prefix, from_beginning, max } => {
             crate::watch::watch(&bootstrap, &prefix, from_beginning, max).await?;
+        }
+        Command::Health { grpc, service } => {
+            let verdict = match grpc {
+                Some(addr) => client::grpc_health(&addr, &service).await,
+                None => client::http_ready(env.port("METRICS_PORT", 9091)?).await,
+            };
+            return Ok(match verdict {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(problem) => {
+                    eprintln!("unhealthy: {problem:#}");
+                    ExitCode::FAILURE
+                }
+            });
         }
         Command::Verify { files, server } => {
             let invalid = client::verify_files(client::connect(&server).await?, files).await?;

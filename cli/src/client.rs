@@ -166,3 +166,53 @@ pub async fn print_stats(url: &str, namespace: &str) -> anyhow::Result<()> {
     println!("version            {}", stats.version);
     Ok(())
 }
+
+/// How long a health check waits for an answer.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Ok when grpc.health.v1 at `addr` (host:port or a URL) says `service` is SERVING.
+pub async fn grpc_health(addr: &str, service: &str) -> anyhow::Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    let channel = Channel::from_shared(url.clone())
+        .with_context(|| format!("{addr:?} is not a valid address"))?
+        .connect_timeout(HEALTH_TIMEOUT)
+        .timeout(HEALTH_TIMEOUT)
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest { service: service.to_owned() })
+        .await
+        .with_context(|| format!("grpc.health.v1 Check of {service:?} at {url}"))?
+        .into_inner();
+    match ServingStatus::try_from(answer.status) {
+        Ok(ServingStatus::Serving) => Ok(()),
+        Ok(other) => anyhow::bail!("{url} says {service:?} is {}", other.as_str_name()),
+        Err(_) => anyhow::bail!("{url} answered an unknown status {}", answer.status),
+    }
+}
+
+/// Ok when `GET /ready` on this host's `port` answers 200.
+pub async fn http_ready(port: u16) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(HEALTH_TIMEOUT, check)
+        .await
+        .with_context(|| format!("no answer from 127.0.0.1:{port}/ready within {HEALTH_TIMEOUT:?}"))?
+        .with_context(|| format!("cannot ask 127.0.0.1:{port}/ready (METRICS_PORT)"))?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.split(' ').nth(1).unwrap_or("?");
+    if status == "200" {
+        Ok(())
+    } else {
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        anyhow::bail!("/ready answered {status}: {body}")
+    }
+}

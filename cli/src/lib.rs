@@ -116,21 +116,42 @@ async fn spawn_grpc(
     tokio::spawn(async move { Ok(server.await??) })
 }
 
+/// Everything a process reads from its environment, validated once, before
+/// anything starts.
+pub struct Config {
+    pub mesh: MeshConfig,
+    pub stamping: StampingConfig,
+    pub orchestrator: Option<OrchestratorConfig>,
+    pub reducer: Option<ReducerConfig>,
+    pub gateway: Option<GatewayConfig>,
+    pub events: EventsConfig,
+    pub consul: Option<ConsulConfig>,
+}
+
+impl Config {
+    /// The settings of a process running `services`.
+    pub fn from_env(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Self> {
+        let runs = |kind| services.contains(&kind);
+        let mesh = MeshConfig::from_env(env)?;
+        Ok(Self {
+            stamping: StampingConfig::from_env(env)?,
+            orchestrator: if runs(ServiceKind::Orchestrator) { Some(OrchestratorConfig::from_env(env)?) } else { None },
+            reducer: if runs(ServiceKind::Reducer) { Some(ReducerConfig::from_env(env)?) } else { None },
+            gateway: if runs(ServiceKind::Gateway) { Some(GatewayConfig::from_env(env)?) } else { None },
+            events: EventsConfig::from_env(env, &mesh.instance_id)?,
+            consul: ConsulConfig::from_env(env, mesh.host)?,
+            mesh,
+        })
+    }
+}
+
 /// Reads the configuration from `env`, opens and migrates the database, and
 /// starts `services` plus the admin HTTP server.
 pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<RunningMesh> {
-    let mesh = MeshConfig::from_env(env)?;
-    let stamping = StampingConfig::from_env(env)?;
-    let mut orchestrator =
-        if services.contains(&ServiceKind::Orchestrator) { Some(OrchestratorConfig::from_env(env)?) } else { None };
+    let Config { mesh, stamping, mut orchestrator, reducer, gateway, events, consul } = Config::from_env(env, services)?;
     telemetry::init_tracing(mesh.log_format, &mesh.log_filter);
     telemetry::prometheus();
-
-    let events = EventsConfig::from_env(env, &mesh.instance_id)?;
-    let consul = ConsulConfig::from_env(env, mesh.host)?;
     let discovery = consul.clone().map(Discovery::Consul).unwrap_or(Discovery::Static);
-    let reducer = if services.contains(&ServiceKind::Reducer) { Some(ReducerConfig::from_env(env)?) } else { None };
-    let gateway = if services.contains(&ServiceKind::Gateway) { Some(GatewayConfig::from_env(env)?) } else { None };
 
     let runtime = Runtime::new(mesh.clone());
     let target = db::describe(&mesh.database);

@@ -8,6 +8,8 @@ mod m20261123_000001_metadata_stamps;
 mod m20261123_000002_workflow_executions;
 mod m20261123_000003_event_outbox;
 mod m20261123_000004_bridge_states;
+mod m20261123_000005_hash_columns_varchar;
+mod m20261123_000006_event_outbox_pending_index;
 
 /// Applies the migrations in order; each is recorded in `seaql_migrations`.
 pub struct Migrator;
@@ -20,6 +22,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_workflow_executions::Migration),
             Box::new(m20261123_000003_event_outbox::Migration),
             Box::new(m20261123_000004_bridge_states::Migration),
+            Box::new(m20261123_000005_hash_columns_varchar::Migration),
+            Box::new(m20261123_000006_event_outbox_pending_index::Migration),
         ]
     }
 }

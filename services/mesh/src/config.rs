@@ -1,7 +1,14 @@
 //! Configuration from environment variables, read once and validated once at
 //! start-up. Every error names the variable at fault.
 
-use std::{collections::HashMap, fmt::Display, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt::Display,
+    path::PathBuf,
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 /// Values that must be replaced before a deployment may start.
 const SECRET_PLACEHOLDER: &str = "__REPLACE_WITH_";
@@ -27,17 +34,19 @@ impl ConfigError {
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+    /// Every name asked for: what a deployment must be able to set.
+    asked: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Env {
     /// The process environment.
     pub fn from_process() -> Self {
-        Self { vars: std::env::vars().collect() }
+        Self::from_pairs(std::env::vars())
     }
 
     /// An explicit set of variables (tests, embedded use).
     pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+        Self { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(), asked: Arc::default() }
     }
 
     /// Returns a copy with `name` set to `value`.
@@ -48,6 +57,7 @@ impl Env {
 
     /// The value of `name`; unset or empty is `None`.
     pub fn optional(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        self.asked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(name.to_owned());
         match self.vars.get(name).map(|v| v.trim()) {
             None | Some("") => Ok(None),
             Some(value) if value.contains(SECRET_PLACEHOLDER) => {
@@ -55,6 +65,11 @@ impl Env {
             }
             Some(value) => Ok(Some(value.to_owned())),
         }
+    }
+
+    /// The names read so far, set or not.
+    pub fn names_read(&self) -> BTreeSet<String> {
+        self.asked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// The value of `name`, or `default` when unset.

@@ -1,11 +1,12 @@
 //! Database connection (SQLite embedded, PostgreSQL in production) and schema
 //! migration through the `omninode-migrations` crate.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use omninode_migrations::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
+    QueryResult, SqliteTransactionMode, Statement,
     TransactionOptions, TransactionTrait,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
@@ -26,11 +27,31 @@ pub enum DbSetupError {
 /// Opens the configured database and brings its schema up to date.
 pub async fn connect_and_migrate(config: &MeshConfig) -> Result<DatabaseConnection, DbSetupError> {
     let db = connect(&config.database, config.database_max_connections).await?;
-    Migrator::up(&db, None)
-        .await
-        .map_err(|source| DbSetupError::Migrate { target: describe(&config.database), source })?;
+    let failed = |source| DbSetupError::Migrate { target: describe(&config.database), source };
+    // Replicas and a migration Job may start at once: on PostgreSQL one of
+    // them migrates under an advisory lock held by a connection of its own;
+    // the others wait for it and then find nothing left to do. (SQLite is
+    // one process's file; its write lock already serialises.)
+    let lock = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let lock = connect(&config.database, 1).await?;
+            lock.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).await.map_err(failed)?;
+            Some(lock)
+        }
+        _ => None,
+    };
+    let migrated = Migrator::up(&db, None).await.map_err(failed);
+    if let Some(lock) = lock {
+        // Closing the session releases the lock too; unlocking first is prompt.
+        let _ = lock.execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).await;
+        let _ = lock.close().await;
+    }
+    migrated?;
     Ok(db)
 }
+
+/// The PostgreSQL advisory lock key that serialises schema migrations.
+const MIGRATION_LOCK: i64 = 0x6f6d_6e69_6d69_6772; // "omnimigr"
 
 /// Opens a pool on `target` without migrating.
 pub async fn connect(target: &DatabaseTarget, max_connections: u32) -> Result<DatabaseConnection, DbSetupError> {
@@ -54,6 +75,11 @@ pub async fn connect(target: &DatabaseTarget, max_connections: u32) -> Result<Da
         // WAL lets readers run beside the writer; NORMAL sync is durable in WAL
         // mode against process crashes, and a busy timeout queues writers
         // instead of failing them.
+        // Prepared statements are planned for their actual parameters: a
+        // generic plan made while a fresh table's statistics are stale
+        // (seen: a lookup of 64 hashes planned as a scan of the namespace,
+        // 60 ms instead of 0.1) would otherwise stay until the next ANALYZE.
+        .map_sqlx_postgres_opts(|opts| opts.options([("plan_cache_mode", "force_custom_plan")]))
         .map_sqlx_sqlite_opts(|opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
@@ -67,14 +93,66 @@ pub async fn connect(target: &DatabaseTarget, max_connections: u32) -> Result<Da
 /// a deferred transaction that reads and then writes fails at once with
 /// SQLITE_BUSY_SNAPSHOT when another writer committed in between (no busy
 /// wait applies to that upgrade); taking the write lock up front makes
-/// writers queue on the busy timeout instead. PostgreSQL begins as usual.
-pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+/// writers queue instead. They queue on an in-process gate first: SQLite's
+/// own busy handler sleeps 1 to 100 ms between tries, which under load left
+/// the CPU idle while writers slept (the embedded database has one process).
+/// PostgreSQL begins as usual.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTransaction, DbErr> {
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return Ok(WriteTransaction { txn: db.begin().await?, _gate: None });
+    }
+    static SQLITE_WRITE_GATE: std::sync::OnceLock<Arc<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
+    let gate = SQLITE_WRITE_GATE.get_or_init(Arc::default).clone().lock_owned().await;
     let options = TransactionOptions {
-        sqlite_transaction_mode: (db.get_database_backend() == DbBackend::Sqlite)
-            .then_some(SqliteTransactionMode::Immediate),
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
         ..TransactionOptions::default()
     };
-    db.begin_with_options(options).await
+    Ok(WriteTransaction { txn: db.begin_with_options(options).await?, _gate: Some(gate) })
+}
+
+/// A transaction from [`begin_write`]; on SQLite it holds the write gate
+/// until it commits or is dropped (rolled back).
+pub struct WriteTransaction {
+    // Dropped first: the rollback is under way before the gate opens.
+    txn: DatabaseTransaction,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTransaction {
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        self.txn.rollback().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for WriteTransaction {
+    fn get_database_backend(&self) -> DbBackend {
+        self.txn.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.txn.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.txn.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.txn.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.txn.query_all_raw(stmt).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.txn.support_returning()
+    }
 }
 
 /// The target with any password removed, for logs and errors.

@@ -22,7 +22,7 @@ use super::{
     outbox::entity::{Column, Entity},
     sink::{EventSink, OutgoingEvent},
 };
-use crate::health::HealthRegistry;
+use crate::{db::begin_write, health::HealthRegistry};
 
 /// Advisory lock key of the relay leader ("omninode" in ASCII).
 const LEADER_LOCK_KEY: i64 = 0x6f6d_6e69_6e6f_6465;
@@ -169,13 +169,17 @@ impl OutboxRelay {
         let Some(failed) = rows.iter().zip(&delivered).find(|(_, ok)| !**ok).map(|(row, _)| row) else {
             return Err(problem);
         };
-        Entity::update_many()
-            .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
-            .col_expr(Column::LastError, Expr::value(problem.clone()))
-            .filter(Column::Id.eq(failed.id))
-            .exec(&self.db)
-            .await
-            .map_err(|e| format!("cannot record a failed attempt: {e}"))?;
+        let charge = async {
+            let txn = begin_write(&self.db).await?;
+            Entity::update_many()
+                .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+                .col_expr(Column::LastError, Expr::value(problem.clone()))
+                .filter(Column::Id.eq(failed.id))
+                .exec(&txn)
+                .await?;
+            txn.commit().await
+        };
+        charge.await.map_err(|e: DbErr| format!("cannot record a failed attempt: {e}"))?;
         if failed.attempts + 1 >= self.max_attempts {
             metrics::counter!("outbox_events_dead_total").increment(1);
             tracing::error!(event_id = %failed.event_id, %problem, "event set aside after OUTBOX_MAX_ATTEMPTS attempts");
@@ -184,12 +188,13 @@ impl OutboxRelay {
     }
 
     async fn mark_published(&self, ids: &[i64]) -> Result<(), DbErr> {
+        let txn = begin_write(&self.db).await?;
         Entity::update_many()
             .col_expr(Column::PublishedAt, Expr::value(chrono::Utc::now()))
             .filter(Column::Id.is_in(ids.iter().copied()))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
-        Ok(())
+        txn.commit().await
     }
 
     async fn pending(&self) -> Result<u64, DbErr> {

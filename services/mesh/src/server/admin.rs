@@ -12,6 +12,7 @@ use crate::health::{HealthRegistry, HealthStatus};
 pub fn admin_router(health: HealthRegistry) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/live", get(|| async { StatusCode::OK }))
         .route("/health", get(liveness))
         .route("/ready", get(readiness))
         .with_state(health)

@@ -16,6 +16,9 @@ use tonic::{
 use tonic_health::server::{HealthReporter, HealthService};
 
 pub use admin::admin_router;
+
+/// The grpc.health.v1 service name that is SERVING for as long as the process runs.
+pub const LIVENESS_SERVICE: &str = "liveness";
 pub use metrics_layer::{GrpcMetricsLayer, code_name};
 
 use crate::{
@@ -71,6 +74,10 @@ impl Runtime {
         for name in tracked {
             self.health.track_grpc_service(name).await;
         }
+        // Answers while the process answers, whatever its dependencies say:
+        // the liveness probe (a database outage makes a process unready, and
+        // restarting it would not help).
+        self.reporter.set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving).await;
         let reflection_v1 = reflection(tracked).build_v1().expect("the compiled descriptor sets are valid");
         let reflection_v1alpha = reflection(tracked).build_v1alpha().expect("the compiled descriptor sets are valid");
         let health = tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(

@@ -2,18 +2,21 @@
 
 mod entity;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use omninode_mesh::{
-    db::begin_write,
+    db::{WriteTransaction, begin_write},
     events::{EventKind, NewEvent, Outbox},
     group_commit::{BatchWrite, GroupCommit},
 };
 use omninode_proto::events::v1::{StampCreated, event_envelope::Payload};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, sea_query::OnConflict,
 };
 use serde::{Deserialize, Serialize};
 
@@ -231,13 +234,36 @@ async fn write_in_one_transaction(
 }
 
 /// Inserts the rows of `items` (one namespace) that are new and reports each
-/// item's outcome in order.
-async fn plan_and_insert(
-    txn: &DatabaseTransaction,
-    namespace: &str,
-    items: &[&NewStamp],
-) -> Result<Vec<Stored>, DbErr> {
-    let keys: Vec<&str> = items.iter().filter_map(|i| i.op_id.as_deref()).collect();
+/// item's outcome in order. New content is the common case, so the insert
+/// comes first (ON CONFLICT DO NOTHING RETURNING id): only the items it did
+/// not insert (their hash or idempotency key is taken) are looked up.
+async fn plan_and_insert(txn: &WriteTransaction, namespace: &str, items: &[&NewStamp]) -> Result<Vec<Stored>, DbErr> {
+    // Within the batch, a hash goes in once, and a key is kept for its first hash.
+    let mut planned: Vec<&NewStamp> = Vec::new();
+    let mut planned_hashes: HashSet<&str> = HashSet::new();
+    let mut planned_keys: HashMap<&str, &str> = HashMap::new();
+    for &item in items {
+        let key_taken = item.op_id.as_deref().is_some_and(|k| planned_keys.contains_key(k));
+        if !key_taken && planned_hashes.insert(&item.file_hash) {
+            planned.push(item);
+            if let Some(key) = item.op_id.as_deref() {
+                planned_keys.insert(key, &item.file_hash);
+            }
+        }
+    }
+
+    let mut inserted: HashSet<String> = HashSet::with_capacity(planned.len());
+    for chunk in planned.chunks(MAX_INSERT_ROWS) {
+        let mut insert = Entity::insert_many(chunk.iter().map(|item| active_model(namespace, item))).into_query();
+        insert.on_conflict(OnConflict::new().do_nothing().to_owned()).returning_col(Column::Id);
+        for row in txn.query_all(&insert).await? {
+            inserted.insert(row.try_get::<String>("", "id")?);
+        }
+    }
+
+    // The rest: rows that were there before (or a concurrent writer's).
+    let missed: Vec<&NewStamp> = items.iter().copied().filter(|i| !inserted.contains(&i.id)).collect();
+    let keys: Vec<&str> = missed.iter().filter_map(|i| i.op_id.as_deref()).collect();
     let mut by_key: HashMap<String, StampRow> = HashMap::new();
     for chunk in keys.chunks(MAX_IN_LIST) {
         let rows = Entity::find()
@@ -247,71 +273,47 @@ async fn plan_and_insert(
             .await?;
         by_key.extend(rows.into_iter().filter_map(|row| row.op_id.clone().map(|k| (k, row))));
     }
-    let hashes: Vec<&str> = items.iter().map(|i| i.file_hash.as_str()).collect();
-    let mut by_hash = rows_by_hash(txn, namespace, &hashes).await?;
-
-    // Decide per item; `None` marks an item whose row is inserted below.
-    let mut outcomes: Vec<Option<Stored>> = Vec::with_capacity(items.len());
-    let mut planned: Vec<&NewStamp> = Vec::new();
-    let mut planned_keys: HashMap<&str, &str> = HashMap::new();
-    for &item in items {
-        let key = item.op_id.as_deref();
-        let outcome = if let Some(row) = key.and_then(|k| by_key.get(k)) {
-            Some(resolve_key(row, &item.file_hash)?)
-        } else if let Some(row) = by_hash.get(&item.file_hash) {
-            Some(Stored::Existing(row.clone().try_into()?))
-        } else if let Some(other) = key.and_then(|k| planned_keys.get(k)).filter(|h| **h != item.file_hash) {
-            Some(Stored::KeyConflict { existing_hash: (*other).to_owned() })
-        } else {
-            if !planned.iter().any(|p| p.file_hash == item.file_hash) {
-                planned.push(item);
-                if let Some(key) = key {
-                    planned_keys.insert(key, &item.file_hash);
-                }
-            }
-            None
-        };
-        outcomes.push(outcome);
-    }
-
-    if !planned.is_empty() {
-        for chunk in planned.chunks(MAX_INSERT_ROWS) {
-            Entity::insert_many(chunk.iter().map(|item| active_model(namespace, item)))
-                .on_conflict(OnConflict::new().do_nothing().to_owned())
-                .exec_without_returning(txn)
-                .await?;
-        }
-        let planned_hashes: Vec<&str> = planned.iter().map(|p| p.file_hash.as_str()).collect();
-        by_hash.extend(rows_by_hash(txn, namespace, &planned_hashes).await?);
-    }
+    let hashes: Vec<&str> = missed.iter().map(|i| i.file_hash.as_str()).collect();
+    let by_hash = rows_by_hash(txn, namespace, &hashes).await?;
 
     let mut results = Vec::with_capacity(items.len());
-    for (item, outcome) in items.iter().zip(outcomes) {
-        let stored = match outcome {
-            Some(done) => done,
-            None => match by_hash.get(&item.file_hash) {
-                // Ids are fresh UUIDs: the row is ours only if it carries our id.
-                Some(row) if row.id == item.id => Stored::Created(row.clone().try_into()?),
-                Some(row) => Stored::Existing(row.clone().try_into()?),
-                // Not inserted and no row for the hash: a concurrent writer
-                // took the idempotency key for other content.
-                None => match item.op_id.as_deref() {
-                    Some(key) => {
-                        let row = Entity::find()
-                            .filter(Column::Namespace.eq(namespace))
-                            .filter(Column::OpId.eq(key))
-                            .one(txn)
-                            .await?
-                            .ok_or_else(|| DbErr::RecordNotInserted)?;
-                        resolve_key(&row, &item.file_hash)?
-                    }
-                    None => return Err(DbErr::RecordNotInserted),
-                },
-            },
+    for &item in items {
+        let stored = if inserted.contains(&item.id) {
+            Stored::Created(record_of(namespace, item))
+        } else if let Some(row) = item.op_id.as_deref().and_then(|k| by_key.get(k)) {
+            resolve_key(row, &item.file_hash)?
+        } else if let Some(row) = by_hash.get(&item.file_hash) {
+            Stored::Existing(row.clone().try_into()?)
+        } else if let Some(other) = item.op_id.as_deref().and_then(|k| planned_keys.get(k)) {
+            // The key went with other content earlier in this batch.
+            Stored::KeyConflict { existing_hash: (*other).to_owned() }
+        } else {
+            return Err(DbErr::RecordNotInserted);
         };
         results.push(stored);
     }
     Ok(results)
+}
+
+/// The record an inserted item became (what `active_model` wrote).
+fn record_of(namespace: &str, item: &NewStamp) -> StampRecord {
+    StampRecord {
+        id: item.id.clone(),
+        namespace: namespace.to_owned(),
+        file_hash: item.file_hash.clone(),
+        file_path: item.file_path.clone(),
+        file_size: item.file_size,
+        content_type: item.content_type.clone(),
+        format: item.format,
+        version: item.version.clone(),
+        timestamp: item.timestamp.clone(),
+        stamp_text: item.stamp_text.clone(),
+        protocol_version: PROTOCOL_VERSION.to_owned(),
+        metadata_version: METADATA_VERSION.to_owned(),
+        idempotency_key: item.op_id.clone(),
+        created_at: item.created_at,
+        updated_at: item.created_at,
+    }
 }
 
 fn stamp_created(record: &StampRecord, correlation_id: Option<&str>) -> NewEvent {
