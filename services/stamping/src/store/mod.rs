@@ -15,8 +15,8 @@ use omninode_mesh::{
 };
 use omninode_proto::events::v1::{StampCreated, event_envelope::Payload};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, sea_query::OnConflict,
 };
 use serde::{Deserialize, Serialize};
 
