@@ -163,3 +163,37 @@ async fn processes_migrating_one_postgres_database_at_once_all_succeed() {
         outcome.unwrap().expect("every process finds the schema up to date");
     }
 }
+
+/// `omninode health` is the image's HEALTHCHECK: its exit status is the verdict.
+async fn health_check(args: &[&str], metrics_port: u16) -> (bool, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_omninode-node"))
+        .arg("health")
+        .args(args)
+        .env("METRICS_PORT", metrics_port.to_string())
+        .output()
+        .await
+        .expect("omninode runs");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_command_and_liveness_follow_the_process() {
+    let mesh = omninode_integration_tests::TestMesh::start(omninode_integration_tests::Backend::Sqlite, &[]).await;
+    let admin = mesh.admin_addr();
+    let grpc = mesh.mesh().endpoints.stamping.unwrap().to_string();
+
+    assert_eq!(health_check(&[], admin.port()).await.0, true, "/ready answers 200");
+    assert!(health_check(&["--grpc", &grpc], 0).await.0, "the server is SERVING");
+    assert!(health_check(&["--grpc", &grpc, "--service", "liveness"], 0).await.0);
+    assert!(health_check(&["--grpc", &grpc, "--service", "omninode.stamping.v1.StampingService"], 0).await.0);
+    let (ok, why) = health_check(&["--grpc", &grpc, "--service", "no.such.Service"], 0).await;
+    assert!(!ok && why.contains("no.such.Service"), "{why}");
+    assert_eq!(mesh.admin_get("/live").await.0, 200);
+
+    let unused = omninode_integration_tests::free_port();
+    let (ok, why) = health_check(&[], unused).await;
+    assert!(!ok && why.contains(&unused.to_string()), "nothing listens: {why}");
+    let (ok, why) = health_check(&["--grpc", &format!("127.0.0.1:{unused}")], 0).await;
+    assert!(!ok && why.contains("cannot reach"), "{why}");
+    mesh.shutdown().await;
+}
