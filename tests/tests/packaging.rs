@@ -182,7 +182,7 @@ async fn the_health_command_and_liveness_follow_the_process() {
     let admin = mesh.admin_addr();
     let grpc = mesh.mesh().endpoints.stamping.unwrap().to_string();
 
-    assert_eq!(health_check(&[], admin.port()).await.0, true, "/ready answers 200");
+    assert!(health_check(&[], admin.port()).await.0, "/ready answers 200");
     assert!(health_check(&["--grpc", &grpc], 0).await.0, "the server is SERVING");
     assert!(health_check(&["--grpc", &grpc, "--service", "liveness"], 0).await.0);
     assert!(health_check(&["--grpc", &grpc, "--service", "omninode.stamping.v1.StampingService"], 0).await.0);
