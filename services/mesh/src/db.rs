@@ -71,14 +71,14 @@ pub async fn connect(target: &DatabaseTarget, max_connections: u32) -> Result<Da
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false)
-        // WAL lets readers run beside the writer; NORMAL sync is durable in WAL
-        // mode against process crashes, and a busy timeout queues writers
-        // instead of failing them.
         // Prepared statements are planned for their actual parameters: a
         // generic plan made while a fresh table's statistics are stale
         // (seen: a lookup of 64 hashes planned as a scan of the namespace,
         // 60 ms instead of 0.1) would otherwise stay until the next ANALYZE.
         .map_sqlx_postgres_opts(|opts| opts.options([("plan_cache_mode", "force_custom_plan")]))
+        // WAL lets readers run beside the writer; NORMAL sync is durable in WAL
+        // mode against process crashes, and a busy timeout queues writers
+        // instead of failing them.
         .map_sqlx_sqlite_opts(|opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
@@ -100,6 +100,7 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTransaction, Db
     if db.get_database_backend() != DbBackend::Sqlite {
         return Ok(WriteTransaction { txn: db.begin().await?, _gate: None });
     }
+    // One gate per process: the embedded database is one file per process.
     static SQLITE_WRITE_GATE: std::sync::OnceLock<Arc<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
     let gate = SQLITE_WRITE_GATE.get_or_init(Arc::default).clone().lock_owned().await;
     let options = TransactionOptions {
@@ -118,10 +119,12 @@ pub struct WriteTransaction {
 }
 
 impl WriteTransaction {
+    /// Commits, then opens the gate.
     pub async fn commit(self) -> Result<(), DbErr> {
         self.txn.commit().await
     }
 
+    /// Rolls back, then opens the gate.
     pub async fn rollback(self) -> Result<(), DbErr> {
         self.txn.rollback().await
     }

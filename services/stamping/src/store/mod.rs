@@ -213,7 +213,7 @@ async fn write_in_one_transaction(
     for namespace in namespaces {
         let members: Vec<usize> = (0..requests.len()).filter(|&i| requests[i].namespace == namespace).collect();
         let items: Vec<&NewStamp> = members.iter().flat_map(|&i| &requests[i].items).collect();
-        let mut outcomes = plan_and_insert(&txn, namespace, &items).await?.into_iter();
+        let mut outcomes = insert_or_resolve(&txn, namespace, &items).await?.into_iter();
         for &i in &members {
             for _ in 0..requests[i].items.len() {
                 let stored = outcomes.next().ok_or(DbErr::RecordNotInserted)?;
@@ -237,7 +237,7 @@ async fn write_in_one_transaction(
 /// item's outcome in order. New content is the common case, so the insert
 /// comes first (ON CONFLICT DO NOTHING RETURNING id): only the items it did
 /// not insert (their hash or idempotency key is taken) are looked up.
-async fn plan_and_insert(txn: &WriteTransaction, namespace: &str, items: &[&NewStamp]) -> Result<Vec<Stored>, DbErr> {
+async fn insert_or_resolve(txn: &WriteTransaction, namespace: &str, items: &[&NewStamp]) -> Result<Vec<Stored>, DbErr> {
     // Within the batch, a hash goes in once, and a key is kept for its first hash.
     let mut planned: Vec<&NewStamp> = Vec::new();
     let mut planned_hashes: HashSet<&str> = HashSet::new();
