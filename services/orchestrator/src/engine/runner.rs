@@ -78,6 +78,10 @@ impl WorkflowEngine {
         Ok(())
     }
 
+    /// Runs the steps. A finished step is stored with the next state change,
+    /// not in a commit of its own: steps are idempotent and run again after a
+    /// crash, so storing each one bought only a progress view, at two extra
+    /// commits (fsyncs) per workflow.
     async fn steps(&self, workflow: &mut Workflow, token: &CancellationToken) -> Result<(), OrchestratorError> {
         if workflow.state == WorkflowState::Processing {
             let note = "picked up again after the orchestrator restarted; steps run again (they are idempotent)";
@@ -89,9 +93,7 @@ impl WorkflowEngine {
                 attempts: 1,
                 message: note.into(),
             };
-            if let Flow::Stop = self.record(workflow, record).await? {
-                return Ok(());
-            }
+            workflow.steps.push(record);
         } else {
             let started = (now(), Instant::now());
             let check = self.validate_input(workflow);
@@ -154,7 +156,8 @@ impl WorkflowEngine {
             } else {
                 "enable_intelligence is false"
             };
-            return self.record(workflow, skip(why)).await;
+            workflow.steps.push(skip(why));
+            return Ok(Flow::Continue);
         };
         let snapshot = workflow.clone();
         let (attempts, result) = self.with_retries(token, || client.analyze(&snapshot)).await;
@@ -168,7 +171,8 @@ impl WorkflowEngine {
             }
             Attempted::Cancelled => return Ok(Flow::Stop),
         };
-        self.record(workflow, record).await
+        workflow.steps.push(record);
+        Ok(Flow::Continue)
     }
 
     /// Runs a required step with retries and records it; `None` means the
@@ -189,10 +193,8 @@ impl WorkflowEngine {
         match result {
             Attempted::Done(value) => {
                 let record = step_record(name, StepOutcome::Succeeded, started, attempts, String::new());
-                Ok(match self.record(workflow, record).await? {
-                    Flow::Continue => Some(value),
-                    Flow::Stop => None,
-                })
+                workflow.steps.push(record);
+                Ok(Some(value))
             }
             Attempted::Failed(message) => {
                 let reason = format!("{name} failed after {attempts} attempt(s): {message}");
@@ -251,15 +253,6 @@ impl WorkflowEngine {
             return Err("content is empty once stamps and surrounding whitespace are removed".into());
         }
         Ok(())
-    }
-
-    /// Appends a finished step. It is stored with the next state change,
-    /// not in a commit of its own: steps are idempotent and run again after a
-    /// crash, so storing each one bought only a progress view, at two extra
-    /// commits (fsyncs) per workflow.
-    async fn record(&self, workflow: &mut Workflow, record: StepRecord) -> Result<Flow, OrchestratorError> {
-        workflow.steps.push(record);
-        Ok(Flow::Continue)
     }
 
     /// A non-terminal move (PENDING → PROCESSING), stored.
