@@ -264,17 +264,17 @@ async fn insert_or_resolve(txn: &WriteTransaction, namespace: &str, items: &[&Ne
     // The rest: rows that were there before (or a concurrent writer's).
     let missed: Vec<&NewStamp> = items.iter().copied().filter(|i| !inserted.contains(&i.id)).collect();
     let keys: Vec<&str> = missed.iter().filter_map(|i| i.op_id.as_deref()).collect();
-    let mut by_key: HashMap<String, StampRow> = HashMap::new();
-    for chunk in keys.chunks(MAX_IN_LIST) {
-        let rows = Entity::find()
-            .filter(Column::Namespace.eq(namespace))
-            .filter(Column::OpId.is_in(chunk.iter().copied()))
-            .all(txn)
-            .await?;
-        by_key.extend(rows.into_iter().filter_map(|row| row.op_id.clone().map(|k| (k, row))));
-    }
+    let by_key: HashMap<String, StampRow> = rows_where_in(txn, namespace, Column::OpId, &keys)
+        .await?
+        .into_iter()
+        .filter_map(|row| row.op_id.clone().map(|k| (k, row)))
+        .collect();
     let hashes: Vec<&str> = missed.iter().map(|i| i.file_hash.as_str()).collect();
-    let by_hash = rows_by_hash(txn, namespace, &hashes).await?;
+    let by_hash: HashMap<String, StampRow> = rows_where_in(txn, namespace, Column::FileHash, &hashes)
+        .await?
+        .into_iter()
+        .map(|row| (row.file_hash.clone(), row))
+        .collect();
 
     let mut results = Vec::with_capacity(items.len());
     for &item in items {
@@ -349,19 +349,22 @@ fn resolve_key(row: &StampRow, file_hash: &str) -> Result<Stored, DbErr> {
     })
 }
 
-async fn rows_by_hash<C: sea_orm::ConnectionTrait>(
-    db: &C,
+/// The rows of `namespace` whose `column` is one of `values`, asked in
+/// chunks that stay below the bind-parameter limits.
+async fn rows_where_in(
+    txn: &WriteTransaction,
     namespace: &str,
-    hashes: &[&str],
-) -> Result<HashMap<String, StampRow>, DbErr> {
-    let mut rows = HashMap::with_capacity(hashes.len());
-    for chunk in hashes.chunks(MAX_IN_LIST) {
+    column: Column,
+    values: &[&str],
+) -> Result<Vec<StampRow>, DbErr> {
+    let mut rows = Vec::with_capacity(values.len());
+    for chunk in values.chunks(MAX_IN_LIST) {
         let found = Entity::find()
             .filter(Column::Namespace.eq(namespace))
-            .filter(Column::FileHash.is_in(chunk.iter().copied()))
-            .all(db)
+            .filter(column.is_in(chunk.iter().copied()))
+            .all(txn)
             .await?;
-        rows.extend(found.into_iter().map(|row| (row.file_hash.clone(), row)));
+        rows.extend(found);
     }
     Ok(rows)
 }
