@@ -133,7 +133,7 @@ pub async fn hash(bench: &Bench, mesh: MeshAddrs, report: &mut Report) -> anyhow
         rows: Vec::new(),
     };
     for (size, label) in HASH_SIZES {
-        let payload = Arc::new((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        let payload = Arc::new(payload(size));
         let mut raw = Vec::new();
         for concurrency in CONCURRENCY {
             eprintln!("  blake3 {label} at concurrency {concurrency}");
@@ -230,33 +230,43 @@ pub async fn gateway_stamp(
     mesh: MeshAddrs,
     namespace: &str,
 ) -> anyhow::Result<Vec<(usize, Measurement)>> {
-    let http: Client<HttpConnector, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let uri: http::Uri = format!("http://{}/v1/namespaces/{namespace}/stamps", mesh.gateway).parse()?;
+    let uri = format!("http://{}/v1/namespaces/{namespace}/stamps", mesh.gateway).parse()?;
     let bench_ref = bench.clone();
-    let call: Call = Arc::new(move |n| {
-        let body = serde_json_body(&bench_ref.source(n), n);
+    // Content is ASCII without quotes or backslashes: no escaping needed beyond newlines.
+    let body = move |n| {
+        let content = bench_ref.source(n).replace('\n', "\\n");
+        format!(r#"{{"content":"{content}","filePath":"bench/{n}.py"}}"#).into()
+    };
+    let call = rest_post(uri, http::StatusCode::CREATED, body);
+    Ok(bench.sweep(&format!("REST Stamp ({namespace})"), call).await)
+}
+
+/// POSTs `body(n)` as JSON to `uri` over keep-alive HTTP/1.1; a call
+/// succeeds when the gateway answers `expected`.
+fn rest_post(
+    uri: http::Uri,
+    expected: http::StatusCode,
+    body: impl Fn(u64) -> bytes::Bytes + Send + Sync + 'static,
+) -> Call {
+    let http: Client<HttpConnector, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    Arc::new(move |n| {
         let request = http::Request::post(uri.clone())
             .header("content-type", "application/json")
-            .body(Full::new(bytes::Bytes::from(body)))
+            .body(Full::new(body(n)))
             .expect("a valid request");
         let http = http.clone();
         Box::pin(async move {
             let response = http.request(request).await.map_err(|e| e.to_string())?;
             let status = response.status();
             let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-            if status == http::StatusCode::CREATED {
-                Ok(())
-            } else {
-                Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)))
-            }
+            if status == expected { Ok(()) } else { Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body))) }
         })
-    });
-    Ok(bench.sweep(&format!("REST Stamp ({namespace})"), call).await)
+    })
 }
 
-fn serde_json_body(content: &str, n: u64) -> String {
-    // Content is ASCII without quotes or backslashes: no escaping needed beyond newlines.
-    format!(r#"{{"content":"{}","filePath":"bench/{n}.py"}}"#, content.replace('\n', "\\n"))
+/// `size` bytes of a repeating pattern.
+fn payload(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8).collect()
 }
 
 /// The Hash RPC through the gateway and directly, 1 KiB: the gateway's own cost.
@@ -264,26 +274,13 @@ pub async fn gateway_hash(
     bench: &Bench,
     mesh: MeshAddrs,
 ) -> anyhow::Result<(Vec<(usize, Measurement)>, Vec<(usize, Measurement)>)> {
-    let payload: Vec<u8> = (0..1024).map(|i| (i % 251) as u8).collect();
+    let payload = payload(1024);
     let body = bytes::Bytes::from(format!(
         r#"{{"content":"{}"}}"#,
         base64::engine::general_purpose::STANDARD.encode(&payload)
     ));
-    let http: Client<HttpConnector, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let uri: http::Uri = format!("http://{}/v1/hash", mesh.gateway).parse()?;
-    let rest: Call = Arc::new(move |_| {
-        let request = http::Request::post(uri.clone())
-            .header("content-type", "application/json")
-            .body(Full::new(body.clone()))
-            .expect("a valid request");
-        let http = http.clone();
-        Box::pin(async move {
-            let response = http.request(request).await.map_err(|e| e.to_string())?;
-            let status = response.status();
-            response.into_body().collect().await.map_err(|e| e.to_string())?;
-            if status == http::StatusCode::OK { Ok(()) } else { Err(format!("HTTP {status}")) }
-        })
-    });
+    let uri = format!("http://{}/v1/hash", mesh.gateway).parse()?;
+    let rest = rest_post(uri, http::StatusCode::OK, move |_| body.clone());
     let client = StampingServiceClient::new(channel(mesh.stamping).await?);
     let grpc: Call = Arc::new(move |_| {
         let mut client = client.clone();
