@@ -94,6 +94,22 @@ mod tests {
         })
     }
 
+    /// Submits every item at once, from tasks of their own; answers in item order.
+    async fn submit_all(commit: &GroupCommit<u32, u32>, items: impl IntoIterator<Item = u32>) -> Vec<u32> {
+        let tasks: Vec<_> = items
+            .into_iter()
+            .map(|i| {
+                let commit = commit.clone();
+                tokio::spawn(async move { commit.submit(i).await.unwrap() })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        answers
+    }
+
     #[tokio::test]
     async fn writes_queued_during_a_commit_go_in_the_next_batch_and_each_caller_gets_its_own_answer() {
         let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -103,17 +119,9 @@ mod tests {
             async move { commit.submit(1).await.unwrap() }
         });
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        let rest: Vec<_> = (2..=10)
-            .map(|i| {
-                let commit = commit.clone();
-                tokio::spawn(async move { (i, commit.submit(i).await.unwrap()) })
-            })
-            .collect();
+        let rest = submit_all(&commit, 2..=10).await;
         assert_eq!(first.await.unwrap(), 2);
-        for task in rest {
-            let (i, doubled) = task.await.unwrap();
-            assert_eq!(doubled, i * 2);
-        }
+        assert_eq!(rest, (2..=10).map(|i| i * 2).collect::<Vec<_>>());
         assert_eq!(*batches.lock().unwrap(), vec![1, 9], "the lone first write went alone, the rest together");
     }
 
@@ -121,15 +129,7 @@ mod tests {
     async fn a_batch_never_exceeds_its_limit() {
         let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
         let commit = GroupCommit::spawn(doubling(batches.clone()), 4, 1);
-        let tasks: Vec<_> = (0..10)
-            .map(|i| {
-                let commit = commit.clone();
-                tokio::spawn(async move { commit.submit(i).await.unwrap() })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
+        submit_all(&commit, 0..10).await;
         let batches = batches.lock().unwrap();
         assert!(batches.iter().all(|&n| n <= 4), "{batches:?}");
         assert_eq!(batches.iter().sum::<usize>(), 10);
@@ -153,15 +153,7 @@ mod tests {
             })
         };
         let commit = GroupCommit::spawn(write, 1, 2);
-        let tasks: Vec<_> = (0..4)
-            .map(|i| {
-                let commit = commit.clone();
-                tokio::spawn(async move { commit.submit(i).await.unwrap() })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
+        submit_all(&commit, 0..4).await;
         assert_eq!(most.load(Ordering::SeqCst), 2);
     }
 }
