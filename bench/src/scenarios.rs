@@ -311,8 +311,8 @@ impl ReducerRun {
 /// Sends `events` StampCreated events to the broker and waits until the
 /// reducer's aggregate for their namespace counts every one.
 pub async fn reducer(bench: &Bench, mesh: MeshAddrs, bootstrap: &str, events: u64) -> anyhow::Result<ReducerRun> {
-    use omninode_mesh::events::{EventKind, topics::DEFAULT_TOPIC_PREFIX};
     use omninode_proto::events::v1::{EventEnvelope, StampCreated, event_envelope::Payload};
+    use omninode_runtime::events::{EventKind, topics::DEFAULT_TOPIC_PREFIX};
     use prost::Message as _;
     use rdkafka::{
         ClientConfig,

@@ -4,8 +4,12 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use omninode_mesh::{Env, MeshConfig, db};
+use omninode_core::namespace::DEFAULT_NAMESPACE;
 use omninode_proto::stamping::v1::StampFormat;
+use omninode_runtime::{
+    Env, MeshConfig, db,
+    names::{DEFAULT_METRICS_PORT, REDUCER, STAMPING},
+};
 
 use crate::{ServiceKind, client};
 
@@ -32,9 +36,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Stamping service URL.
-        #[arg(long, env = "OMNINODE_STAMPING_URL", default_value = "http://127.0.0.1:8053")]
+        #[arg(long, env = STAMPING.url_variable, default_value = STAMPING.default_url)]
         server: String,
-        #[arg(long, short, default_value = "omninode.bridge")]
+        #[arg(long, short, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
         /// Write the rich (metadata block) format instead of the one-line stamp.
         #[arg(long)]
@@ -48,16 +52,16 @@ enum Command {
     },
     /// Print a namespace's aggregates from the reducer.
     Stats {
-        #[arg(default_value = "omninode.bridge")]
+        #[arg(default_value = DEFAULT_NAMESPACE)]
         namespace: String,
-        #[arg(long, env = "OMNINODE_REDUCER_URL", default_value = "http://127.0.0.1:8061")]
+        #[arg(long, env = REDUCER.url_variable, default_value = REDUCER.default_url)]
         server: String,
     },
     /// Print the mesh's events from Kafka, one JSON object per line.
     Events {
         #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
         bootstrap: String,
-        #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = omninode_mesh::events::topics::DEFAULT_TOPIC_PREFIX)]
+        #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = omninode_runtime::events::topics::DEFAULT_TOPIC_PREFIX)]
         prefix: String,
         /// Start from the oldest event kept instead of new ones only.
         #[arg(long)]
@@ -80,7 +84,7 @@ enum Command {
     Verify {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        #[arg(long, env = "OMNINODE_STAMPING_URL", default_value = "http://127.0.0.1:8053")]
+        #[arg(long, env = STAMPING.url_variable, default_value = STAMPING.default_url)]
         server: String,
     },
 }
@@ -141,7 +145,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Health { grpc, service } => {
             let verdict = match grpc {
                 Some(addr) => client::grpc_health(&addr, &service).await,
-                None => client::http_ready(env.port("METRICS_PORT", 9091)?).await,
+                None => client::http_ready(env.port("METRICS_PORT", DEFAULT_METRICS_PORT)?).await,
             };
             return Ok(match verdict {
                 Ok(()) => ExitCode::SUCCESS,

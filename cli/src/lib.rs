@@ -10,14 +10,16 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use omninode_gateway::GatewayConfig;
-use omninode_mesh::{
-    Env, MeshConfig, Runtime, db,
-    discovery::{ConsulConfig, Discovery, ServiceToRegister, consul_name, spawn_registration},
-    events::{EventSink, EventsConfig, InProcessBus, Outbox, OutboxRelay, kafka::KafkaSink, topics},
-    telemetry,
-};
+use omninode_kafka::KafkaSink;
 use omninode_orchestrator::OrchestratorConfig;
 use omninode_reducer::ReducerConfig;
+use omninode_runtime::{
+    Env, MeshConfig, Runtime, db,
+    discovery::{ConsulConfig, Discovery, ServiceToRegister, spawn_registration},
+    events::{EventSink, EventsConfig, InProcessBus, Outbox, OutboxRelay, topics},
+    names::{self, MeshService},
+    telemetry,
+};
 use omninode_stamping::StampingConfig;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -63,7 +65,7 @@ impl RunningMesh {
     /// Waits for SIGTERM/SIGINT or for a server to fail, then shuts down.
     pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
         let failure = tokio::select! {
-            _ = omninode_mesh::server::shutdown_signal() => None,
+            _ = omninode_runtime::server::shutdown_signal() => None,
             (result, _, _) = futures::future::select_all(self.servers.iter_mut()) => Some(result),
         };
         let outcome = match failure {
@@ -97,10 +99,10 @@ impl RunningMesh {
     }
 }
 
-fn to_register(service: &str, grpc_service: &str, addr: SocketAddr) -> ServiceToRegister {
+fn to_register(service: MeshService, addr: SocketAddr) -> ServiceToRegister {
     ServiceToRegister {
-        name: consul_name(service),
-        grpc_service: grpc_service.to_owned(),
+        name: service.consul_name(),
+        grpc_service: service.grpc_name.to_owned(),
         port: addr.port(),
         metrics_port: 0,
     }
@@ -191,16 +193,15 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
 
     // Stamping first: an orchestrator in the same process calls it directly.
     if services.contains(&ServiceKind::Stamping) {
-        let listener = runtime
-            .bind(stamping.port)
-            .await
-            .with_context(|| format!("cannot bind STAMPING_PORT {} on {}", stamping.port, mesh.host))?;
+        let listener = runtime.bind(stamping.port).await.with_context(|| {
+            format!("cannot bind {} {} on {}", names::STAMPING.port_variable, stamping.port, mesh.host)
+        })?;
         let addr = listener.local_addr()?;
         endpoints.stamping = Some(addr);
         if let Some(orchestrator) = orchestrator.as_mut() {
             orchestrator.stamping_url = format!("http://{addr}");
         }
-        registered.push(to_register("stamping", omninode_stamping::SERVICE_NAME, addr));
+        registered.push(to_register(names::STAMPING, addr));
         let routes =
             Routes::new(omninode_stamping::grpc_service(database.clone(), stamping.clone(), outbox("stamping")));
         servers.push(spawn_grpc(&runtime, listener, routes, omninode_stamping::SERVICE_NAME).await);
@@ -212,13 +213,13 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             .await
             .with_context(|| format!("cannot bind ORCHESTRATOR_PORT {port} on {}", mesh.host))?;
         endpoints.orchestrator = Some(listener.local_addr()?);
-        registered.push(to_register("orchestrator", omninode_orchestrator::SERVICE_NAME, listener.local_addr()?));
+        registered.push(to_register(names::ORCHESTRATOR, listener.local_addr()?));
         // Stamping in this process is called directly; otherwise it is discovered.
         let stamping_channel = match endpoints.stamping {
             Some(_) => Discovery::Static.channel("", &config.stamping_url, runtime.shutdown_token()),
-            None => discovery.channel(&consul_name("stamping"), &config.stamping_url, runtime.shutdown_token()),
+            None => discovery.channel(&names::STAMPING.consul_name(), &config.stamping_url, runtime.shutdown_token()),
         }
-        .map_err(|e| anyhow::anyhow!("STAMPING_SERVICE_URL: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", names::STAMPING.url_variable))?;
         let service = omninode_orchestrator::grpc_service(
             database.clone(),
             config,
@@ -236,7 +237,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         let listener =
             runtime.bind(port).await.with_context(|| format!("cannot bind REDUCER_PORT {port} on {}", mesh.host))?;
         endpoints.reducer = Some(listener.local_addr()?);
-        registered.push(to_register("reducer", omninode_reducer::SERVICE_NAME, listener.local_addr()?));
+        registered.push(to_register(names::REDUCER, listener.local_addr()?));
         let service = omninode_reducer::start(
             database.clone(),
             &config,
@@ -255,21 +256,18 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             runtime.bind(port).await.with_context(|| format!("cannot bind GATEWAY_PORT {port} on {}", mesh.host))?;
         endpoints.gateway = Some(listener.local_addr()?);
         // Each upstream: in this process, else discovered, else its configured URL.
-        let local = [
-            (omninode_stamping::SERVICE_NAME, endpoints.stamping, "stamping"),
-            (omninode_orchestrator::SERVICE_NAME, endpoints.orchestrator, "orchestrator"),
-            (omninode_reducer::SERVICE_NAME, endpoints.reducer, "reducer"),
-        ];
+        let local = [endpoints.stamping, endpoints.orchestrator, endpoints.reducer];
         let mut upstreams = std::collections::HashMap::new();
-        for (service, addr, short) in local {
+        for (service, addr) in names::ALL.into_iter().zip(local) {
+            let name = service.grpc_name;
             let channel = match addr {
                 Some(addr) => Discovery::Static.channel("", &format!("http://{addr}"), runtime.shutdown_token()),
                 None => {
-                    discovery.channel(&consul_name(short), &config.upstream_urls[service], runtime.shutdown_token())
+                    discovery.channel(&service.consul_name(), &config.upstream_urls[name], runtime.shutdown_token())
                 }
             }
-            .map_err(|e| anyhow::anyhow!("gateway upstream {service}: {e}"))?;
-            upstreams.insert(service.to_owned(), channel);
+            .map_err(|e| anyhow::anyhow!("gateway upstream {name}: {e}"))?;
+            upstreams.insert(name.to_owned(), channel);
         }
         let router = omninode_gateway::Gateway::new(upstreams, &config)?.router();
         let stop = runtime.shutdown_token();

@@ -1,60 +1,39 @@
 //! `omninode events`: prints the mesh's events from Kafka as JSON lines.
 
-use std::time::Duration;
-
 use anyhow::Context;
-use omninode_mesh::events::topics::all_topics;
 use omninode_proto::events::v1::{EventEnvelope, event_envelope::Payload};
+use omninode_runtime::events::topics::all_topics;
 use prost::Message as _;
-use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
-    consumer::{Consumer, StreamConsumer},
-};
 use serde_json::{Value, json};
 
 /// Follows every event topic under `prefix` and prints one JSON object per
 /// event; stops after `max` events when given.
 pub async fn watch(bootstrap: &str, prefix: &str, from_beginning: bool, max: Option<usize>) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("omninode-events-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", if from_beginning { "earliest" } else { "latest" })
-        .create()
-        .context("cannot create a Kafka consumer")?;
     let topics = all_topics(prefix);
-    let start = if from_beginning { Offset::Beginning } else { Offset::End };
-    let mut assignment = TopicPartitionList::new();
-    for topic in &topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("cannot read the metadata of {topic} from {bootstrap}"))?;
-        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            assignment.add_partition_offset(topic, partition.id(), start)?;
-        }
-    }
-    consumer.assign(&assignment)?;
     eprintln!("watching {} on {bootstrap} (Ctrl-C to stop)", topics.join(", "));
     let mut seen = 0;
-    while max.is_none_or(|max| seen < max) {
-        let message = match consumer.recv().await {
-            Ok(message) => message,
+    if max == Some(0) {
+        return Ok(());
+    }
+    omninode_kafka::tail(bootstrap, &topics, from_beginning, |record| {
+        let record = match record {
+            Ok(record) => record,
             Err(err) => {
                 eprintln!("warning: {err}");
-                continue;
+                return true;
             }
         };
-        let envelope = EventEnvelope::decode(message.payload().unwrap_or_default());
-        let line = match envelope {
-            Ok(envelope) => envelope_json(&envelope, message.topic(), message.partition(), message.offset()),
-            Err(err) => {
-                json!({"topic": message.topic(), "offset": message.offset(), "error": format!("not an EventEnvelope: {err}")})
-            }
+        let p = &record.position;
+        let line = match EventEnvelope::decode(record.payload.as_slice()) {
+            Ok(envelope) => envelope_json(&envelope, &p.topic, p.partition, p.offset),
+            Err(err) => json!({"topic": p.topic, "offset": p.offset, "error": format!("not an EventEnvelope: {err}")}),
         };
         println!("{line}");
         seen += 1;
-    }
-    Ok(())
+        max.is_none_or(|max| seen < max)
+    })
+    .await
+    .with_context(|| format!("cannot follow the event topics on {bootstrap}"))
 }
 
 /// An envelope as JSON with proto3 JSON names.

@@ -5,7 +5,7 @@
 
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use omninode_mesh::{ConfigError, Env};
+use omninode_runtime::{ConfigError, Env};
 
 /// The configured credentials.
 #[derive(Clone, Default)]

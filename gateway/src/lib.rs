@@ -22,19 +22,13 @@ use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
+use omninode_runtime::names;
 use prost::Message as _;
 use prost_reflect::DynamicMessage;
 use serde_json::json;
 use tonic::{Code, Status, transport::Channel};
 
 use crate::{codec::RawCodec, rules::Route};
-
-/// The gRPC services the gateway fronts.
-pub const SERVICES: [&str; 3] = [
-    "omninode.stamping.v1.StampingService",
-    "omninode.orchestrator.v1.OrchestratorService",
-    "omninode.reducer.v1.ReducerService",
-];
 
 /// Request headers forwarded to the upstream as gRPC metadata.
 const FORWARDED: [&str; 3] = ["x-correlation-id", "traceparent", "tracestate"];
@@ -263,7 +257,7 @@ fn copy_metadata(metadata: &tonic::metadata::MetadataMap, headers: &mut HeaderMa
 
 /// A `google.rpc.Status` JSON body with grpc-gateway's HTTP status.
 fn error_response(status: &Status, http: Option<StatusCode>) -> Response {
-    let code = http.unwrap_or_else(|| omninode_mesh::error::http_status(status.code()));
+    let code = http.unwrap_or_else(|| omninode_runtime::error::http_status(status.code()));
     let body = json!({"code": status.code() as i32, "message": status.message(), "details": []});
     let mut response = (code, axum::Json(body)).into_response();
     copy_metadata(status.metadata(), response.headers_mut());
@@ -287,17 +281,13 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    pub fn from_env(env: &omninode_mesh::Env) -> Result<Self, omninode_mesh::ConfigError> {
+    pub fn from_env(env: &omninode_runtime::Env) -> Result<Self, omninode_runtime::ConfigError> {
         let mut upstream_urls = HashMap::new();
-        for (service, variable, default) in [
-            (SERVICES[0], "STAMPING_SERVICE_URL", "http://127.0.0.1:8053"),
-            (SERVICES[1], "ORCHESTRATOR_SERVICE_URL", "http://127.0.0.1:8060"),
-            (SERVICES[2], "REDUCER_SERVICE_URL", "http://127.0.0.1:8061"),
-        ] {
-            upstream_urls.insert(service.to_owned(), env.string(variable, default)?);
+        for service in names::ALL {
+            upstream_urls.insert(service.grpc_name.to_owned(), env.string(service.url_variable, service.default_url)?);
         }
         Ok(Self {
-            port: env.port("GATEWAY_PORT", 8080)?,
+            port: env.port("GATEWAY_PORT", names::DEFAULT_GATEWAY_PORT)?,
             max_body_bytes: env.parse_in("GATEWAY_MAX_BODY_BYTES", 32 << 20, 1, 1 << 30)?,
             upstream_urls,
             auth: auth::Auth::from_env(env)?,

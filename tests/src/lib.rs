@@ -7,7 +7,7 @@ pub mod kafka;
 use std::{net::SocketAddr, sync::Arc};
 
 pub use omninode::{RunningMesh, ServiceKind};
-use omninode_mesh::Env;
+use omninode_runtime::Env;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -4,12 +4,12 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, kafka};
-use omninode_mesh::events::{EventKind, NewEvent, Outbox, topics::all_topics};
 use omninode_proto::{
     events::v1::{EventEnvelope, StampCreated, event_envelope::Payload},
     orchestrator::v1::{self as opb, orchestrator_service_client::OrchestratorServiceClient},
     stamping::v1::{self as pb, stamping_service_client::StampingServiceClient},
 };
+use omninode_runtime::events::{EventKind, NewEvent, Outbox, topics::all_topics};
 use prost::Message;
 use rdkafka::consumer::StreamConsumer;
 use sea_orm::TransactionTrait;
@@ -27,7 +27,7 @@ enum Sink {
 /// Where a test reads events from.
 enum Events {
     Kafka(StreamConsumer),
-    Bus(mpsc::Receiver<omninode_mesh::events::OutgoingEvent>),
+    Bus(mpsc::Receiver<omninode_runtime::events::OutgoingEvent>),
     /// Between a broker stop and a new consumer.
     Disconnected,
 }
@@ -92,7 +92,7 @@ async fn setup(sink: Sink, backend: Backend, bus_capacity: usize) -> Setup {
     if !debug.is_empty() {
         vars.extend([
             ("KAFKA_DEBUG", debug.as_str()),
-            ("RUST_LOG", "warn,rdkafka=debug,librdkafka=debug,omninode_mesh=debug"),
+            ("RUST_LOG", "warn,rdkafka=debug,librdkafka=debug,omninode_runtime=debug"),
         ]);
     }
     let mesh = TestMesh::start_services(database, &[ServiceKind::Stamping, ServiceKind::Orchestrator], &vars).await;

@@ -8,7 +8,7 @@ use std::{
 };
 
 use omninode::{Config, ServiceKind};
-use omninode_mesh::Env;
+use omninode_runtime::Env;
 
 const ALL: [ServiceKind; 4] =
     [ServiceKind::Stamping, ServiceKind::Orchestrator, ServiceKind::Reducer, ServiceKind::Gateway];
@@ -154,10 +154,10 @@ fn the_dashboard_charts_only_documented_metrics() {
 async fn processes_migrating_one_postgres_database_at_once_all_succeed() {
     let database = omninode_integration_tests::PostgresDatabase::create().await;
     let config =
-        omninode_mesh::MeshConfig::from_env(&Env::from_pairs([("DATABASE_URL", database.url.as_str())])).unwrap();
+        omninode_runtime::MeshConfig::from_env(&Env::from_pairs([("DATABASE_URL", database.url.as_str())])).unwrap();
     let starts = (0..6).map(|_| {
         let config = config.clone();
-        tokio::spawn(async move { omninode_mesh::db::connect_and_migrate(&config).await.map(drop) })
+        tokio::spawn(async move { omninode_runtime::db::connect_and_migrate(&config).await.map(drop) })
     });
     for outcome in futures::future::join_all(starts).await {
         outcome.unwrap().expect("every process finds the schema up to date");

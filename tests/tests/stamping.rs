@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use omninode_integration_tests::{Backend, TestMesh, on_both_backends};
-use omninode_mesh::events::{EventKind, topics::DEFAULT_TOPIC_PREFIX};
 use omninode_proto::stamping::v1::{self as pb, stamping_service_client::StampingServiceClient};
+use omninode_runtime::events::{EventKind, topics::DEFAULT_TOPIC_PREFIX};
 use tonic::{Code, transport::Channel};
 
 async fn client(mesh: &TestMesh) -> StampingServiceClient<Channel> {

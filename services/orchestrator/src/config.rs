@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use omninode_mesh::{ConfigError, Env};
+use omninode_runtime::{
+    ConfigError, Env,
+    names::{ORCHESTRATOR, STAMPING},
+};
 
 use crate::domain::retry::RetryPolicy;
 
@@ -33,14 +36,14 @@ pub struct OrchestratorConfig {
 
 impl OrchestratorConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let stamping_url = env.string("STAMPING_SERVICE_URL", "http://127.0.0.1:8053")?;
-        check_url("STAMPING_SERVICE_URL", &stamping_url)?;
+        let stamping_url = env.string(STAMPING.url_variable, STAMPING.default_url)?;
+        check_url(STAMPING.url_variable, &stamping_url)?;
         let onextree_url = env.optional("ONEXTREE_SERVICE_URL")?;
         if let Some(url) = &onextree_url {
             check_url("ONEXTREE_SERVICE_URL", url)?;
         }
         Ok(Self {
-            port: env.port("ORCHESTRATOR_PORT", 8060)?,
+            port: env.port(ORCHESTRATOR.port_variable, ORCHESTRATOR.default_port)?,
             concurrency: env.parse_in("ORCHESTRATOR_CONCURRENCY", 10, 1, 1000)?,
             max_queue: env.parse_in("MAX_WORKFLOW_QUEUE_SIZE", 1000, 1, 1_000_000)?,
             workflow_timeout: env.millis("ORCHESTRATOR_WORKFLOW_TIMEOUT_MS", 30_000)?,
@@ -52,7 +55,7 @@ impl OrchestratorConfig {
             },
             stamping_url,
             onextree_url,
-            max_content_bytes: omninode_stamping::StampingConfig::from_env(env)?.max_content_bytes,
+            max_content_bytes: omninode_runtime::config::max_content_bytes(env)?,
         })
     }
 }

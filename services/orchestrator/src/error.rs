@@ -1,8 +1,8 @@
-//! Every way an orchestrator call can fail, and its one mapping onto [`MeshError`].
+//! Every way an orchestrator call can fail, and its code and reason (the
+//! conversions to gRPC and HTTP are `omninode_runtime::error`'s).
 
-use omninode_mesh::{ErrorCode, MeshError};
-
-use crate::domain::fsm::{IllegalTransition, WorkflowState};
+use omninode_core::{IllegalTransition, WorkflowState};
+use omninode_runtime::{ErrorCode, ServiceError, reason};
 
 /// An orchestrator failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,23 +32,23 @@ pub enum OrchestratorError {
     Store(String),
 }
 
-impl OrchestratorError {
-    pub fn reason(&self) -> &'static str {
+impl ServiceError for OrchestratorError {
+    fn reason(&self) -> &'static str {
         match self {
-            Self::Validation(_) => "VALIDATION_ERROR",
-            Self::NamespaceInvalid(_) => "NAMESPACE_INVALID",
-            Self::NotFound(_) => "WORKFLOW_NOT_FOUND",
-            Self::QueueFull(_) => "QUEUE_FULL",
-            Self::AlreadyTerminal { .. } => "WORKFLOW_TERMINAL",
-            Self::IdempotencyConflict { .. } => "OPERATION_ID_CONFLICT",
-            Self::IllegalTransition(_) => "ILLEGAL_TRANSITION",
-            Self::Timeout(_) => "WORKFLOW_TIMEOUT",
-            Self::ShuttingDown => "SHUTTING_DOWN",
-            Self::Store(_) => "STORE_UNAVAILABLE",
+            Self::Validation(_) => reason::VALIDATION_ERROR,
+            Self::NamespaceInvalid(_) => reason::NAMESPACE_INVALID,
+            Self::NotFound(_) => reason::WORKFLOW_NOT_FOUND,
+            Self::QueueFull(_) => reason::QUEUE_FULL,
+            Self::AlreadyTerminal { .. } => reason::WORKFLOW_TERMINAL,
+            Self::IdempotencyConflict { .. } => reason::OPERATION_ID_CONFLICT,
+            Self::IllegalTransition(_) => reason::ILLEGAL_TRANSITION,
+            Self::Timeout(_) => reason::WORKFLOW_TIMEOUT,
+            Self::ShuttingDown => reason::SHUTTING_DOWN,
+            Self::Store(_) => reason::STORE_UNAVAILABLE,
         }
     }
 
-    pub fn code(&self) -> ErrorCode {
+    fn code(&self) -> ErrorCode {
         match self {
             Self::Validation(_) | Self::NamespaceInvalid(_) => ErrorCode::InvalidArgument,
             Self::NotFound(_) => ErrorCode::NotFound,
@@ -59,26 +59,16 @@ impl OrchestratorError {
             Self::ShuttingDown | Self::Store(_) => ErrorCode::Unavailable,
         }
     }
-}
 
-impl From<OrchestratorError> for MeshError {
-    fn from(err: OrchestratorError) -> Self {
-        let message = match &err {
-            OrchestratorError::Store(detail) => {
-                tracing::error!(%detail, "workflow store failure");
-                "the workflow store is unavailable; retry later".to_owned()
-            }
+    fn public_message(&self) -> String {
+        match self {
+            Self::Store(_) => "the workflow store is unavailable; retry later".to_owned(),
             other => other.to_string(),
-        };
-        MeshError::new(err.code(), err.reason(), message)
+        }
     }
 }
 
-impl From<OrchestratorError> for tonic::Status {
-    fn from(err: OrchestratorError) -> Self {
-        MeshError::from(err).into()
-    }
-}
+omninode_runtime::grpc_status_from!(OrchestratorError);
 
 impl From<sea_orm::DbErr> for OrchestratorError {
     fn from(err: sea_orm::DbErr) -> Self {

@@ -3,22 +3,15 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use omninode_proto::{
-    orchestrator::v1::{
-        self as pb,
-        orchestrator_service_server::{OrchestratorService, OrchestratorServiceServer},
-    },
-    stamping::v1::StampFormat,
+use omninode_proto::orchestrator::v1::{
+    self as pb,
+    orchestrator_service_server::{OrchestratorService, OrchestratorServiceServer},
 };
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{
-        fsm::WorkflowState,
-        workflow::{StepOutcome, Workflow, WorkflowInput},
-    },
-    engine::{StartRequest, WorkflowEngine},
-    error::OrchestratorError,
+    convert::{checked_id, start_request, state_filter, workflow_to_proto},
+    engine::WorkflowEngine,
 };
 
 /// `omninode.orchestrator.v1.OrchestratorService` over a [`WorkflowEngine`].
@@ -76,16 +69,10 @@ impl OrchestratorService for OrchestratorGrpc {
         request: Request<pb::ListWorkflowsRequest>,
     ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
         let r = request.into_inner();
-        let state = match pb::WorkflowState::try_from(r.state) {
-            Ok(pb::WorkflowState::Unspecified) => None,
-            Ok(state) => Some(state_from_proto(state)),
-            Err(_) => {
-                return Err(OrchestratorError::Validation(format!("state {} is not a workflow state", r.state)).into());
-            }
-        };
+        let state = state_filter(r.state)?;
         let page = self.engine.list(&r.namespace, state, r.page_size, &r.page_token).await?;
         Ok(Response::new(pb::ListWorkflowsResponse {
-            workflows: page.workflows.into_iter().map(workflow_to_proto).collect(),
+            workflows: page.items.into_iter().map(workflow_to_proto).collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -112,105 +99,5 @@ impl OrchestratorService for OrchestratorGrpc {
             item.map(|w| pb::WatchWorkflowResponse { workflow: Some(workflow_to_proto(w)) }).map_err(Status::from)
         });
         Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-fn checked_id(id: &str) -> Result<String, OrchestratorError> {
-    uuid::Uuid::parse_str(id)
-        .map(|_| id.to_owned())
-        .map_err(|_| OrchestratorError::Validation(format!("workflow_id {id:?} is not a UUID")))
-}
-
-fn start_request(
-    namespace: String,
-    input: Option<pb::WorkflowInput>,
-    correlation_id: String,
-    idempotency_key: String,
-) -> Result<StartRequest, OrchestratorError> {
-    let input = input.ok_or_else(|| OrchestratorError::Validation("input is required".into()))?;
-    let format = match StampFormat::try_from(input.format) {
-        Ok(StampFormat::Rich) => "rich",
-        Ok(_) => "lightweight",
-        Err(_) => return Err(OrchestratorError::Validation(format!("format {} is not a stamp format", input.format))),
-    };
-    Ok(StartRequest {
-        namespace,
-        input: WorkflowInput {
-            content: input.content,
-            file_path: input.file_path,
-            content_type: input.content_type,
-            format: format.to_owned(),
-            enable_intelligence: input.enable_intelligence,
-            context: input.context.into_iter().collect(),
-        },
-        correlation_id: (!correlation_id.is_empty()).then_some(correlation_id),
-        idempotency_key: (!idempotency_key.is_empty()).then_some(idempotency_key),
-    })
-}
-
-fn state_from_proto(state: pb::WorkflowState) -> WorkflowState {
-    match state {
-        pb::WorkflowState::Unspecified | pb::WorkflowState::Pending => WorkflowState::Pending,
-        pb::WorkflowState::Processing => WorkflowState::Processing,
-        pb::WorkflowState::Completed => WorkflowState::Completed,
-        pb::WorkflowState::Failed => WorkflowState::Failed,
-        pb::WorkflowState::Cancelled => WorkflowState::Cancelled,
-    }
-}
-
-/// The proto value of a state.
-pub fn state_to_proto(state: WorkflowState) -> pb::WorkflowState {
-    match state {
-        WorkflowState::Pending => pb::WorkflowState::Pending,
-        WorkflowState::Processing => pb::WorkflowState::Processing,
-        WorkflowState::Completed => pb::WorkflowState::Completed,
-        WorkflowState::Failed => pb::WorkflowState::Failed,
-        WorkflowState::Cancelled => pb::WorkflowState::Cancelled,
-    }
-}
-
-fn outcome_to_proto(outcome: StepOutcome) -> pb::StepOutcome {
-    match outcome {
-        StepOutcome::Succeeded => pb::StepOutcome::Succeeded,
-        StepOutcome::Failed => pb::StepOutcome::Failed,
-        StepOutcome::Skipped => pb::StepOutcome::Skipped,
-        StepOutcome::Degraded => pb::StepOutcome::Degraded,
-        StepOutcome::Cancelled => pb::StepOutcome::Cancelled,
-    }
-}
-
-use omninode_mesh::time::to_timestamp as timestamp;
-
-/// The proto form of a workflow.
-pub fn workflow_to_proto(w: Workflow) -> pb::Workflow {
-    pb::Workflow {
-        workflow_id: w.id,
-        namespace: w.namespace,
-        workflow_type: w.workflow_type,
-        state: state_to_proto(w.state) as i32,
-        correlation_id: w.correlation_id.unwrap_or_default(),
-        idempotency_key: w.idempotency_key.unwrap_or_default(),
-        file_path: w.input.file_path,
-        file_hash: w.file_hash.unwrap_or_default(),
-        stamp_id: w.stamp_id.unwrap_or_default(),
-        error_message: w.error_message.unwrap_or_default(),
-        steps: w
-            .steps
-            .into_iter()
-            .map(|s| pb::WorkflowStep {
-                name: s.name,
-                outcome: outcome_to_proto(s.outcome) as i32,
-                started_at: Some(timestamp(s.started_at)),
-                duration_ms: s.duration_ms,
-                attempts: s.attempts,
-                message: s.message,
-            })
-            .collect(),
-        intelligence_data: w.intelligence_data.unwrap_or_default(),
-        stamped_content: w.stamped_content.unwrap_or_default(),
-        created_at: Some(timestamp(w.created_at)),
-        started_at: w.started_at.map(timestamp),
-        completed_at: w.completed_at.map(timestamp),
-        execution_time_ms: w.execution_time_ms.unwrap_or_default(),
     }
 }

@@ -1,14 +1,19 @@
 //! The orchestrator service: stamping workflows as a durable state machine.
 //!
-//! `domain` holds the state machine and workflow record, `store` persists
-//! them, `clients` call stamping (gRPC) and OnexTree (HTTP), `engine` runs
-//! workflows, and `grpc` adapts it all to `omninode.orchestrator.v1`.
+//! The shape every service has: `domain` (the workflow record, steps and
+//! retry policy; the state machine is `omninode-core`'s), `engine` (the use
+//! case, [`WorkflowEngine`]), `store` (persistence), `events` (what it
+//! publishes), `convert` (proto conversions) and a thin `grpc` adapter;
+//! plus `clients` for the services it calls (stamping over gRPC, OnexTree
+//! over HTTP).
 
 pub mod clients;
 pub mod config;
+mod convert;
 pub mod domain;
 pub mod engine;
 pub mod error;
+mod events;
 pub mod grpc;
 pub mod store;
 
@@ -20,7 +25,7 @@ use omninode_proto::orchestrator::v1::orchestrator_service_server::OrchestratorS
 use tokio_util::sync::CancellationToken;
 
 /// The fully qualified gRPC service name, for health and discovery.
-pub const SERVICE_NAME: &str = "omninode.orchestrator.v1.OrchestratorService";
+pub const SERVICE_NAME: &str = omninode_runtime::names::ORCHESTRATOR.grpc_name;
 
 /// Starts the engine on an open database (resuming unfinished workflows),
 /// calling stamping over `stamping` (static or discovered), and returns its
@@ -29,7 +34,7 @@ pub async fn grpc_service(
     db: sea_orm::DatabaseConnection,
     config: OrchestratorConfig,
     stamping: tonic::transport::Channel,
-    outbox: omninode_mesh::events::Outbox,
+    outbox: omninode_runtime::events::Outbox,
     stop: CancellationToken,
 ) -> Result<OrchestratorServiceServer<grpc::OrchestratorGrpc>, OrchestratorError> {
     let max_message = config.max_content_bytes.saturating_mul(2).saturating_add(64 * 1024);

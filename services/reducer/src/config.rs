@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use omninode_mesh::{ConfigError, Env};
+use omninode_runtime::{ConfigError, Env, names::REDUCER};
 
 /// Settings of the reducer service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct ReducerConfig {
 impl ReducerConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            port: env.port("REDUCER_PORT", 8061)?,
+            port: env.port(REDUCER.port_variable, REDUCER.default_port)?,
             batch_size: env.parse_in("AGGREGATION_BATCH_SIZE", 100, 1, 5000)?,
             window: env.millis("AGGREGATION_WINDOW_SIZE_MS", 5000)?,
             max_queue: env.parse_in("MAX_AGGREGATION_QUEUE_SIZE", 5000, 1, 1_000_000)?,

@@ -1,6 +1,7 @@
-//! Every way a reducer call can fail, and its one mapping onto [`MeshError`].
+//! Every way a reducer call can fail, and its code and reason (the
+//! conversions to gRPC and HTTP are `omninode_runtime::error`'s).
 
-use omninode_mesh::{ErrorCode, MeshError};
+use omninode_runtime::{ErrorCode, ServiceError, reason};
 
 /// A reducer failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,51 +15,56 @@ pub enum ReducerError {
     /// Another writer updated the aggregate first; the batch is retried.
     #[error("aggregate of {0} changed concurrently")]
     Conflict(String),
+    /// The event input (Kafka) could not be set up.
+    #[error("{0}")]
+    Dependency(String),
     #[error("aggregate store failure: {0}")]
     Store(String),
 }
 
-impl ReducerError {
-    pub fn reason(&self) -> &'static str {
+impl ServiceError for ReducerError {
+    fn reason(&self) -> &'static str {
         match self {
-            Self::Validation(_) => "VALIDATION_ERROR",
-            Self::NamespaceInvalid(_) => "NAMESPACE_INVALID",
-            Self::NotFound(_) => "NAMESPACE_NOT_FOUND",
-            Self::Conflict(_) => "VERSION_MISMATCH",
-            Self::Store(_) => "STORE_UNAVAILABLE",
+            Self::Validation(_) => reason::VALIDATION_ERROR,
+            Self::NamespaceInvalid(_) => reason::NAMESPACE_INVALID,
+            Self::NotFound(_) => reason::NAMESPACE_NOT_FOUND,
+            Self::Conflict(_) => reason::VERSION_MISMATCH,
+            Self::Dependency(_) => reason::DEPENDENCY_UNAVAILABLE,
+            Self::Store(_) => reason::STORE_UNAVAILABLE,
         }
     }
 
-    pub fn code(&self) -> ErrorCode {
+    fn code(&self) -> ErrorCode {
         match self {
             Self::Validation(_) | Self::NamespaceInvalid(_) => ErrorCode::InvalidArgument,
             Self::NotFound(_) => ErrorCode::NotFound,
-            Self::Conflict(_) | Self::Store(_) => ErrorCode::Unavailable,
+            Self::Conflict(_) | Self::Dependency(_) | Self::Store(_) => ErrorCode::Unavailable,
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            Self::Store(_) => "the aggregate store is unavailable; retry later".to_owned(),
+            other => other.to_string(),
         }
     }
 }
 
-impl From<ReducerError> for MeshError {
-    fn from(err: ReducerError) -> Self {
-        let message = match &err {
-            ReducerError::Store(detail) => {
-                tracing::error!(%detail, "aggregate store failure");
-                "the aggregate store is unavailable; retry later".to_owned()
-            }
-            other => other.to_string(),
-        };
-        MeshError::new(err.code(), err.reason(), message)
-    }
-}
-
-impl From<ReducerError> for tonic::Status {
-    fn from(err: ReducerError) -> Self {
-        MeshError::from(err).into()
-    }
-}
+omninode_runtime::grpc_status_from!(ReducerError);
 
 impl From<sea_orm::DbErr> for ReducerError {
     fn from(err: sea_orm::DbErr) -> Self {
         Self::Store(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_that_cannot_be_reached_is_not_the_callers_mistake() {
+        let err = ReducerError::Dependency("cannot create the Kafka consumer".into());
+        assert_eq!((err.code(), err.reason()), (ErrorCode::Unavailable, reason::DEPENDENCY_UNAVAILABLE));
     }
 }

@@ -1,25 +1,33 @@
 //! The reducer service: per-namespace aggregates of stamp and workflow events.
 //!
-//! `domain` holds the aggregate rules, `store` the exactly-once batch
-//! transaction, `consumer` the Kafka / in-process input with batching and
-//! backpressure, and `grpc` the `omninode.reducer.v1` API.
+//! The shape every service has: `domain` (the aggregate rules, in plain
+//! Rust), `aggregator` (the use cases, [`Aggregator`]), `store` (the
+//! exactly-once batch transaction), `events` (what it publishes), `convert`
+//! (proto conversions, events in and messages out) and a thin `grpc`
+//! adapter; plus `consumer`, the in-process bus or (feature `kafka`) Kafka
+//! input with batching and backpressure.
 
+pub mod aggregator;
 pub mod config;
 pub mod consumer;
+mod convert;
 pub mod domain;
 pub mod error;
+mod events;
 pub mod grpc;
 pub mod store;
 
+pub use aggregator::Aggregator;
 pub use config::ReducerConfig;
+pub use convert::item_from;
 pub use error::ReducerError;
 
-use omninode_mesh::events::{EventsConfig, InProcessBus, Outbox};
 use omninode_proto::reducer::v1::reducer_service_server::ReducerServiceServer;
+use omninode_runtime::events::{EventsConfig, InProcessBus, Outbox};
 use tokio_util::sync::CancellationToken;
 
 /// The fully qualified gRPC service name, for health and discovery.
-pub const SERVICE_NAME: &str = "omninode.reducer.v1.ReducerService";
+pub const SERVICE_NAME: &str = omninode_runtime::names::REDUCER.grpc_name;
 
 /// Starts consuming (Kafka when configured, else `bus`) and returns the
 /// gRPC service; consumption stops when `stop` is cancelled.
@@ -31,16 +39,20 @@ pub fn start(
     outbox: Outbox,
     stop: CancellationToken,
 ) -> Result<ReducerServiceServer<grpc::ReducerGrpc>, ReducerError> {
-    let store = store::AggregateStore::new(db, outbox);
-    let updates = tokio::sync::broadcast::channel(1024).0;
+    let aggregator = Aggregator::new(store::AggregateStore::new(db, outbox));
     match (&events.kafka, bus) {
-        (Some(kafka), _) => {
-            consumer::spawn_from_kafka(kafka, &events.topic_prefix, config, store.clone(), updates.clone(), stop)?
+        #[cfg(feature = "kafka")]
+        (Some(kafka), _) => consumer::spawn_from_kafka(kafka, &events.topic_prefix, config, aggregator.clone(), stop)?,
+        #[cfg(not(feature = "kafka"))]
+        (Some(_), _) => {
+            return Err(ReducerError::Dependency(
+                "KAFKA_BOOTSTRAP_SERVERS is set but this build has no Kafka consumer (feature `kafka`)".into(),
+            ));
         }
-        (None, Some(bus)) => {
-            consumer::spawn_from_bus(bus, &events.topic_prefix, config, store.clone(), updates.clone(), stop)
+        (None, Some(bus)) => consumer::spawn_from_bus(bus, &events.topic_prefix, config, aggregator.clone(), stop),
+        (None, None) => {
+            return Err(ReducerError::Dependency("no event input: set KAFKA_BOOTSTRAP_SERVERS".into()));
         }
-        (None, None) => return Err(ReducerError::Validation("no event input: set KAFKA_BOOTSTRAP_SERVERS".into())),
     }
-    Ok(grpc::ReducerGrpc::new(store, updates).into_server())
+    Ok(grpc::ReducerGrpc::new(aggregator).into_server())
 }

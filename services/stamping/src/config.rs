@@ -1,6 +1,6 @@
 //! Stamping settings, read once from the environment.
 
-use omninode_mesh::{ConfigError, Env};
+use omninode_runtime::{ConfigError, Env, names::STAMPING};
 
 /// Settings of the stamping service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +15,11 @@ pub struct StampingConfig {
 
 impl Default for StampingConfig {
     fn default() -> Self {
-        Self { port: 8053, max_content_bytes: 16 * 1024 * 1024, max_batch_items: 1000 }
+        Self {
+            port: STAMPING.default_port,
+            max_content_bytes: omninode_core::limits::DEFAULT_MAX_CONTENT_BYTES,
+            max_batch_items: 1000,
+        }
     }
 }
 
@@ -23,8 +27,8 @@ impl StampingConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         Ok(Self {
-            port: env.port("STAMPING_PORT", defaults.port)?,
-            max_content_bytes: env.parse_in("STAMPING_MAX_CONTENT_BYTES", defaults.max_content_bytes, 1, 1 << 30)?,
+            port: env.port(STAMPING.port_variable, defaults.port)?,
+            max_content_bytes: omninode_runtime::config::max_content_bytes(env)?,
             max_batch_items: env.parse_in("STAMPING_MAX_BATCH_ITEMS", defaults.max_batch_items, 1, 10_000)?,
         })
     }

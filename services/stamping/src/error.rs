@@ -1,6 +1,7 @@
-//! Every way a stamping call can fail, and its one mapping onto [`MeshError`].
+//! Every way a stamping call can fail, and its code and reason (the
+//! conversions to gRPC and HTTP are `omninode_runtime::error`'s).
 
-use omninode_mesh::{ErrorCode, MeshError};
+use omninode_runtime::{ErrorCode, ServiceError, reason};
 
 /// A stamping failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,21 +26,20 @@ pub enum StampingError {
     Store(String),
 }
 
-impl StampingError {
-    /// The stable reason name callers see.
-    pub fn reason(&self) -> &'static str {
+impl ServiceError for StampingError {
+    fn reason(&self) -> &'static str {
         match self {
-            Self::Validation(_) | Self::TooLarge(_) => "VALIDATION_ERROR",
-            Self::NamespaceInvalid(_) => "NAMESPACE_INVALID",
-            Self::InvalidHashFormat(_) => "INVALID_HASH_FORMAT",
-            Self::StampNotFound { .. } => "STAMP_NOT_FOUND",
-            Self::EmptyBatch => "EMPTY_BATCH_REQUEST",
-            Self::OperationIdConflict { .. } => "OPERATION_ID_CONFLICT",
-            Self::Store(_) => "STORE_UNAVAILABLE",
+            Self::Validation(_) | Self::TooLarge(_) => reason::VALIDATION_ERROR,
+            Self::NamespaceInvalid(_) => reason::NAMESPACE_INVALID,
+            Self::InvalidHashFormat(_) => reason::INVALID_HASH_FORMAT,
+            Self::StampNotFound { .. } => reason::STAMP_NOT_FOUND,
+            Self::EmptyBatch => reason::EMPTY_BATCH_REQUEST,
+            Self::OperationIdConflict { .. } => reason::OPERATION_ID_CONFLICT,
+            Self::Store(_) => reason::STORE_UNAVAILABLE,
         }
     }
 
-    pub fn code(&self) -> ErrorCode {
+    fn code(&self) -> ErrorCode {
         match self {
             Self::Validation(_)
             | Self::NamespaceInvalid(_)
@@ -51,27 +51,16 @@ impl StampingError {
             Self::Store(_) => ErrorCode::Unavailable,
         }
     }
-}
 
-impl From<StampingError> for MeshError {
-    fn from(err: StampingError) -> Self {
-        let message = match &err {
-            // Internal details stay in the logs.
-            StampingError::Store(detail) => {
-                tracing::error!(%detail, "stamp store failure");
-                "the stamp store is unavailable; retry later".to_owned()
-            }
+    fn public_message(&self) -> String {
+        match self {
+            Self::Store(_) => "the stamp store is unavailable; retry later".to_owned(),
             other => other.to_string(),
-        };
-        MeshError::new(err.code(), err.reason(), message)
+        }
     }
 }
 
-impl From<StampingError> for tonic::Status {
-    fn from(err: StampingError) -> Self {
-        MeshError::from(err).into()
-    }
-}
+omninode_runtime::grpc_status_from!(StampingError);
 
 impl From<sea_orm::DbErr> for StampingError {
     fn from(err: sea_orm::DbErr) -> Self {

@@ -1,28 +1,27 @@
 //! `Stamper`: the stamping use cases over the domain rules and the store.
 //! Transports call it; it knows nothing of gRPC.
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-use omninode_mesh::paging;
+use chrono::SecondsFormat;
+use omninode_core::{
+    content_type::content_type_for,
+    hash::is_valid_hash,
+    limits::{self, MAX_FIELD},
+    namespace::resolve_namespace,
+    stamp::{StampFields, StampFormat, apply, render},
+    time::now,
+    validate::{Validation, hash_content, validate},
+};
+use omninode_runtime::paging::{Page, PageRequest};
 
 use crate::{
     config::StampingConfig,
-    domain::{
-        content_type::content_type_for,
-        hash::is_valid_hash,
-        namespace::resolve_namespace,
-        record::StampRecord,
-        stamp::{StampFields, StampFormat, apply, render},
-        validate::{Validation, hash_content, validate},
-    },
+    domain::StampRecord,
     error::StampingError,
     store::{NewStamp, StampStore, Stored},
 };
 
-const MAX_FILE_PATH: usize = 4096;
-const MAX_FIELD: usize = 255;
-const MAX_VERSION: usize = 64;
-const DEFAULT_PAGE_SIZE: u32 = 100;
-const MAX_PAGE_SIZE: u32 = 1000;
+/// ListStamps page sizes: (default, maximum).
+const PAGE_SIZES: (u32, u32) = (100, 1000);
 
 /// One thing to stamp.
 #[derive(Debug, Clone, Default)]
@@ -44,14 +43,6 @@ pub struct StampOutcome {
     pub stamp_text: String,
     /// False when the record already existed.
     pub created: bool,
-}
-
-/// A page of records.
-#[derive(Debug, Clone)]
-pub struct StampPage {
-    pub records: Vec<StampRecord>,
-    /// Empty on the last page.
-    pub next_page_token: String,
 }
 
 /// The stamping use cases.
@@ -141,7 +132,7 @@ impl Stamper {
 
     /// The hash a Stamp of `content` would record.
     pub fn normalized_hash(&self, content: &[u8]) -> Result<String, StampingError> {
-        check_size(content.len(), self.config.max_content_bytes)?;
+        limits::check_content_size(content.len(), self.config.max_content_bytes).map_err(StampingError::TooLarge)?;
         let text = std::str::from_utf8(content)
             .map_err(|e| StampingError::Validation(format!("content is not UTF-8 text ({e}); normalize needs text")))?;
         Ok(hash_content(text).hash)
@@ -196,7 +187,7 @@ impl Stamper {
 
     /// Validates stamped content; `expected_hash` may be empty.
     pub fn validate(&self, content: &str, expected_hash: &str) -> Result<Validation, StampingError> {
-        check_size(content.len(), self.config.max_content_bytes)?;
+        limits::check_content_size(content.len(), self.config.max_content_bytes).map_err(StampingError::TooLarge)?;
         let expected = match expected_hash {
             "" => None,
             hash => Some(checked_hash(hash)?),
@@ -215,19 +206,17 @@ impl Stamper {
     }
 
     /// One page of a namespace's records, oldest first.
-    pub async fn list(&self, namespace: &str, page_size: u32, page_token: &str) -> Result<StampPage, StampingError> {
+    pub async fn list(
+        &self,
+        namespace: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<Page<StampRecord>, StampingError> {
         let namespace = resolve_namespace(namespace).map_err(StampingError::NamespaceInvalid)?;
-        let size = paging::page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
-        let after = paging::decode_token(page_token, |id| uuid::Uuid::parse_str(id).is_ok())
+        let request = PageRequest::parse(page_size, page_token, PAGE_SIZES, |id| uuid::Uuid::parse_str(id).is_ok())
             .map_err(|e| StampingError::Validation(e.into()))?;
-        let mut records = self.store.list(&namespace, after.as_deref(), u64::from(size) + 1).await?;
-        let next_page_token = if records.len() > size as usize {
-            records.truncate(size as usize);
-            paging::encode_token(&records.last().expect("a full page").id)
-        } else {
-            String::new()
-        };
-        Ok(StampPage { records, next_page_token })
+        let records = self.store.list(&namespace, request.after.as_deref(), request.fetch_limit()).await?;
+        Ok(request.page(records, |record| &record.id))
     }
 }
 
@@ -252,38 +241,17 @@ fn finish(item: Prepared, record: StampRecord, created: bool) -> StampOutcome {
 
 /// Checks every field of `input` that Stamp would refuse, except emptiness
 /// (which needs the hash): size, file path, content type, key and version.
-pub fn check_input(input: &StampInput, max_content_bytes: usize) -> Result<(), StampingError> {
-    check_size(input.content.len(), max_content_bytes)?;
-    check_text("file_path", &input.file_path, MAX_FILE_PATH)?;
-    if input.file_path.contains("-->") {
-        return Err(StampingError::Validation("file_path must not contain \"-->\"".into()));
-    }
-    check_text("content_type", &input.content_type, MAX_FIELD)?;
+fn check_input(input: &StampInput, max_content_bytes: usize) -> Result<(), StampingError> {
+    limits::check_content_size(input.content.len(), max_content_bytes).map_err(StampingError::TooLarge)?;
+    limits::check_stampable(&input.content, &input.file_path, &input.content_type, max_content_bytes)
+        .map_err(StampingError::Validation)?;
     if let Some(key) = &input.idempotency_key {
-        check_text("idempotency_key", key, MAX_FIELD)?;
+        limits::check_text("idempotency_key", key, MAX_FIELD).map_err(StampingError::Validation)?;
     }
-    if let Some(version) = &input.version
-        && (version.len() > MAX_VERSION || !version.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c)))
-    {
-        return Err(StampingError::Validation(format!(
-            "version {version:?} must be 1 to {MAX_VERSION} characters of letters, digits, '.', '_', '+' or '-'"
-        )));
+    if let Some(version) = &input.version {
+        limits::check_version(version).map_err(StampingError::Validation)?;
     }
     Ok(())
-}
-
-fn check_size(len: usize, max: usize) -> Result<(), StampingError> {
-    if len > max {
-        return Err(StampingError::TooLarge(format!(
-            "content is {len} bytes; the limit is {max} (STAMPING_MAX_CONTENT_BYTES)"
-        )));
-    }
-    Ok(())
-}
-
-/// Now, to the microsecond both databases keep.
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }
 
 fn checked_hash(hash: &str) -> Result<&str, StampingError> {
@@ -292,36 +260,7 @@ fn checked_hash(hash: &str) -> Result<&str, StampingError> {
     } else {
         Err(StampingError::InvalidHashFormat(format!(
             "hash {:?} is not a BLAKE3 hash (64 lowercase hex characters)",
-            truncate(hash, 80)
+            limits::prefix(hash, 80)
         )))
-    }
-}
-
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), StampingError> {
-    if value.len() > max {
-        return Err(StampingError::Validation(format!("{field} is {} bytes; the limit is {max}", value.len())));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(StampingError::Validation(format!("{field} must not contain line breaks or control characters")));
-    }
-    Ok(())
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_fields_refuse_control_characters() {
-        assert!(check_text("file_path", "a\nb", 10).is_err());
-        assert!(check_text("file_path", "abc", 2).is_err());
-        assert!(check_text("file_path", "ok/path.rs", 100).is_ok());
     }
 }

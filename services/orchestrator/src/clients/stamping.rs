@@ -1,6 +1,7 @@
 //! The stamping service over gRPC.
 
 use omninode_proto::stamping::v1::{self as pb, stamping_service_client::StampingServiceClient};
+use omninode_runtime::convert::stamp_format_to_proto;
 use tonic::{Code, transport::Channel};
 
 use super::CallError;
@@ -43,16 +44,12 @@ impl StampingClient {
         idempotency_key: &str,
         correlation_id: &str,
     ) -> Result<StampResult, CallError> {
-        let format = match input.format.as_str() {
-            "rich" => pb::StampFormat::Rich,
-            _ => pb::StampFormat::Lightweight,
-        };
         let request = pb::StampRequest {
             namespace: namespace.to_owned(),
             content: input.content.clone(),
             file_path: input.file_path.clone(),
             content_type: input.content_type.clone(),
-            format: format as i32,
+            format: stamp_format_to_proto(input.format) as i32,
             version: String::new(),
             correlation_id: correlation_id.to_owned(),
             idempotency_key: idempotency_key.to_owned(),

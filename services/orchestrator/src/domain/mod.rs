@@ -1,5 +1,8 @@
-//! Workflow rules in plain Rust: the state machine and the workflow record.
+//! The orchestrator's domain in plain Rust: the workflow record, its steps
+//! and retry policy. The state machine is `omninode-core`'s
+//! ([`WorkflowState`]), shared with the reducer.
 
-pub mod fsm;
 pub mod retry;
 pub mod workflow;
+
+pub use omninode_core::{IllegalTransition, WorkflowState};

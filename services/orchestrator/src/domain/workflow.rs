@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::fsm::{IllegalTransition, WorkflowState};
+use omninode_core::{IllegalTransition, StampFormat, WorkflowState, time::now};
 
 /// The one workflow type the orchestrator runs today.
 pub const STAMPING_WORKFLOW: &str = "metadata_stamping";
@@ -26,8 +26,7 @@ pub struct WorkflowInput {
     pub content: String,
     pub file_path: String,
     pub content_type: String,
-    /// "lightweight" or "rich".
-    pub format: String,
+    pub format: StampFormat,
     pub enable_intelligence: bool,
     pub context: BTreeMap<String, String>,
 }
@@ -141,12 +140,6 @@ impl Workflow {
         self.state = to;
         Ok(())
     }
-}
-
-/// Now, to the microsecond both databases keep.
-pub fn now() -> DateTime<Utc> {
-    use chrono::SubsecRound;
-    Utc::now().trunc_subsecs(6)
 }
 
 #[cfg(test)]

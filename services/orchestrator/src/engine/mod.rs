@@ -10,8 +10,14 @@ use std::{
     time::Duration,
 };
 
-use omninode_mesh::paging;
-use omninode_stamping::domain::namespace::resolve_namespace;
+use omninode_core::{
+    limits::{self, MAX_FIELD},
+    namespace::resolve_namespace,
+};
+use omninode_runtime::{
+    paging::{Page, PageRequest},
+    watch::{Versioned, watch_versioned},
+};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -20,16 +26,15 @@ use crate::{
     clients::{intelligence::IntelligenceClient, stamping::StampingClient},
     config::OrchestratorConfig,
     domain::{
-        fsm::WorkflowState,
+        WorkflowState,
         workflow::{Workflow, WorkflowInput},
     },
     error::OrchestratorError,
     store::{Inserted, WorkflowStore},
 };
 
-const MAX_FIELD: usize = 255;
-const DEFAULT_PAGE_SIZE: u32 = 50;
-const MAX_PAGE_SIZE: u32 = 500;
+/// ListWorkflows page sizes: (default, maximum).
+const PAGE_SIZES: (u32, u32) = (50, 500);
 /// How often a watcher re-reads the store, for changes made by other instances.
 const WATCH_POLL: Duration = Duration::from_millis(500);
 
@@ -40,13 +45,6 @@ pub struct StartRequest {
     pub input: WorkflowInput,
     pub correlation_id: Option<String>,
     pub idempotency_key: Option<String>,
-}
-
-/// A page of workflows, newest first.
-#[derive(Debug, Clone)]
-pub struct WorkflowPage {
-    pub workflows: Vec<Workflow>,
-    pub next_page_token: String,
 }
 
 /// Runs stamping workflows. Cheap to clone.
@@ -177,19 +175,14 @@ impl WorkflowEngine {
         state: Option<WorkflowState>,
         page_size: u32,
         page_token: &str,
-    ) -> Result<WorkflowPage, OrchestratorError> {
+    ) -> Result<Page<Workflow>, OrchestratorError> {
         let namespace = resolve_namespace(namespace).map_err(OrchestratorError::NamespaceInvalid)?;
-        let size = paging::page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
-        let before = paging::decode_token(page_token, |id| uuid::Uuid::parse_str(id).is_ok())
+        let request = PageRequest::parse(page_size, page_token, PAGE_SIZES, |id| uuid::Uuid::parse_str(id).is_ok())
             .map_err(|e| OrchestratorError::Validation(e.into()))?;
-        let mut workflows = self.inner.store.list(&namespace, state, before.as_deref(), u64::from(size) + 1).await?;
-        let next_page_token = if workflows.len() > size as usize {
-            workflows.truncate(size as usize);
-            paging::encode_token(&workflows.last().expect("a full page").id)
-        } else {
-            String::new()
-        };
-        Ok(WorkflowPage { workflows, next_page_token })
+        // Newest first: the token carries the id the next page is older than.
+        let workflows =
+            self.inner.store.list(&namespace, state, request.after.as_deref(), request.fetch_limit()).await?;
+        Ok(request.page(workflows, |workflow| &workflow.id))
     }
 
     /// Cancels a workflow that is not terminal; a running step is interrupted.
@@ -219,44 +212,13 @@ impl WorkflowEngine {
 
     /// The workflow now, then each stored change, ending after a terminal state.
     pub fn watch(&self, id: &str) -> ReceiverStream<Result<Workflow, OrchestratorError>> {
-        let (tx, rx) = mpsc::channel(16);
-        let (engine, id) = (self.clone(), id.to_owned());
-        tokio::spawn(async move {
-            let mut updates = engine.inner.updates.subscribe();
-            let mut last_version = 0;
-            let mut current = engine.get(&id).await;
-            loop {
-                match current {
-                    Err(err) => {
-                        let _ = tx.send(Err(err)).await;
-                        return;
-                    }
-                    Ok(workflow) if workflow.version > last_version => {
-                        last_version = workflow.version;
-                        let terminal = workflow.state.is_terminal();
-                        if tx.send(Ok(workflow)).await.is_err() || terminal {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                }
-                let poll = tokio::time::sleep(WATCH_POLL);
-                tokio::pin!(poll);
-                current = loop {
-                    tokio::select! {
-                        _ = tx.closed() => return,
-                        update = updates.recv() => match update {
-                            Ok(workflow) if workflow.id == id => break Ok(workflow),
-                            Ok(_) => continue,
-                            // Missed updates or no more publisher: read the store.
-                            Err(_) => break engine.get(&id).await,
-                        },
-                        _ = &mut poll => break engine.get(&id).await,
-                    }
-                };
-            }
-        });
-        ReceiverStream::new(rx)
+        let (store, id) = (self.inner.store.clone(), id.to_owned());
+        let watched = id.clone();
+        let read = move || {
+            let (store, id) = (store.clone(), id.clone());
+            async move { store.get(&id).await?.map(Some).ok_or(OrchestratorError::NotFound(id)) }
+        };
+        watch_versioned(self.inner.updates.subscribe(), move |w: &Workflow| w.id == watched, read, WATCH_POLL)
     }
 
     /// Waits up to `patience` for the workflow to be terminal.
@@ -275,22 +237,13 @@ impl WorkflowEngine {
 
     /// Field checks a StartWorkflow is refused for outright (nothing stored).
     fn check_request(&self, request: &StartRequest) -> Result<(), OrchestratorError> {
-        let max = self.inner.config.max_content_bytes;
-        if request.input.content.len() > max {
-            return Err(OrchestratorError::Validation(format!(
-                "content is {} bytes; the limit is {max} (STAMPING_MAX_CONTENT_BYTES)",
-                request.input.content.len()
-            )));
-        }
+        limits::check_content_size(request.input.content.len(), self.inner.config.max_content_bytes)
+            .map_err(OrchestratorError::Validation)?;
         for (field, value) in
             [("idempotency_key", &request.idempotency_key), ("correlation_id", &request.correlation_id)]
         {
-            if let Some(value) = value
-                && (value.len() > MAX_FIELD || value.chars().any(char::is_control))
-            {
-                return Err(OrchestratorError::Validation(format!(
-                    "{field} must be at most {MAX_FIELD} bytes without control characters"
-                )));
+            if let Some(value) = value {
+                limits::check_text(field, value, MAX_FIELD).map_err(OrchestratorError::Validation)?;
             }
         }
         Ok(())
@@ -335,4 +288,14 @@ fn same_input(existing: Workflow, input_hash: &str, key: &str) -> Result<(Workfl
 fn input_hash(input: &WorkflowInput) -> String {
     let canonical = serde_json::to_vec(input).expect("WorkflowInput serialises");
     blake3::hash(&canonical).to_hex().to_string()
+}
+
+impl Versioned for Workflow {
+    fn version(&self) -> i64 {
+        i64::from(self.version)
+    }
+
+    fn is_final(&self) -> bool {
+        self.state.is_terminal()
+    }
 }

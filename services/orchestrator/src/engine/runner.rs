@@ -5,15 +5,15 @@
 
 use std::{future::Future, time::Instant};
 
-use omninode_stamping::{StampInput, check_input};
+use omninode_core::{limits, time::now, validate::hash_content};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkflowEngine;
 use crate::{
     clients::CallError,
     domain::{
-        fsm::WorkflowState,
-        workflow::{StepOutcome, StepRecord, Workflow, now, step},
+        WorkflowState,
+        workflow::{StepOutcome, StepRecord, Workflow, step},
     },
     error::OrchestratorError,
 };
@@ -104,7 +104,7 @@ impl WorkflowEngine {
             workflow.steps.push(step_record(step::VALIDATE_INPUT, outcome, started, 1, message));
             let flow = match check {
                 Err(reason) => self.end(workflow, WorkflowState::Failed, format!("invalid input: {reason}")).await?,
-                Ok(()) => self.advance(workflow, WorkflowState::Processing, "").await?,
+                Ok(()) => self.start_processing(workflow).await?,
             };
             if matches!(flow, Flow::Stop) || workflow.state.is_terminal() {
                 return Ok(());
@@ -120,7 +120,7 @@ impl WorkflowEngine {
         workflow.file_hash = Some(hash.clone());
 
         let (namespace, input) = (workflow.namespace.clone(), workflow.input.clone());
-        let key = format!("workflow:{}", workflow.id);
+        let key = omninode_core::stamp::workflow_idempotency_key(&workflow.id);
         let correlation = workflow.correlation_id.clone().unwrap_or_default();
         let stamping = &self.inner.stamping;
         let stamp_call = || stamping.stamp(&namespace, &input, &key, &correlation);
@@ -242,28 +242,22 @@ impl WorkflowEngine {
     /// Input problems that fail the workflow (PENDING → FAILED).
     fn validate_input(&self, workflow: &Workflow) -> Result<(), String> {
         let input = &workflow.input;
-        let as_stamp = StampInput {
-            content: input.content.clone(),
-            file_path: input.file_path.clone(),
-            content_type: input.content_type.clone(),
-            ..StampInput::default()
-        };
-        check_input(&as_stamp, self.inner.config.max_content_bytes).map_err(|e| e.to_string())?;
-        if omninode_stamping::domain::validate::hash_content(&input.content).is_empty {
+        limits::check_stampable(
+            &input.content,
+            &input.file_path,
+            &input.content_type,
+            self.inner.config.max_content_bytes,
+        )?;
+        if hash_content(&input.content).is_empty {
             return Err("content is empty once stamps and surrounding whitespace are removed".into());
         }
         Ok(())
     }
 
-    /// A non-terminal move (PENDING → PROCESSING), stored.
-    async fn advance(
-        &self,
-        workflow: &mut Workflow,
-        to: WorkflowState,
-        reason: &str,
-    ) -> Result<Flow, OrchestratorError> {
+    /// PENDING → PROCESSING, stored.
+    async fn start_processing(&self, workflow: &mut Workflow) -> Result<Flow, OrchestratorError> {
         let from = workflow.state;
-        workflow.transition(to, reason)?;
+        workflow.transition(WorkflowState::Processing, "")?;
         self.save(workflow, from).await
     }
 

@@ -11,15 +11,12 @@ use sea_orm::{
 };
 
 use entity::{ActiveModel, Column, Entity, Model};
-use omninode_mesh::{
-    db::begin_write,
-    events::{EventKind, NewEvent, Outbox},
-};
-use omninode_proto::events::v1::{WorkflowStateChanged, event_envelope::Payload};
+use omninode_core::time::now;
+use omninode_runtime::{db::begin_write, events::Outbox};
 
-use crate::domain::{
-    fsm::WorkflowState,
-    workflow::{Workflow, now},
+use crate::{
+    domain::{WorkflowState, workflow::Workflow},
+    events::state_changed,
 };
 
 /// What became of an insert.
@@ -151,29 +148,6 @@ impl WorkflowStore {
             .into_tuple::<String>()
             .all(&self.db)
             .await
-    }
-}
-
-/// The `workflow-state-changed` event of `workflow` arriving in its state.
-fn state_changed(workflow: &Workflow, from: Option<WorkflowState>) -> NewEvent {
-    let to_proto = |state: WorkflowState| crate::grpc::state_to_proto(state) as i32;
-    let reason = workflow.transitions.last().map(|t| t.reason.clone()).unwrap_or_default();
-    let at = workflow.updated_at;
-    NewEvent {
-        kind: EventKind::WorkflowStateChanged,
-        namespace: workflow.namespace.clone(),
-        partition_key: workflow.id.clone(),
-        correlation_id: workflow.correlation_id.clone(),
-        causation_id: None,
-        payload: Payload::WorkflowStateChanged(WorkflowStateChanged {
-            workflow_id: workflow.id.clone(),
-            from_state: from.map(to_proto).unwrap_or_default(),
-            to_state: to_proto(workflow.state),
-            reason,
-            file_hash: workflow.file_hash.clone().unwrap_or_default(),
-            stamp_id: workflow.stamp_id.clone().unwrap_or_default(),
-            changed_at: Some(omninode_mesh::time::to_timestamp(at)),
-        }),
     }
 }
 

@@ -3,17 +3,15 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-
-/// Terminal workflow states, counted per namespace.
-pub const TERMINAL_STATES: [&str; 3] = ["COMPLETED", "FAILED", "CANCELLED"];
+use omninode_core::WorkflowState;
 
 /// What one event contributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemKind {
     /// A stamp record was created.
     Stamp { file_size: u64, content_type: String },
-    /// A workflow reached `state` ("PENDING", …, "COMPLETED").
-    Workflow { workflow_id: String, state: String },
+    /// A workflow reached `state`.
+    Workflow { workflow_id: String, state: WorkflowState },
 }
 
 /// One event to aggregate.
@@ -33,6 +31,7 @@ pub struct Aggregate {
     pub total_size_bytes: u64,
     pub file_type_counts: BTreeMap<String, u64>,
     pub unique_workflows: u64,
+    /// Workflows per terminal state, keyed by [`WorkflowState::as_str`].
     pub workflow_state_counts: BTreeMap<String, u64>,
     pub window_start: Option<DateTime<Utc>>,
     pub window_end: Option<DateTime<Utc>>,
@@ -73,8 +72,8 @@ impl Aggregate {
                 if new_workflow {
                     self.unique_workflows += 1;
                 }
-                if TERMINAL_STATES.contains(&state.as_str()) {
-                    *self.workflow_state_counts.entry(state.clone()).or_default() += 1;
+                if state.is_terminal() {
+                    *self.workflow_state_counts.entry(state.as_str().to_owned()).or_default() += 1;
                 }
             }
         }
@@ -101,10 +100,10 @@ mod tests {
         agg.add(&stamp(10, "text/plain"), false);
         agg.add(&stamp(5, "text/plain"), false);
         agg.add(&stamp(7, "text/x-python"), false);
-        let wf = |state: &str| ItemKind::Workflow { workflow_id: "w".into(), state: state.into() };
-        agg.add(&wf("PENDING"), true);
-        agg.add(&wf("PROCESSING"), false);
-        agg.add(&wf("COMPLETED"), false);
+        let wf = |state| ItemKind::Workflow { workflow_id: "w".into(), state };
+        agg.add(&wf(WorkflowState::Pending), true);
+        agg.add(&wf(WorkflowState::Processing), false);
+        agg.add(&wf(WorkflowState::Completed), false);
         assert_eq!((agg.total_stamps, agg.total_size_bytes), (3, 22));
         assert_eq!(agg.file_type_counts["text/plain"], 2);
         assert_eq!(agg.unique_workflows, 1);

@@ -8,11 +8,8 @@ mod entity;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use omninode_mesh::{
-    db::begin_write,
-    events::{EventKind, NewEvent, Outbox},
-};
-use omninode_proto::events::v1::{AggregateUpdated, event_envelope::Payload};
+use omninode_core::WorkflowState;
+use omninode_runtime::{db::begin_write, events::Outbox};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -24,6 +21,7 @@ use entity::{ActiveModel, Column, Entity, Model};
 use crate::{
     domain::aggregate::{Aggregate, Item, ItemKind},
     error::ReducerError,
+    events::aggregate_updated,
 };
 
 /// Aggregates on SQLite or PostgreSQL.
@@ -223,7 +221,7 @@ impl AggregateStore {
             let state: String = row.try_get("", "current_state")?;
             let count: i64 = row.try_get("", "workflows")?;
             aggregate.unique_workflows += count as u64;
-            if crate::domain::aggregate::TERMINAL_STATES.contains(&state.as_str()) {
+            if state.parse::<WorkflowState>().is_ok_and(WorkflowState::is_terminal) {
                 aggregate.workflow_state_counts.insert(state, count as u64);
             }
         }
@@ -258,24 +256,6 @@ impl AggregateStore {
         let mut delete = Query::delete();
         delete.from_table("processed_events").and_where(Expr::col("processed_at").lt(before));
         Ok(self.db.execute(&delete).await?.rows_affected())
-    }
-}
-
-fn aggregate_updated(aggregate: &Aggregate) -> NewEvent {
-    let at = aggregate.last_aggregation_at;
-    NewEvent {
-        kind: EventKind::AggregateUpdated,
-        namespace: aggregate.namespace.clone(),
-        partition_key: aggregate.namespace.clone(),
-        correlation_id: None,
-        causation_id: None,
-        payload: Payload::AggregateUpdated(AggregateUpdated {
-            total_stamps: aggregate.total_stamps,
-            total_size_bytes: aggregate.total_size_bytes,
-            unique_workflows: aggregate.unique_workflows,
-            version: aggregate.version as u64,
-            updated_at: Some(omninode_mesh::time::to_timestamp(at)),
-        }),
     }
 }
 

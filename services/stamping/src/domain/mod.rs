@@ -1,8 +1,7 @@
-//! Stamping rules in plain Rust: hashing, stamp formats, validation, names.
+//! Stamping's own domain: the stored stamp record. The rules it shares with
+//! the other services (hashing, stamp formats, validation, namespaces,
+//! limits) live in `omninode-core`.
 
-pub mod content_type;
-pub mod hash;
-pub mod namespace;
 pub mod record;
-pub mod stamp;
-pub mod validate;
+
+pub use record::StampRecord;

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::stamp::StampFormat;
+use omninode_core::StampFormat;
 
 /// One stamp record: the first stamping of a content hash in a namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]

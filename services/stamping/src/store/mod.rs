@@ -8,12 +8,11 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use omninode_mesh::{
+use omninode_runtime::{
     db::{WriteTransaction, begin_write},
-    events::{EventKind, NewEvent, Outbox},
+    events::Outbox,
     group_commit::{BatchWrite, GroupCommit},
 };
-use omninode_proto::events::v1::{StampCreated, event_envelope::Payload};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait, sea_query::OnConflict,
@@ -22,10 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use entity::{ActiveModel, Column, Entity, Model as StampRow};
 
-use crate::domain::{
-    record::StampRecord,
-    stamp::{METADATA_VERSION, PROTOCOL_VERSION, StampFormat},
-};
+use omninode_core::stamp::{METADATA_VERSION, PROTOCOL_VERSION, StampFormat};
+
+use crate::{domain::StampRecord, events::stamp_created};
 
 /// What a row keeps of the stamp itself, as JSON in `stamp_data`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,11 +166,6 @@ impl StampStore {
         let rows = query.order_by_asc(Column::Id).limit(limit).all(&self.db).await?;
         rows.into_iter().map(StampRecord::try_from).collect()
     }
-
-    /// Whether the database answers.
-    pub async fn ping(&self) -> Result<(), DbErr> {
-        self.db.ping().await
-    }
 }
 
 /// Writes a group of requests in one transaction; if that fails, writes each
@@ -313,31 +306,6 @@ fn record_of(namespace: &str, item: &NewStamp) -> StampRecord {
         idempotency_key: item.op_id.clone(),
         created_at: item.created_at,
         updated_at: item.created_at,
-    }
-}
-
-fn stamp_created(record: &StampRecord, correlation_id: Option<&str>) -> NewEvent {
-    let created_at = omninode_mesh::time::to_timestamp(record.created_at);
-    NewEvent {
-        kind: EventKind::StampCreated,
-        namespace: record.namespace.clone(),
-        partition_key: record.file_hash.clone(),
-        correlation_id: correlation_id.map(str::to_owned),
-        causation_id: None,
-        payload: Payload::StampCreated(StampCreated {
-            stamp_id: record.id.clone(),
-            file_hash: record.file_hash.clone(),
-            file_path: record.file_path.clone(),
-            file_size: record.file_size,
-            content_type: record.content_type.clone(),
-            workflow_id: record
-                .idempotency_key
-                .as_deref()
-                .and_then(|k| k.strip_prefix("workflow:"))
-                .unwrap_or_default()
-                .to_owned(),
-            created_at: Some(created_at),
-        }),
     }
 }
 

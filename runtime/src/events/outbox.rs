@@ -81,7 +81,7 @@ impl Outbox {
                 event_id: event_id.clone(),
                 event_type: event.kind.event_type().to_owned(),
                 event_version: event.kind.version(),
-                occurred_at: Some(prost_types::Timestamp::from(std::time::SystemTime::from(now))),
+                occurred_at: Some(crate::convert::to_timestamp(now)),
                 source_service: self.service.to_owned(),
                 source_instance: self.instance.clone(),
                 correlation_id: event.correlation_id.clone().unwrap_or_default(),

@@ -1,6 +1,6 @@
 //! Validation of stamped content: strip the stamps, rehash, compare.
 
-use super::{
+use crate::{
     hash::{hash_bytes, is_valid_hash, normalise},
     stamp::{ALGORITHM, FoundStamp, StampFormat, Stripped, strip_stamps},
 };
@@ -99,7 +99,7 @@ fn judge(stamp: &FoundStamp, current_hash: &str, expected_hash: Option<&str>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::stamp::{StampFields, apply, render};
+    use crate::stamp::{StampFields, apply, render};
 
     fn stamp(content: &str, format: StampFormat) -> String {
         let hashed = hash_content(content);

@@ -3,7 +3,6 @@
 
 pub mod bus;
 pub mod config;
-pub mod kafka;
 pub mod outbox;
 pub mod relay;
 pub mod sink;
@@ -13,5 +12,5 @@ pub use bus::InProcessBus;
 pub use config::{EventsConfig, KafkaConfig};
 pub use outbox::{NewEvent, Outbox};
 pub use relay::OutboxRelay;
-pub use sink::{EventSink, OutgoingEvent};
+pub use sink::{EventSink, OutgoingEvent, RecordPosition};
 pub use topics::EventKind;

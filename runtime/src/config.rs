@@ -38,6 +38,13 @@ pub struct Env {
     asked: Arc<Mutex<BTreeSet<String>>>,
 }
 
+/// `STAMPING_MAX_CONTENT_BYTES`: the largest content any service accepts
+/// (default 16 MiB). Stamping enforces it and the orchestrator refuses
+/// workflows over it, so both read it here.
+pub fn max_content_bytes(env: &Env) -> Result<usize, ConfigError> {
+    env.parse_in("STAMPING_MAX_CONTENT_BYTES", omninode_core::limits::DEFAULT_MAX_CONTENT_BYTES, 1, 1 << 30)
+}
+
 impl Env {
     /// The process environment.
     pub fn from_process() -> Self {
@@ -205,7 +212,7 @@ impl MeshConfig {
             log_format,
             log_filter,
             host: env.parse("OMNINODE_HOST", std::net::IpAddr::from([127, 0, 0, 1]))?,
-            metrics_port: env.port("METRICS_PORT", 9091)?,
+            metrics_port: env.port("METRICS_PORT", crate::names::DEFAULT_METRICS_PORT)?,
             data_dir,
             database,
             database_max_connections: env.parse_in("DATABASE_MAX_CONNECTIONS", 10, 1, 1000)?,

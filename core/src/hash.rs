@@ -10,7 +10,7 @@ pub fn hash_bytes(bytes: &[u8]) -> String {
 
 /// The form content is hashed in: runs of three or more newlines collapsed to
 /// two, then leading and trailing whitespace stripped. (Stamps are removed
-/// before this; see [`super::stamp::strip_stamps`].)
+/// before this; see [`crate::stamp::strip_stamps`].)
 pub fn normalise(content: &str) -> String {
     let mut out = String::with_capacity(content.len());
     let mut newlines = 0usize;

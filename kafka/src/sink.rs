@@ -19,10 +19,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer, PurgeConfig},
 };
 
-use super::{
-    config::KafkaConfig,
-    sink::{EventSink, OutgoingEvent},
-};
+use omninode_runtime::events::{EventSink, KafkaConfig, OutgoingEvent};
 
 /// Publishes to Kafka.
 pub struct KafkaSink {

@@ -28,3 +28,12 @@ pub trait EventSink: Send + Sync + 'static {
     /// The health component name ("kafka", "event_bus").
     fn name(&self) -> &'static str;
 }
+
+/// Where a consumed record was read (topic, partition, offset), for the
+/// offset commit that follows its processing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordPosition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}

@@ -31,14 +31,29 @@ pub const METADATA_VERSION: &str = "0.1";
 /// Integrity algorithm named in rich stamps.
 pub const ALGORITHM: &str = "BLAKE3";
 
+/// The idempotency-key prefix of the stamp a workflow makes: `workflow:<id>`.
+const WORKFLOW_KEY_PREFIX: &str = "workflow:";
+
+/// The idempotency key under which workflow `workflow_id` stamps its content,
+/// so a step that runs again never stamps twice.
+pub fn workflow_idempotency_key(workflow_id: &str) -> String {
+    format!("{WORKFLOW_KEY_PREFIX}{workflow_id}")
+}
+
+/// The workflow whose stamp carries idempotency key `key`, if any.
+pub fn workflow_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix(WORKFLOW_KEY_PREFIX)
+}
+
 const LIGHT_PREFIX: &str = "# ONEX:";
 const RICH_START: &str = "<!-- ONEX_METADATA_START -->";
 const RICH_END: &str = "<!-- ONEX_METADATA_END -->";
 
 /// How a stamp is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StampFormat {
+    #[default]
     Lightweight,
     Rich,
 }

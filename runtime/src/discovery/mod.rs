@@ -81,8 +81,3 @@ impl Discovery {
         }
     }
 }
-
-/// The Consul service name of a mesh service.
-pub fn consul_name(service: &str) -> String {
-    format!("omninode-{service}")
-}

@@ -1,0 +1,117 @@
+//! Reading from Kafka: a consumer-group member that commits offsets only when
+//! told (after its records are stored), and a tail of every partition.
+
+use std::{collections::HashMap, time::Duration};
+
+use omninode_runtime::events::{KafkaConfig, RecordPosition};
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{CommitMode, Consumer, StreamConsumer},
+    error::KafkaError,
+};
+
+/// A member of a consumer group with manual commits.
+pub struct GroupConsumer {
+    consumer: StreamConsumer,
+}
+
+impl GroupConsumer {
+    /// Joins `group` on `kafka.bootstrap_servers`, subscribed to `topics`,
+    /// reading from the earliest offset when the group has none.
+    pub fn subscribe(
+        kafka: &KafkaConfig,
+        group: &str,
+        topics: &[String],
+        session_timeout: Duration,
+    ) -> Result<Self, KafkaError> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &kafka.bootstrap_servers)
+            .set("group.id", group)
+            .set("client.id", &kafka.client_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", session_timeout.as_millis().to_string())
+            .set("heartbeat.interval.ms", (session_timeout.as_millis() / 4).max(100).to_string())
+            .create()?;
+        consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
+        Ok(Self { consumer })
+    }
+
+    /// The next record's payload and position.
+    pub async fn next(&self) -> Result<(Vec<u8>, RecordPosition), KafkaError> {
+        let message = self.consumer.recv().await?;
+        let position = RecordPosition {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        Ok((message.payload().unwrap_or_default().to_vec(), position))
+    }
+
+    /// Commits, per partition, the offset after the last of `positions`.
+    pub fn commit<'a>(&self, positions: impl IntoIterator<Item = &'a RecordPosition>) {
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        for position in positions {
+            let entry = next.entry((position.topic.as_str(), position.partition)).or_insert(0);
+            *entry = (*entry).max(position.offset + 1);
+        }
+        if next.is_empty() {
+            return;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(offset));
+        }
+        // A partition taken away by a rebalance refuses the commit; its new
+        // owner re-reads those records (consumers deduplicate them).
+        if let Err(err) = self.consumer.commit(&offsets, CommitMode::Async) {
+            tracing::debug!(%err, "offset commit refused");
+        }
+    }
+}
+
+/// A record read by [`tail`].
+#[derive(Debug, Clone)]
+pub struct TailRecord {
+    pub payload: Vec<u8>,
+    pub position: RecordPosition,
+}
+
+/// Follows every partition of `topics` (no group, nothing committed), from
+/// the beginning or from now on, and hands each record to `each` until it
+/// answers false.
+pub async fn tail(
+    bootstrap: &str,
+    topics: &[String],
+    from_beginning: bool,
+    mut each: impl FnMut(Result<TailRecord, KafkaError>) -> bool,
+) -> Result<(), KafkaError> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("omninode-tail-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", if from_beginning { "earliest" } else { "latest" })
+        .create()?;
+    let start = if from_beginning { Offset::Beginning } else { Offset::End };
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            assignment.add_partition_offset(topic, partition.id(), start)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    loop {
+        let record = consumer.recv().await.map(|message| TailRecord {
+            payload: message.payload().unwrap_or_default().to_vec(),
+            position: RecordPosition {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+            },
+        });
+        if !each(record) {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The events the orchestrator emits: `workflow-state-changed`, written to
+//! the outbox in the transaction of the change it announces.
+
+use omninode_proto::events::v1::{WorkflowStateChanged, event_envelope::Payload};
+use omninode_runtime::{
+    convert::{to_timestamp, workflow_state_to_proto},
+    events::{EventKind, NewEvent},
+};
+
+use crate::domain::{WorkflowState, workflow::Workflow};
+
+/// The `workflow-state-changed` event of `workflow` arriving in its state.
+pub(crate) fn state_changed(workflow: &Workflow, from: Option<WorkflowState>) -> NewEvent {
+    let to_proto = |state: WorkflowState| workflow_state_to_proto(state) as i32;
+    let reason = workflow.transitions.last().map(|t| t.reason.clone()).unwrap_or_default();
+    let at = workflow.updated_at;
+    NewEvent {
+        kind: EventKind::WorkflowStateChanged,
+        namespace: workflow.namespace.clone(),
+        partition_key: workflow.id.clone(),
+        correlation_id: workflow.correlation_id.clone(),
+        causation_id: None,
+        payload: Payload::WorkflowStateChanged(WorkflowStateChanged {
+            workflow_id: workflow.id.clone(),
+            from_state: from.map(to_proto).unwrap_or_default(),
+            to_state: to_proto(workflow.state),
+            reason,
+            file_hash: workflow.file_hash.clone().unwrap_or_default(),
+            stamp_id: workflow.stamp_id.clone().unwrap_or_default(),
+            changed_at: Some(to_timestamp(at)),
+        }),
+    }
+}

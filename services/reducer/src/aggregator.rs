@@ -1,0 +1,96 @@
+//! `Aggregator`: the reducer's use cases. It folds batches of events into the
+//! aggregates (through the store's exactly-once transaction) and announces
+//! each stored aggregate to this process's watchers; it answers reads, pages,
+//! watches and rebuilds. Transports call it; it knows nothing of gRPC.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use omninode_core::namespace::resolve_namespace;
+use omninode_runtime::{
+    paging::{Page, PageRequest},
+    watch::{Versioned, watch_versioned},
+};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{
+    domain::aggregate::{Aggregate, Item},
+    error::ReducerError,
+    store::AggregateStore,
+};
+
+/// ListNamespaces page sizes: (default, maximum).
+const PAGE_SIZES: (u32, u32) = (100, 1000);
+/// How often a watcher re-reads the store, for updates made by other instances.
+const WATCH_POLL: Duration = Duration::from_millis(500);
+
+/// The reducer's use cases. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Aggregator {
+    store: AggregateStore,
+    /// Every stored aggregate, for watchers in this process.
+    updates: broadcast::Sender<Aggregate>,
+}
+
+impl Aggregator {
+    pub fn new(store: AggregateStore) -> Self {
+        Self { store, updates: broadcast::channel(1024).0 }
+    }
+
+    /// Folds `items` (received over `window`) into the aggregates, once each.
+    pub async fn apply(&self, items: &[Item], window: (DateTime<Utc>, DateTime<Utc>)) -> Result<(), ReducerError> {
+        for aggregate in self.store.apply(items, window).await? {
+            let _ = self.updates.send(aggregate);
+        }
+        Ok(())
+    }
+
+    /// The aggregates of `namespace`.
+    pub async fn get(&self, namespace: &str) -> Result<Aggregate, ReducerError> {
+        let namespace = checked_namespace(namespace)?;
+        self.store.get(&namespace).await?.ok_or(ReducerError::NotFound(namespace))
+    }
+
+    /// One page of every namespace's aggregates, by namespace.
+    pub async fn list(&self, page_size: u32, page_token: &str) -> Result<Page<Aggregate>, ReducerError> {
+        let request = PageRequest::parse(page_size, page_token, PAGE_SIZES, |ns| resolve_namespace(ns).is_ok())
+            .map_err(|e| ReducerError::Validation(e.into()))?;
+        let rows = self.store.list(request.after.as_deref(), request.fetch_limit()).await?;
+        Ok(request.page(rows, |aggregate| &aggregate.namespace))
+    }
+
+    /// The aggregates of `namespace` now (once there are any), then after every update.
+    pub fn watch(&self, namespace: &str) -> Result<ReceiverStream<Result<Aggregate, ReducerError>>, ReducerError> {
+        let namespace = checked_namespace(namespace)?;
+        let (store, watched) = (self.store.clone(), namespace.clone());
+        let read = move || {
+            let (store, namespace) = (store.clone(), namespace.clone());
+            async move { store.get(&namespace).await }
+        };
+        Ok(watch_versioned(self.updates.subscribe(), move |a: &Aggregate| a.namespace == watched, read, WATCH_POLL))
+    }
+
+    /// Recomputes `namespace` from the stamp and workflow tables.
+    pub async fn rebuild(&self, namespace: &str) -> Result<Aggregate, ReducerError> {
+        let namespace = checked_namespace(namespace)?;
+        let stats = self.store.rebuild(&namespace).await?;
+        let _ = self.updates.send(stats.clone());
+        Ok(stats)
+    }
+
+    /// Forgets processed event ids older than `before`.
+    pub async fn prune_processed(&self, before: DateTime<Utc>) -> Result<u64, ReducerError> {
+        Ok(self.store.prune_processed(before).await?)
+    }
+}
+
+fn checked_namespace(raw: &str) -> Result<String, ReducerError> {
+    resolve_namespace(raw).map_err(ReducerError::NamespaceInvalid)
+}
+
+impl Versioned for Aggregate {
+    fn version(&self) -> i64 {
+        self.version
+    }
+}

@@ -1,0 +1,145 @@
+//! Getting events into the aggregator: a Kafka consumer group (feature
+//! `kafka`) or the in-process bus feeds one bounded queue (a full queue stops
+//! consumption: backpressure, never unbounded memory); the aggregator drains
+//! it in batches of AGGREGATION_BATCH_SIZE or every AGGREGATION_WINDOW_SIZE_MS,
+//! stores each batch in one transaction, and only then commits the Kafka
+//! offsets it covered.
+
+#[cfg(feature = "kafka")]
+mod kafka;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use omninode_proto::events::v1::EventEnvelope;
+use omninode_runtime::{
+    ServiceError,
+    events::{EventKind, InProcessBus, RecordPosition},
+};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "kafka")]
+pub use kafka::spawn_from_kafka;
+
+use crate::{
+    aggregator::Aggregator, config::ReducerConfig, convert::item_from, domain::aggregate::Item, error::ReducerError,
+};
+
+/// Commits the positions of a stored batch (Kafka offsets).
+type Commit = Box<dyn Fn(&[RecordPosition]) + Send + Sync>;
+
+/// Most events one transaction takes while a backlog waits.
+const BACKLOG_BATCH: usize = 5000;
+
+/// One queued event: what it contributes (if anything) and where it was read.
+struct Queued {
+    item: Option<Item>,
+    position: Option<RecordPosition>,
+}
+
+/// The topics the reducer consumes.
+pub fn input_topics(prefix: &str) -> Vec<String> {
+    vec![EventKind::StampCreated.topic(prefix), EventKind::WorkflowStateChanged.topic(prefix)]
+}
+
+fn decode(payload: &[u8]) -> Option<Item> {
+    match EventEnvelope::decode(payload) {
+        Ok(envelope) => item_from(envelope),
+        Err(err) => {
+            metrics::counter!("aggregation_errors_total", "reason" => "undecodable").increment(1);
+            tracing::warn!(%err, "skipping an event that is not an EventEnvelope");
+            None
+        }
+    }
+}
+
+/// Starts aggregating what `bus` delivers until `stop`.
+pub fn spawn_from_bus(
+    bus: &InProcessBus,
+    topic_prefix: &str,
+    config: &ReducerConfig,
+    aggregator: Aggregator,
+    stop: CancellationToken,
+) {
+    let mut events = bus.subscribe(&input_topics(topic_prefix), config.max_queue);
+    let (tx, rx) = mpsc::channel(config.max_queue);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if tx.send(Queued { item: decode(&event.payload), position: None }).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(aggregate_loop(rx, config.clone(), aggregator, None, stop));
+}
+
+async fn aggregate_loop(
+    mut rx: mpsc::Receiver<Queued>,
+    config: ReducerConfig,
+    aggregator: Aggregator,
+    commit: Option<Commit>,
+    stop: CancellationToken,
+) {
+    let mut last_prune = tokio::time::Instant::now();
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            first = rx.recv() => match first { Some(first) => first, None => return },
+        };
+        let started = Utc::now();
+        let deadline = tokio::time::Instant::now() + config.window;
+        let mut batch = vec![first];
+        while batch.len() < config.batch_size {
+            tokio::select! {
+                next = rx.recv() => match next { Some(next) => batch.push(next), None => break },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        // Behind (events already waiting): take them into this transaction
+        // too. Per-transaction costs dominate small batches, so a backlog
+        // drains several times faster this way; a trickle is unaffected.
+        while batch.len() < BACKLOG_BATCH.max(config.batch_size) {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        metrics::gauge!("aggregation_queue_size").set(rx.len() as f64);
+        let items: Vec<Item> = batch.iter().filter_map(|q| q.item.clone()).collect();
+        let clock = std::time::Instant::now();
+        // The batch is retried until stored: its offsets are not committed
+        // before, so a crash here only means redelivery, which is deduplicated.
+        let mut failures = 0u32;
+        loop {
+            match aggregator.apply(&items, (started, Utc::now())).await {
+                Ok(()) => break,
+                Err(err) => {
+                    failures += 1;
+                    metrics::counter!("aggregation_errors_total", "reason" => err.reason()).increment(1);
+                    if !matches!(err, ReducerError::Conflict(_)) {
+                        tracing::warn!(%err, failures, "aggregation batch failed; retrying");
+                    }
+                    let pause = Duration::from_millis(20).saturating_mul(1 << Ord::min(failures, 8));
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+        metrics::histogram!("aggregation_duration_ms").record(clock.elapsed().as_secs_f64() * 1000.0);
+        metrics::counter!("aggregation_items_total").increment(items.len() as u64);
+        if let Some(commit) = &commit {
+            let positions: Vec<RecordPosition> = batch.into_iter().filter_map(|q| q.position).collect();
+            commit(&positions);
+        }
+        if last_prune.elapsed() > Duration::from_secs(3600) {
+            last_prune = tokio::time::Instant::now();
+            if let Err(err) = aggregator.prune_processed(Utc::now() - chrono::Duration::days(7)).await {
+                tracing::warn!(%err, "cannot prune processed event ids");
+            }
+        }
+    }
+}
