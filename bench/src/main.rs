@@ -1,7 +1,7 @@
 //! `omninode-bench`: starts the mesh (`omninode up`) and an echo server in
 //! child processes on loopback, loads them at concurrency 1, 16 and 64, and
 //! prints Markdown tables with ratios against baselines measured in the same
-//! run, then the DESIGN.md targets and whether this run met them.
+//! run, then the targets (listed in docs/BENCHMARKS.md) and whether this run met them.
 //!
 //! The same executable is the `omninode` command line when its first argument
 //! is one of its commands (`up`, …), and the echo server with `echo-server ADDR`:
@@ -191,7 +191,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The DESIGN.md targets against this run's figures.
+/// The performance targets (docs/BENCHMARKS.md) against this run's figures.
 fn verdicts(report: &mut Report, reducer_per_second: Option<f64>) {
     let rate = |op: &str, c: usize| report.find(op, c).map(|m| m.per_second());
     let mut verdicts = Vec::new();

@@ -24,7 +24,7 @@ pub struct Section {
     pub rows: Vec<Row>,
 }
 
-/// A target from DESIGN.md and whether this run met it.
+/// A performance target (docs/BENCHMARKS.md) and whether this run met it.
 #[derive(Debug, Clone)]
 pub struct Verdict {
     pub target: String,

@@ -66,13 +66,11 @@ impl Broker {
             .spawn()
             .expect("tansu starts");
         self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("tansu did not listen on {}", self.port);
+        let port = self.port;
+        crate::wait_until(&format!("tansu listens on {port}"), Duration::from_secs(5), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+        })
+        .await;
     }
 
     /// Kills the broker (its in-memory data goes with it).

@@ -4,12 +4,18 @@
 pub mod consul;
 pub mod kafka;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 pub use omninode::{RunningMesh, ServiceKind};
-use omninode_runtime::Env;
+use omninode_proto::{
+    orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient,
+    reducer::v1::reducer_service_client::ReducerServiceClient,
+    stamping::v1::stamping_service_client::StampingServiceClient,
+};
+use omninode_runtime::{Env, error::REASON_METADATA_KEY};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
 
 /// Server URL of the PostgreSQL the tests use (no database name).
 /// `TEST_POSTGRES_URL` overrides it.
@@ -185,6 +191,26 @@ impl TestMesh {
         format!("http://{}", self.mesh().endpoints.orchestrator.expect("orchestrator runs"))
     }
 
+    /// `http://addr` of the reducer gRPC server.
+    pub fn reducer_url(&self) -> String {
+        format!("http://{}", self.mesh().endpoints.reducer.expect("reducer runs"))
+    }
+
+    /// A client of this process's stamping service.
+    pub async fn stamping(&self) -> StampingServiceClient<Channel> {
+        stamping_client(self.stamping_url()).await
+    }
+
+    /// A client of this process's orchestrator.
+    pub async fn orchestrator(&self) -> OrchestratorServiceClient<Channel> {
+        orchestrator_client(self.orchestrator_url()).await
+    }
+
+    /// A client of this process's reducer.
+    pub async fn reducer(&self) -> ReducerServiceClient<Channel> {
+        reducer_client(self.reducer_url()).await
+    }
+
     pub fn admin_addr(&self) -> SocketAddr {
         self.mesh().endpoints.admin.expect("admin runs")
     }
@@ -198,6 +224,55 @@ impl TestMesh {
         if let Some(mesh) = self.mesh.take() {
             mesh.shutdown().await.expect("clean shutdown");
         }
+    }
+}
+
+/// A channel to `url`, retried while the server is still starting (bounded: 10 s).
+pub async fn channel(url: String) -> Channel {
+    let endpoint = Channel::from_shared(url.clone()).expect("a valid URL");
+    wait_until(&format!("{url} answers"), Duration::from_secs(10), || {
+        let endpoint = endpoint.clone();
+        async move { endpoint.connect().await.ok() }
+    })
+    .await
+}
+
+/// A stamping client of the server at `url`.
+pub async fn stamping_client(url: String) -> StampingServiceClient<Channel> {
+    StampingServiceClient::new(channel(url).await)
+}
+
+/// An orchestrator client of the server at `url`.
+pub async fn orchestrator_client(url: String) -> OrchestratorServiceClient<Channel> {
+    OrchestratorServiceClient::new(channel(url).await)
+}
+
+/// A reducer client of the server at `url`.
+pub async fn reducer_client(url: String) -> ReducerServiceClient<Channel> {
+    ReducerServiceClient::new(channel(url).await)
+}
+
+/// The machine-readable reason of an error status ("" when it has none).
+pub fn reason(status: &tonic::Status) -> &str {
+    status.metadata().get(REASON_METADATA_KEY).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// Asks `probe` every 50 ms until it answers `Some`, and returns that; panics
+/// naming `what` after `patience`. The one way the tests wait for something.
+pub async fn wait_until<T, F, Fut>(what: &str, patience: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("waited {patience:?} in vain for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -236,15 +311,8 @@ pub async fn http_request(
     (status, headers, body.to_owned())
 }
 
-/// A minimal HTTP/1.1 GET (the admin endpoints need nothing more).
+/// A minimal HTTP/1.1 GET: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("admin server reachable");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("an HTTP status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let (status, _, body) = http_request(addr, "GET", path, &[], "").await;
     (status, body)
 }

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, consul::ConsulDouble};
+use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, consul::ConsulDouble, wait_until};
 use omninode_proto::{
     orchestrator::v1::{self as opb, orchestrator_service_client::OrchestratorServiceClient},
-    stamping::v1::{ListStampsRequest, stamping_service_client::StampingServiceClient},
+    stamping::v1::ListStampsRequest,
 };
 
 const INTERVAL: &str = "200";
@@ -32,13 +32,7 @@ async fn start(double: &ConsulDouble, services: &[ServiceKind]) -> TestMesh {
 
 /// Waits (bounded: 10 s) until `check` holds.
 async fn eventually(what: &str, check: impl Fn() -> bool) {
-    for _ in 0..200 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never: {what}");
+    wait_until(what, Duration::from_secs(10), || std::future::ready(check().then_some(()))).await
 }
 
 fn stamping_id(mesh: &TestMesh) -> String {
@@ -91,7 +85,7 @@ async fn agent_restart_leads_to_re_registration() {
 }
 
 async fn stamps_held_by(mesh: &TestMesh) -> usize {
-    let mut client = StampingServiceClient::connect(mesh.stamping_url()).await.unwrap();
+    let mut client = mesh.stamping().await;
     let request = ListStampsRequest { page_size: 1000, ..Default::default() };
     client.list_stamps(request).await.unwrap().into_inner().stamps.len()
 }
@@ -122,7 +116,7 @@ async fn discovery_balances_fails_over_and_scales_out() {
     };
     eventually("a passing", passing(&a)).await;
     eventually("b passing", passing(&b)).await;
-    let mut client = OrchestratorServiceClient::connect(orchestrator.orchestrator_url()).await.unwrap();
+    let mut client = orchestrator.orchestrator().await;
 
     run_workflows(&mut client, "first", 30).await;
     let (a1, b1) = (stamps_held_by(&a).await, stamps_held_by(&b).await);

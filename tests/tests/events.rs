@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, kafka};
+use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, kafka, wait_until};
 use omninode_proto::{
     events::v1::{EventEnvelope, StampCreated, event_envelope::Payload},
     orchestrator::v1::{self as opb, orchestrator_service_client::OrchestratorServiceClient},
@@ -213,16 +213,11 @@ async fn sink_outage_delays_events_and_loses_none(sink: Sink, backend: Backend) 
     record(&second);
     if sink == Sink::Kafka {
         // The broker is down: the process says so, degraded but serving.
-        let mut degraded = false;
-        for _ in 0..50 {
+        wait_until("health reports kafka down", Duration::from_secs(5), || async {
             let (code, body) = s.mesh.admin_get("/health").await;
-            if code == 200 && body.contains(r#""status":"degraded""#) && body.contains(r#""kafka""#) {
-                degraded = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(degraded, "health never reported kafka down");
+            (code == 200 && body.contains(r#""status":"degraded""#) && body.contains(r#""kafka""#)).then_some(())
+        })
+        .await;
         let broker = s.broker.as_mut().unwrap();
         broker.restart().await;
         s.events = Events::Kafka(kafka::consumer(&broker.bootstrap(), &all_topics(PREFIX), PARTITIONS));
@@ -245,16 +240,10 @@ async fn sink_outage_delays_events_and_loses_none(sink: Sink, backend: Backend) 
     }
     assert_eq!(seen, expected, "every event exactly once, in order per key");
     if sink == Sink::Kafka {
-        let (_, body) = s.mesh.admin_get("/health").await;
-        let mut healthy = body.contains(r#""status":"healthy""#);
-        for _ in 0..50 {
-            if healthy {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            healthy = s.mesh.admin_get("/health").await.1.contains(r#""status":"healthy""#);
-        }
-        assert!(healthy, "health never recovered");
+        wait_until("health recovers", Duration::from_secs(5), || async {
+            s.mesh.admin_get("/health").await.1.contains(r#""status":"healthy""#).then_some(())
+        })
+        .await;
     }
     s.mesh.shutdown().await;
 }

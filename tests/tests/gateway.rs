@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 
-use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, http_request, on_both_backends};
+use omninode_integration_tests::{
+    Backend, ServiceKind, TestDatabase, TestMesh, http_request, on_both_backends, wait_until,
+};
 use serde_json::{Value, json};
 
 const ALL: &[ServiceKind] =
@@ -147,15 +149,11 @@ async fn workflow_and_stats_routes(backend: Backend) {
     let (status, _, cancel) = call(gw, "POST", &format!("/v1/workflows/{id}:cancel"), json!({})).await;
     assert_eq!((status, cancel["code"].clone()), (400, json!(9)), "cancelling a finished workflow: {cancel}");
 
-    let mut stats = Value::Null;
-    for _ in 0..100 {
+    let stats = wait_until("the namespace's stats", std::time::Duration::from_secs(10), || async {
         let (status, _, body) = call(gw, "GET", "/v1/namespaces/gw.flow/stats", Value::Null).await;
-        if status == 200 {
-            stats = body;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        (status == 200).then_some(body)
+    })
+    .await;
     assert_eq!(stats["stats"]["totalStamps"], "1", "{stats}");
     let (status, _, namespaces) = call(gw, "GET", "/v1/namespaces", Value::Null).await;
     assert_eq!(status, 200);

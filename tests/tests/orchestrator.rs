@@ -4,10 +4,13 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, base_env, free_port, on_both_backends};
+use omninode_integration_tests::{
+    Backend, ServiceKind, TestDatabase, TestMesh, base_env, free_port, on_both_backends, orchestrator_client,
+    wait_until,
+};
 use omninode_proto::{
     orchestrator::v1::{self as pb, orchestrator_service_client::OrchestratorServiceClient},
-    stamping::v1::{StampFormat, ValidateRequest, stamping_service_client::StampingServiceClient},
+    stamping::v1::{StampFormat, ValidateRequest},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, transport::Channel};
@@ -15,7 +18,7 @@ use tonic::{Code, transport::Channel};
 const BOTH: &[ServiceKind] = &[ServiceKind::Stamping, ServiceKind::Orchestrator];
 
 async fn orchestrator(mesh: &TestMesh) -> OrchestratorServiceClient<Channel> {
-    OrchestratorServiceClient::connect(mesh.orchestrator_url()).await.expect("orchestrator reachable")
+    mesh.orchestrator().await
 }
 
 /// A mesh whose orchestrator calls a stamping address where nothing listens.
@@ -61,20 +64,16 @@ async fn wait_for(
     id: &str,
     done: impl Fn(&pb::Workflow) -> bool,
 ) -> pb::Workflow {
-    for _ in 0..200 {
-        let workflow = client
-            .get_workflow(pb::GetWorkflowRequest { workflow_id: id.into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .workflow
-            .unwrap();
-        if done(&workflow) {
-            return workflow;
+    wait_until(&format!("workflow {id} in the expected state"), Duration::from_secs(10), || {
+        let mut client = client.clone();
+        let request = pb::GetWorkflowRequest { workflow_id: id.into() };
+        let done = &done;
+        async move {
+            let workflow = client.get_workflow(request).await.unwrap().into_inner().workflow.unwrap();
+            done(&workflow).then_some(workflow)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("workflow {id} never reached the expected state");
+    })
+    .await
 }
 
 on_both_backends!(
@@ -109,7 +108,7 @@ async fn run_workflow_completes_and_records_every_step(backend: Backend) {
     assert!(workflow.started_at.is_some() && workflow.completed_at.is_some());
 
     // The stamp really exists in stamping, and the stamped content validates.
-    let mut stamping = StampingServiceClient::connect(mesh.stamping_url()).await.unwrap();
+    let mut stamping = mesh.stamping().await;
     let verdict = stamping
         .validate(ValidateRequest {
             content: workflow.stamped_content.clone(),
@@ -442,16 +441,7 @@ async fn killed_process_workflows_resume_on_restart(backend: Backend) {
         .kill_on_drop(true)
         .spawn()
         .expect("the test node starts");
-    let url = format!("http://127.0.0.1:{port}");
-    let mut client = None;
-    for _ in 0..100 {
-        if let Ok(c) = OrchestratorServiceClient::connect(url.clone()).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut client = client.expect("the orchestrator process answers");
+    let mut client = orchestrator_client(format!("http://127.0.0.1:{port}")).await;
     let mut request = start_request("survives a crash", "crash-1");
     request.input.as_mut().unwrap().format = StampFormat::Rich as i32;
     let id = client.start_workflow(request).await.unwrap().into_inner().workflow.unwrap().workflow_id;

@@ -5,31 +5,22 @@
 use std::time::Duration;
 
 use omninode_integration_tests::{
-    Backend, ServiceKind, TestDatabase, TestMesh, base_env, free_port, kafka, on_both_backends,
+    Backend, ServiceKind, TestDatabase, TestMesh, base_env, free_port, kafka, on_both_backends, reducer_client,
+    wait_until,
 };
 use omninode_proto::{
-    orchestrator::v1::{self as opb, orchestrator_service_client::OrchestratorServiceClient},
+    orchestrator::v1 as opb,
     reducer::v1::{self as rpb, reducer_service_client::ReducerServiceClient},
-    stamping::v1::{self as pb, stamping_service_client::StampingServiceClient},
+    stamping::v1 as pb,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use tonic::{Code, transport::Channel};
 
 const TYPES: [&str; 4] = ["a.py", "b.md", "c.json", "d.txt"];
 
-async fn reducer(url: String) -> ReducerServiceClient<Channel> {
-    for _ in 0..100 {
-        if let Ok(client) = ReducerServiceClient::connect(url.clone()).await {
-            return client;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("reducer at {url} never answered");
-}
-
 /// Stamps `count` distinct contents into `namespace`, `chunk` per BatchStamp.
 async fn stamp_many(mesh: &TestMesh, namespace: &str, offset: usize, count: usize, chunk: usize) {
-    let mut client = StampingServiceClient::connect(mesh.stamping_url()).await.unwrap();
+    let mut client = mesh.stamping().await;
     for start in (offset..offset + count).step_by(chunk) {
         let items = (start..(start + chunk).min(offset + count))
             .map(|i| pb::BatchStampItem {
@@ -71,20 +62,15 @@ async fn wait_for_total(
     namespace: &str,
     total: u64,
 ) -> rpb::NamespaceStats {
-    let mut last = None;
-    for _ in 0..900 {
-        if let Ok(response) =
-            client.get_namespace_stats(rpb::GetNamespaceStatsRequest { namespace: namespace.into() }).await
-        {
-            let stats = response.into_inner().stats.unwrap();
-            if stats.total_stamps >= total {
-                return stats;
-            }
-            last = Some(stats.total_stamps);
+    wait_until(&format!("{total} stamps aggregated in {namespace}"), Duration::from_secs(90), || {
+        let mut client = client.clone();
+        let request = rpb::GetNamespaceStatsRequest { namespace: namespace.into() };
+        async move {
+            let stats = client.get_namespace_stats(request).await.ok()?.into_inner().stats?;
+            (stats.total_stamps >= total).then_some(stats)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the reducer reached {last:?} of {total} stamps");
+    })
+    .await
 }
 
 fn assert_matches_sql(stats: &rpb::NamespaceStats, sql: &(u64, u64, Vec<(String, u64)>)) {
@@ -103,24 +89,25 @@ async fn bus_aggregates_equal_sql_and_the_api_answers(backend: Backend) {
     let mesh = TestMesh::start_services(TestDatabase::new(backend).await, &services, &vars).await;
     stamp_many(&mesh, "agg.bus", 0, 2000, 500).await;
     // Two workflows, one failing on empty input: unique workflows and terminal states.
-    let mut orchestrator = OrchestratorServiceClient::connect(mesh.orchestrator_url()).await.unwrap();
+    let mut orchestrator = mesh.orchestrator().await;
     for content in ["a workflow's content", "  "] {
         let input = opb::WorkflowInput { content: content.into(), file_path: "w.txt".into(), ..Default::default() };
         let request = opb::RunWorkflowRequest { namespace: "agg.bus".into(), input: Some(input), ..Default::default() };
         orchestrator.run_workflow(request).await.unwrap();
     }
-    let url = format!("http://{}", mesh.mesh().endpoints.reducer.unwrap());
-    let mut client = reducer(url).await;
+    let mut client = mesh.reducer().await;
     let sql = counted_in_sql(&mesh.mesh().database, "agg.bus").await;
     assert_eq!(sql.0, 2001);
-    let mut stats = wait_for_total(&mut client, "agg.bus", sql.0).await;
-    for _ in 0..50 {
-        if stats.workflow_state_counts.values().sum::<u64>() == 2 {
-            break;
+    wait_for_total(&mut client, "agg.bus", sql.0).await;
+    let stats = wait_until("both workflows' terminal states aggregated", Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            let request = rpb::GetNamespaceStatsRequest { namespace: "agg.bus".into() };
+            let stats = client.get_namespace_stats(request).await.ok()?.into_inner().stats?;
+            (stats.workflow_state_counts.values().sum::<u64>() == 2).then_some(stats)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        stats = wait_for_total(&mut client, "agg.bus", sql.0).await;
-    }
+    })
+    .await;
     assert_matches_sql(&stats, &sql);
     assert_eq!(stats.unique_workflows, 2);
     assert_eq!(stats.workflow_state_counts.get("COMPLETED"), Some(&1));
@@ -187,30 +174,25 @@ async fn kafka_two_reducers_one_killed_still_exact(backend: Backend) {
         .kill_on_drop(true)
         .spawn()
         .expect("the second reducer starts");
-    reducer(format!("http://127.0.0.1:{port}")).await;
+    reducer_client(format!("http://127.0.0.1:{port}")).await;
     // Let the group settle with both members.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     stamp_many(&mesh, "agg.kafka", 0, 1500, 500).await;
     // The second reducer must really be doing part of the work when it dies.
     let admin: std::net::SocketAddr = ([127, 0, 0, 1], other_metrics).into();
-    let mut working = false;
-    for _ in 0..100 {
+    wait_until("the second reducer aggregates", Duration::from_secs(10), || async {
         let (_, metrics) = omninode_integration_tests::http_get(admin, "/metrics").await;
         let items = metrics
             .lines()
             .find_map(|l| l.strip_prefix("aggregation_items_total ").and_then(|v| v.trim().parse::<f64>().ok()));
-        if items.is_some_and(|n| n > 0.0) {
-            working = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(working, "the second reducer never aggregated anything");
+        items.filter(|n| *n > 0.0)
+    })
+    .await;
     other.kill().await.unwrap();
     stamp_many(&mesh, "agg.kafka", 1500, 1500, 500).await;
 
-    let mut client = reducer(format!("http://{}", mesh.mesh().endpoints.reducer.unwrap())).await;
+    let mut client = mesh.reducer().await;
     let sql = counted_in_sql(&mesh.mesh().database, "agg.kafka").await;
     assert_eq!(sql.0, 3000);
     let stats = wait_for_total(&mut client, "agg.kafka", sql.0).await;

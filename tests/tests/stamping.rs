@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use omninode_integration_tests::{Backend, TestMesh, on_both_backends};
+use omninode_integration_tests::{Backend, TestMesh, channel, on_both_backends, reason, wait_until};
 use omninode_proto::stamping::v1::{self as pb, stamping_service_client::StampingServiceClient};
 use omninode_runtime::events::{EventKind, topics::DEFAULT_TOPIC_PREFIX};
 use tonic::{Code, transport::Channel};
 
 async fn client(mesh: &TestMesh) -> StampingServiceClient<Channel> {
-    StampingServiceClient::connect(mesh.stamping_url()).await.expect("stamping reachable")
+    mesh.stamping().await
 }
 
 fn stamp_request(namespace: &str, content: &str, format: pb::StampFormat) -> pb::StampRequest {
@@ -20,10 +20,6 @@ fn stamp_request(namespace: &str, content: &str, format: pb::StampFormat) -> pb:
         format: format as i32,
         ..Default::default()
     }
-}
-
-fn reason(status: &tonic::Status) -> &str {
-    status.metadata().get("omninode-error-reason").and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 on_both_backends!(
@@ -427,7 +423,7 @@ async fn hash_unary_and_streaming_agree_with_blake3(backend: Backend) {
 async fn health_reflection_and_metrics_are_served(backend: Backend) {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     let mesh = TestMesh::start(backend, &[]).await;
-    let mut health = HealthClient::new(Channel::from_shared(mesh.stamping_url()).unwrap().connect().await.unwrap());
+    let mut health = HealthClient::new(channel(mesh.stamping_url()).await);
     for service in ["", "omninode.stamping.v1.StampingService"] {
         let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
@@ -445,9 +441,11 @@ async fn health_reflection_and_metrics_are_served(backend: Backend) {
     client.stamp(stamp_request("", "metered", pb::StampFormat::Lightweight)).await.unwrap();
     client.stamp(stamp_request("BAD", "metered", pb::StampFormat::Lightweight)).await.unwrap_err();
     // The response body (and with it the metric) finishes just after the client sees it.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (status, metrics) = mesh.admin_get("/metrics").await;
-    assert_eq!(status, 200);
+    let metrics = wait_until("the failed call's metric", Duration::from_secs(5), || async {
+        let (status, metrics) = mesh.admin_get("/metrics").await;
+        (status == 200 && metrics.contains("grpc_server_errors_total")).then_some(metrics)
+    })
+    .await;
     let has = |needle: &str| metrics.lines().any(|l| l.starts_with("grpc_server_requests_total") && l.contains(needle));
     assert!(has(r#"method="Stamp""#) && has(r#"code="OK""#), "{metrics}");
     assert!(
@@ -464,7 +462,7 @@ async fn health_reflection_and_metrics_are_served(backend: Backend) {
 async fn postgres_outage_flips_health_and_recovers() {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     let mesh = TestMesh::start(Backend::Postgres, &[("HEALTH_CHECK_INTERVAL_MS", "100")]).await;
-    let mut health = HealthClient::new(Channel::from_shared(mesh.stamping_url()).unwrap().connect().await.unwrap());
+    let mut health = HealthClient::new(channel(mesh.stamping_url()).await);
     let status = |mut h: HealthClient<Channel>| async move {
         h.check(HealthCheckRequest { service: "omninode.stamping.v1.StampingService".into() })
             .await
@@ -476,15 +474,14 @@ async fn postgres_outage_flips_health_and_recovers() {
 
     let pg = mesh.postgres().unwrap();
     pg.take_offline().await;
-    let mut seen_down = false;
-    for _ in 0..100 {
-        if status(health.clone()).await == ServingStatus::NotServing as i32 {
-            seen_down = true;
-            break;
+    let has = |want: ServingStatus| {
+        let health = health.clone();
+        move || {
+            let health = health.clone();
+            async move { (status(health).await == want as i32).then_some(()) }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(seen_down, "health never turned NOT_SERVING");
+    };
+    wait_until("health NOT_SERVING", Duration::from_secs(10), has(ServingStatus::NotServing)).await;
     let (code, body) = mesh.admin_get("/ready").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains(r#""status":"unhealthy""#), "{body}");
@@ -493,15 +490,7 @@ async fn postgres_outage_flips_health_and_recovers() {
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
 
     pg.bring_online().await;
-    let mut recovered = false;
-    for _ in 0..100 {
-        if status(health.clone()).await == ServingStatus::Serving as i32 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(recovered, "health never recovered");
+    wait_until("health SERVING again", Duration::from_secs(10), has(ServingStatus::Serving)).await;
     let watched = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
     assert_eq!(watched, ServingStatus::Serving as i32);
     mesh.shutdown().await;
