@@ -184,6 +184,8 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
     let mut endpoints = Endpoints::default();
     let mut registered: Vec<ServiceToRegister> = Vec::new();
     let mut servers: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+    // Tasks whose shutdown work must finish before the database closes.
+    let mut background: Vec<JoinHandle<()>> = Vec::new();
 
     let admin = runtime
         .bind(mesh.metrics_port)
@@ -220,15 +222,15 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             None => discovery.channel(&names::STAMPING.consul_name(), &config.stamping_url, runtime.shutdown_token()),
         }
         .map_err(|e| anyhow::anyhow!("{}: {e}", names::STAMPING.url_variable))?;
-        let service = omninode_orchestrator::grpc_service(
+        let (service, handover) = omninode_orchestrator::grpc_service(
             database.clone(),
             config,
             stamping_channel,
             outbox("orchestrator"),
+            &mesh.instance_id,
             runtime.shutdown_token(),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot start the orchestrator: {e}"))?;
+        );
+        background.push(handover);
         servers.push(spawn_grpc(&runtime, listener, Routes::new(service), omninode_orchestrator::SERVICE_NAME).await);
     }
 
@@ -286,7 +288,6 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         runtime.shutdown_token(),
     );
     runtime.mark_serving().await;
-    let mut background = Vec::new();
     if let Some(consul) = &consul {
         let admin_port = endpoints.admin.map(|a| a.port()).unwrap_or_default();
         for mut service in registered {

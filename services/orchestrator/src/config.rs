@@ -16,8 +16,8 @@ pub struct OrchestratorConfig {
     pub port: u16,
     /// `ORCHESTRATOR_CONCURRENCY`: workflows run at once (default 10).
     pub concurrency: usize,
-    /// `MAX_WORKFLOW_QUEUE_SIZE`: workflows waiting to run before StartWorkflow
-    /// answers RESOURCE_EXHAUSTED (default 1000).
+    /// `MAX_WORKFLOW_QUEUE_SIZE`: runnable workflows waiting unclaimed, across
+    /// every instance, before StartWorkflow answers RESOURCE_EXHAUSTED (default 1000).
     pub max_queue: usize,
     /// `ORCHESTRATOR_WORKFLOW_TIMEOUT_MS`: a whole workflow (default 30000).
     pub workflow_timeout: Duration,
@@ -32,6 +32,10 @@ pub struct OrchestratorConfig {
     pub onextree_url: Option<String>,
     /// `STAMPING_MAX_CONTENT_BYTES`: the content limit, shared with stamping.
     pub max_content_bytes: usize,
+    /// `ORCHESTRATOR_LEASE_MS`: how long a claim on a workflow lasts without
+    /// renewal; another instance takes over a workflow whose owner died
+    /// within about 1.25 of it (default 5000, at least 100).
+    pub lease: Duration,
 }
 
 impl OrchestratorConfig {
@@ -56,6 +60,7 @@ impl OrchestratorConfig {
             stamping_url,
             onextree_url,
             max_content_bytes: omninode_runtime::config::max_content_bytes(env)?,
+            lease: Duration::from_millis(env.parse_in("ORCHESTRATOR_LEASE_MS", 5_000, 100, 3_600_000)?),
         })
     }
 }
@@ -87,6 +92,7 @@ mod tests {
             ("STAMPING_SERVICE_URL", "127.0.0.1:8053"),
             ("ONEXTREE_SERVICE_URL", "ftp://x"),
             ("ORCHESTRATOR_STEP_TIMEOUT_MS", "0"),
+            ("ORCHESTRATOR_LEASE_MS", "50"),
         ] {
             let err = OrchestratorConfig::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.variable, name);

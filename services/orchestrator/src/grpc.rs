@@ -42,7 +42,7 @@ impl OrchestratorService for OrchestratorGrpc {
     ) -> Result<Response<pb::StartWorkflowResponse>, Status> {
         let r = request.into_inner();
         let start = start_request(r.namespace, r.input, r.correlation_id, r.idempotency_key)?;
-        let (workflow, created) = self.engine.start(start).await?;
+        let (workflow, created) = self.engine.submit(start).await?;
         Ok(Response::new(pb::StartWorkflowResponse { workflow: Some(workflow_to_proto(workflow)), created }))
     }
 

@@ -22,25 +22,28 @@ pub use engine::WorkflowEngine;
 pub use error::OrchestratorError;
 
 use omninode_proto::orchestrator::v1::orchestrator_service_server::OrchestratorServiceServer;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The fully qualified gRPC service name, for health and discovery.
 pub const SERVICE_NAME: &str = omninode_runtime::names::ORCHESTRATOR.grpc_name;
 
-/// Starts the engine on an open database (resuming unfinished workflows),
+/// Starts the engine on an open database as instance `instance_id`,
 /// calling stamping over `stamping` (static or discovered), and returns its
-/// gRPC service; workers stop taking work when `stop` is cancelled.
-pub async fn grpc_service(
+/// gRPC service and the task that hands its workflows over to the other
+/// instances after `stop` (await it before closing the database).
+pub fn grpc_service(
     db: sea_orm::DatabaseConnection,
     config: OrchestratorConfig,
     stamping: tonic::transport::Channel,
     outbox: omninode_runtime::events::Outbox,
+    instance_id: &str,
     stop: CancellationToken,
-) -> Result<OrchestratorServiceServer<grpc::OrchestratorGrpc>, OrchestratorError> {
+) -> (OrchestratorServiceServer<grpc::OrchestratorGrpc>, JoinHandle<()>) {
     let max_message = config.max_content_bytes.saturating_mul(2).saturating_add(64 * 1024);
     let stamping = clients::stamping::StampingClient::from_channel(stamping, max_message);
     let max_content = config.max_content_bytes;
-    let engine = WorkflowEngine::start_workers(store::WorkflowStore::new(db, outbox), config, stamping, stop);
-    engine.recover().await?;
-    Ok(grpc::OrchestratorGrpc::new(engine, max_content).into_server())
+    let (engine, handover) =
+        WorkflowEngine::start(store::WorkflowStore::new(db, outbox), config, stamping, instance_id, stop);
+    (grpc::OrchestratorGrpc::new(engine, max_content).into_server(), handover)
 }

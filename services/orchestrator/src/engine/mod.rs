@@ -1,7 +1,10 @@
-//! `WorkflowEngine`: accepts workflows into a bounded queue, runs them on a
-//! bounded set of workers, and answers reads, cancels and watches. The store
-//! is the arbiter of every state change (see [`crate::store`]).
+//! `WorkflowEngine`: accepts workflows, runs them on a bounded set of
+//! workers, and answers reads, cancels and watches. Workflows belong to no
+//! process: each instance claims runnable ones with a lease in the database
+//! (see [`claimer`] and [`crate::store::lease`]), so any instance finishes
+//! any workflow. The store is the arbiter of every state change.
 
+mod claimer;
 mod runner;
 
 use std::{
@@ -18,7 +21,10 @@ use omninode_runtime::{
     paging::{Page, PageRequest},
     watch::{Versioned, watch_versioned},
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::{
+    sync::{Notify, Semaphore, broadcast},
+    task::JoinHandle,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +36,7 @@ use crate::{
         workflow::{Workflow, WorkflowInput},
     },
     error::OrchestratorError,
-    store::{Inserted, WorkflowStore},
+    store::{Admission, Fence, Inserted, Updated, WorkflowStore},
 };
 
 /// ListWorkflows page sizes: (default, maximum).
@@ -53,79 +59,73 @@ pub struct WorkflowEngine {
     inner: Arc<Inner>,
 }
 
+/// A workflow this process is running: how to interrupt it, and the fencing
+/// token of its lease (updated if this process claims it again).
+struct Running {
+    token: CancellationToken,
+    fence: Fence,
+}
+
 struct Inner {
     store: WorkflowStore,
     config: OrchestratorConfig,
     stamping: StampingClient,
     intelligence: Option<IntelligenceClient>,
-    queue: mpsc::Sender<String>,
-    /// Cancellation handles of the workflows being run now.
-    running: Mutex<HashMap<String, CancellationToken>>,
+    /// This process's lease owner id: the instance id and a random suffix,
+    /// unique even when two processes share an instance id.
+    owner: String,
+    /// One permit per worker (`ORCHESTRATOR_CONCURRENCY`).
+    slots: Arc<Semaphore>,
+    /// Wakes the claimer: a workflow was queued or a worker freed up.
+    wake: Notify,
+    /// The workflows being run now.
+    running: Mutex<HashMap<String, Running>>,
     /// Every stored change, for watchers in this process.
     updates: broadcast::Sender<Workflow>,
+    /// Cancelled when the process stops: new workflows are then left to the other instances.
+    stopping: CancellationToken,
 }
 
 impl WorkflowEngine {
-    /// Starts `config.concurrency` workers; they stop taking work when `stop` is cancelled.
-    pub fn start_workers(
+    /// Starts claiming and running workflows as `instance_id`; on `stop` it
+    /// interrupts its workers and releases their leases to the other
+    /// instances. The returned task ends when that hand-over is done.
+    pub fn start(
         store: WorkflowStore,
         config: OrchestratorConfig,
         stamping: StampingClient,
+        instance_id: &str,
         stop: CancellationToken,
-    ) -> Self {
-        let (queue, receiver) = mpsc::channel(config.max_queue);
+    ) -> (Self, JoinHandle<()>) {
         let intelligence = config.onextree_url.as_deref().map(IntelligenceClient::new);
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
         let engine = Self {
             inner: Arc::new(Inner {
                 store,
                 stamping,
                 intelligence,
-                queue,
+                owner: format!("{instance_id}/{}", &suffix[..8]),
+                slots: Arc::new(Semaphore::new(config.concurrency)),
+                wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 updates: broadcast::channel(1024).0,
+                stopping: stop.clone(),
                 config,
             }),
         };
-        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
-        for _ in 0..engine.inner.config.concurrency {
-            let (engine, receiver, stop) = (engine.clone(), receiver.clone(), stop.clone());
-            tokio::spawn(async move {
-                loop {
-                    let next = tokio::select! {
-                        _ = stop.cancelled() => None,
-                        id = async { receiver.lock().await.recv().await } => id,
-                    };
-                    let Some(id) = next else { return };
-                    engine.report_queue_size();
-                    engine.execute(id).await;
-                }
-            });
-        }
-        engine
+        let handover = claimer::spawn(engine.clone(), stop);
+        (engine, handover)
     }
 
-    /// Queues every workflow a previous process left unfinished; returns how many.
-    pub async fn recover(&self) -> Result<usize, OrchestratorError> {
-        let ids = self.inner.store.unfinished().await?;
-        let count = ids.len();
-        if count > 0 {
-            tracing::info!(count, "resuming unfinished workflows");
-        }
-        let queue = self.inner.queue.clone();
-        // More may be waiting than the queue holds: feed it as workers free up.
-        tokio::spawn(async move {
-            for id in ids {
-                if queue.send(id).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(count)
+    /// This process's lease owner id.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
     }
 
-    /// Accepts a workflow (PENDING) and queues it; with a known idempotency
-    /// key, returns the workflow it started instead (`false`).
-    pub async fn start(&self, request: StartRequest) -> Result<(Workflow, bool), OrchestratorError> {
+    /// Accepts a workflow (PENDING): claimed at once when a worker is free,
+    /// else queued for whichever instance frees up first. With a known
+    /// idempotency key, returns the workflow it started instead (`false`).
+    pub async fn submit(&self, request: StartRequest) -> Result<(Workflow, bool), OrchestratorError> {
         let namespace = resolve_namespace(&request.namespace).map_err(OrchestratorError::NamespaceInvalid)?;
         self.check_request(&request)?;
         let input_hash = input_hash(&request.input);
@@ -134,31 +134,46 @@ impl WorkflowEngine {
         {
             return same_input(existing, &input_hash, key);
         }
-        // Reserve a queue slot before writing, so a full queue writes nothing.
-        let permit =
-            self.inner.queue.try_reserve().map_err(|_| OrchestratorError::QueueFull(self.inner.config.max_queue))?;
         let workflow = Workflow {
             correlation_id: request.correlation_id,
             idempotency_key: request.idempotency_key,
             ..Workflow::pending(namespace, request.input, input_hash)
         };
-        match self.inner.store.insert(&workflow).await? {
+        let config = &self.inner.config;
+        let slot = match self.inner.stopping.is_cancelled() {
+            true => None,
+            false => self.inner.slots.clone().try_acquire_owned().ok(),
+        };
+        let admission = match &slot {
+            Some(_) => Admission::Claimed { owner: self.inner.owner.clone(), lease: config.lease },
+            None => Admission::Queued { limit: config.max_queue as u64 },
+        };
+        match self.inner.store.insert(&workflow, &admission).await? {
             Inserted::Created(workflow) => {
-                permit.send(workflow.id.clone());
-                self.report_queue_size();
                 self.publish(&workflow);
+                match slot {
+                    Some(slot) => {
+                        metrics::counter!("workflow_claimed_total").increment(1);
+                        self.spawn_worker(workflow.id.clone(), Fence { attempt: 1 }, slot);
+                    }
+                    None => {
+                        self.inner.wake.notify_one();
+                        self.report_backlog().await;
+                    }
+                }
                 Ok((workflow, true))
             }
             Inserted::ExistingKey(existing) => {
                 let key = workflow.idempotency_key.unwrap_or_default();
                 same_input(existing, &workflow.input_hash, &key)
             }
+            Inserted::QueueFull { limit } => Err(OrchestratorError::QueueFull(limit as usize)),
         }
     }
 
     /// Starts a workflow and waits until it is terminal.
     pub async fn run(&self, request: StartRequest) -> Result<(Workflow, bool), OrchestratorError> {
-        let (workflow, created) = self.start(request).await?;
+        let (workflow, created) = self.submit(request).await?;
         // Allow the worker's whole-workflow timeout to fire first.
         let patience = self.inner.config.workflow_timeout + Duration::from_secs(5);
         Ok((self.wait_terminal(&workflow.id, patience).await?, created))
@@ -199,9 +214,9 @@ impl WorkflowEngine {
             }
             let from = workflow.state;
             workflow.transition(WorkflowState::Cancelled, reason.clone())?;
-            if self.inner.store.update(&mut workflow, from).await? {
-                if let Some(token) = self.inner.running.lock().expect("running map").get(id) {
-                    token.cancel();
+            if self.inner.store.update(&mut workflow, from, None).await? == Updated::Written {
+                if let Some(running) = self.inner.running.lock().expect("running map").get(id) {
+                    running.token.cancel();
                 }
                 self.finished(&workflow);
                 return Ok(workflow);
@@ -249,6 +264,14 @@ impl WorkflowEngine {
         Ok(())
     }
 
+    /// Publishes how many runnable workflows wait unclaimed, across instances.
+    pub(crate) async fn report_backlog(&self) {
+        if let Ok(backlog) = self.inner.store.backlog().await {
+            metrics::gauge!("workflow_backlog").set(backlog as f64);
+            metrics::gauge!("workflow_queue_size").set(backlog as f64);
+        }
+    }
+
     fn publish(&self, workflow: &Workflow) {
         let _ = self.inner.updates.send(workflow.clone());
     }
@@ -264,11 +287,6 @@ impl WorkflowEngine {
         if let Some(ms) = workflow.execution_time_ms {
             metrics::histogram!("workflow_orchestration_duration_ms", "state" => state).record(ms as f64);
         }
-    }
-
-    fn report_queue_size(&self) {
-        let queue = &self.inner.queue;
-        metrics::gauge!("workflow_queue_size").set((queue.max_capacity() - queue.capacity()) as f64);
     }
 }
 

@@ -6,9 +6,10 @@
 use std::{future::Future, time::Instant};
 
 use omninode_core::{limits, time::now, validate::hash_content};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::WorkflowEngine;
+use super::{Running, WorkflowEngine};
 use crate::{
     clients::CallError,
     domain::{
@@ -16,6 +17,7 @@ use crate::{
         workflow::{StepOutcome, StepRecord, Workflow, step},
     },
     error::OrchestratorError,
+    store::{Fence, Updated},
 };
 
 /// How an attempted step ended.
@@ -35,21 +37,33 @@ enum Flow {
 }
 
 impl WorkflowEngine {
-    /// Runs the workflow `id` to a terminal state (or until another writer
-    /// ends it). A store failure leaves it unfinished, for the next start-up.
-    pub(super) async fn execute(&self, id: String) {
+    /// Runs the claimed workflow `id` on a worker holding `slot`. If this
+    /// process already runs it (it claimed it again after its own lease
+    /// lapsed), the running worker takes the new fencing token instead.
+    pub(super) fn spawn_worker(&self, id: String, fence: Fence, slot: OwnedSemaphorePermit) {
         let token = CancellationToken::new();
         {
             let mut running = self.inner.running.lock().expect("running map");
-            if running.contains_key(&id) {
+            if let Some(current) = running.get_mut(&id) {
+                current.fence = fence;
                 return;
             }
-            running.insert(id.clone(), token.clone());
+            running.insert(id.clone(), Running { token: token.clone(), fence });
         }
-        if let Err(err) = self.drive(&id, &token).await {
-            tracing::error!(workflow_id = %id, error = %err, "workflow interrupted; it resumes on the next start-up");
-        }
-        self.inner.running.lock().expect("running map").remove(&id);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = engine.drive(&id, &token).await {
+                tracing::error!(workflow_id = %id, error = %err, "workflow interrupted; another claim resumes it");
+            }
+            engine.inner.running.lock().expect("running map").remove(&id);
+            drop(slot);
+            engine.inner.wake.notify_one();
+        });
+    }
+
+    /// The fencing token this process holds for `id` now.
+    fn fence(&self, id: &str) -> Option<Fence> {
+        self.inner.running.lock().expect("running map").get(id).map(|r| r.fence)
     }
 
     async fn drive(&self, id: &str, token: &CancellationToken) -> Result<(), OrchestratorError> {
@@ -63,17 +77,15 @@ impl WorkflowEngine {
         }
         // Timed out: fail it from what is stored (the interrupted step was not).
         let reason = format!("workflow timed out after {} ms (ORCHESTRATOR_WORKFLOW_TIMEOUT_MS)", limit.as_millis());
-        for _ in 0..3 {
-            let Some(mut stored) = self.inner.store.get(id).await? else { return Ok(()) };
-            if stored.state.is_terminal() {
-                return Ok(());
-            }
-            let from = stored.state;
-            stored.transition(WorkflowState::Failed, reason.clone())?;
-            if self.inner.store.update(&mut stored, from).await? {
-                self.finished(&stored);
-                return Ok(());
-            }
+        let Some(mut stored) = self.inner.store.get(id).await? else { return Ok(()) };
+        if stored.state.is_terminal() {
+            return Ok(());
+        }
+        let from = stored.state;
+        stored.transition(WorkflowState::Failed, reason)?;
+        // Stopped: a cancel or a new owner got there first.
+        if let Flow::Continue = self.save(&mut stored, from).await? {
+            self.finished(&stored);
         }
         Ok(())
     }
@@ -84,14 +96,17 @@ impl WorkflowEngine {
     /// commits (fsyncs) per workflow.
     async fn steps(&self, workflow: &mut Workflow, token: &CancellationToken) -> Result<(), OrchestratorError> {
         if workflow.state == WorkflowState::Processing {
-            let note = "picked up again after the orchestrator restarted; steps run again (they are idempotent)";
+            let note = format!(
+                "picked up by {} after its previous owner stopped; steps run again (they are idempotent)",
+                self.inner.owner
+            );
             let record = StepRecord {
                 name: step::RESUME.into(),
                 outcome: StepOutcome::Succeeded,
                 started_at: now(),
                 duration_ms: 0,
                 attempts: 1,
-                message: note.into(),
+                message: note,
             };
             workflow.steps.push(record);
         } else {
@@ -277,13 +292,28 @@ impl WorkflowEngine {
         Ok(flow)
     }
 
+    /// Stores a worker's change under its fencing token.
     async fn save(&self, workflow: &mut Workflow, expected: WorkflowState) -> Result<Flow, OrchestratorError> {
-        if self.inner.store.update(workflow, expected).await? {
-            self.publish(workflow);
-            Ok(Flow::Continue)
-        } else {
-            tracing::info!(workflow_id = %workflow.id, "workflow changed by another writer (cancelled); stopping");
-            Ok(Flow::Stop)
+        let Some(fence) = self.fence(&workflow.id) else { return Ok(Flow::Stop) };
+        match self.inner.store.update(workflow, expected, Some(&fence)).await? {
+            Updated::Written => {
+                self.publish(workflow);
+                Ok(Flow::Continue)
+            }
+            Updated::Moved => {
+                tracing::info!(workflow_id = %workflow.id, "workflow changed by another writer (cancelled); stopping");
+                Ok(Flow::Stop)
+            }
+            Updated::Fenced => {
+                metrics::counter!("workflow_fenced_writes_total").increment(1);
+                tracing::warn!(
+                    workflow_id = %workflow.id,
+                    attempt = fence.attempt,
+                    owner = %self.inner.owner,
+                    "write refused: this instance's lease was taken over by another; stopping"
+                );
+                Ok(Flow::Stop)
+            }
         }
     }
 }

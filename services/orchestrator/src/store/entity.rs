@@ -27,6 +27,9 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     pub execution_time_ms: Option<i64>,
     pub version: i32,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTimeUtc>,
+    pub lease_attempt: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

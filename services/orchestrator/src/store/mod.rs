@@ -1,18 +1,25 @@
 //! `WorkflowStore`: workflows in `workflow_executions`. Every change after
 //! creation is a conditional update on the state the writer last saw, so a
-//! cancel and a worker racing on one workflow can never both win.
+//! cancel and a worker racing on one workflow can never both win; a worker's
+//! changes are also conditional on its lease's fencing token (see [`lease`]),
+//! so an owner that lost its lease cannot overwrite the new owner's progress.
 
 mod entity;
+pub mod lease;
+
+use std::time::Duration;
 
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
     sea_query::{Expr, ExprTrait},
 };
 
 use entity::{ActiveModel, Column, Entity, Model};
 use omninode_core::time::now;
 use omninode_runtime::{db::begin_write, events::Outbox};
+
+pub use lease::{Claimed, Fence};
 
 use crate::{
     domain::{WorkflowState, workflow::Workflow},
@@ -25,6 +32,30 @@ pub enum Inserted {
     Created(Workflow),
     /// The namespace already has a workflow with this idempotency key.
     ExistingKey(Workflow),
+    /// `limit` runnable workflows already wait unclaimed; nothing was stored.
+    QueueFull {
+        limit: u64,
+    },
+}
+
+/// How a new workflow enters the store.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// Claimed at once by this process (a worker slot is free): lease owner
+    /// and duration; the fencing token is 1.
+    Claimed { owner: String, lease: Duration },
+    /// Left for any instance to claim, if fewer than `limit` wait unclaimed.
+    Queued { limit: u64 },
+}
+
+/// What became of a conditional update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    Written,
+    /// Another writer (a cancel) moved the workflow first.
+    Moved,
+    /// The writer's lease was taken over: its fencing token is stale.
+    Fenced,
 }
 
 /// Workflows on SQLite or PostgreSQL.
@@ -40,14 +71,42 @@ impl WorkflowStore {
         Self { db, outbox }
     }
 
-    /// Inserts a new workflow; if a concurrent start took its idempotency
-    /// key first, returns that workflow instead.
-    pub async fn insert(&self, workflow: &Workflow) -> Result<Inserted, DbErr> {
+    /// The database backend (PostgreSQL claimers also listen for notifications).
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    pub(crate) fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Inserts a new workflow, claimed or queued (see [`Admission`]); if a
+    /// concurrent start took its idempotency key first, returns that workflow instead.
+    pub async fn insert(&self, workflow: &Workflow, admission: &Admission) -> Result<Inserted, DbErr> {
         let txn = begin_write(&self.db).await?;
-        let inserted = Entity::insert(to_active(workflow)?).exec_without_returning(&txn).await;
+        let mut row = to_active(workflow)?;
+        match admission {
+            Admission::Claimed { owner, lease } => {
+                row.lease_owner = Set(Some(owner.clone()));
+                row.lease_expires_at = Set(Some(lease::expiry(*lease)));
+                row.lease_attempt = Set(1);
+            }
+            Admission::Queued { limit } => {
+                let waiting = lease::backlog_for_admission(&txn).await?;
+                if waiting >= *limit {
+                    txn.rollback().await?;
+                    return Ok(Inserted::QueueFull { limit: *limit });
+                }
+                row.lease_attempt = Set(0);
+            }
+        }
+        let inserted = Entity::insert(row).exec_without_returning(&txn).await;
         let inserted = match inserted {
             Ok(_) => {
                 self.outbox.append(&txn, vec![state_changed(workflow, None)]).await?;
+                if matches!(admission, Admission::Queued { .. }) {
+                    lease::notify_claimers(&txn).await?;
+                }
                 txn.commit().await.map(|_| ())
             }
             Err(err) => {
@@ -87,24 +146,43 @@ impl WorkflowStore {
     }
 
     /// Writes `workflow` (version + 1) if its stored state is still
-    /// `expected`; returns false, changing nothing, if another writer moved it.
-    pub async fn update(&self, workflow: &mut Workflow, expected: WorkflowState) -> Result<bool, DbErr> {
+    /// `expected` and, for a worker (`fence`), its lease is still the one it
+    /// claimed. A terminal state ends the lease.
+    pub async fn update(
+        &self,
+        workflow: &mut Workflow,
+        expected: WorkflowState,
+        fence: Option<&Fence>,
+    ) -> Result<Updated, DbErr> {
         workflow.updated_at = now();
         let mut active = to_active(workflow)?;
-        active.id = sea_orm::ActiveValue::NotSet;
-        active.created_at = sea_orm::ActiveValue::NotSet;
-        active.version = sea_orm::ActiveValue::NotSet;
+        active.id = NotSet;
+        active.created_at = NotSet;
+        active.version = NotSet;
+        if workflow.state.is_terminal() {
+            active.lease_owner = Set(None);
+            active.lease_expires_at = Set(None);
+        }
         let txn = begin_write(&self.db).await?;
-        let result = Entity::update_many()
+        let mut query = Entity::update_many()
             .set(active)
             .col_expr(Column::Version, Expr::col(Column::Version).add(1))
             .filter(Column::Id.eq(&workflow.id))
-            .filter(Column::CurrentState.eq(expected.as_str()))
-            .exec(&txn)
-            .await?;
+            .filter(Column::CurrentState.eq(expected.as_str()));
+        if let Some(fence) = fence {
+            query = query.filter(Column::LeaseAttempt.eq(fence.attempt));
+        }
+        let result = query.exec(&txn).await?;
         if result.rows_affected != 1 {
             txn.rollback().await?;
-            return Ok(false);
+            let Some(fence) = fence else { return Ok(Updated::Moved) };
+            let attempt: Option<i64> = Entity::find_by_id(&workflow.id)
+                .select_only()
+                .column(Column::LeaseAttempt)
+                .into_tuple()
+                .one(&self.db)
+                .await?;
+            return Ok(if attempt == Some(fence.attempt) { Updated::Moved } else { Updated::Fenced });
         }
         let moved = workflow.state != expected;
         if moved {
@@ -115,7 +193,7 @@ impl WorkflowStore {
             self.outbox.committed();
         }
         workflow.version += 1;
-        Ok(true)
+        Ok(Updated::Written)
     }
 
     /// Up to `limit` workflows of `namespace` (optionally in `state`) older
@@ -136,18 +214,6 @@ impl WorkflowStore {
         }
         let rows = query.order_by_desc(Column::Id).limit(limit).all(&self.db).await?;
         rows.into_iter().map(from_model).collect()
-    }
-
-    /// Ids of every workflow not yet in a terminal state, oldest first.
-    pub async fn unfinished(&self) -> Result<Vec<String>, DbErr> {
-        Entity::find()
-            .select_only()
-            .column(Column::Id)
-            .filter(Column::CurrentState.is_in([WorkflowState::Pending.as_str(), WorkflowState::Processing.as_str()]))
-            .order_by_asc(Column::Id)
-            .into_tuple::<String>()
-            .all(&self.db)
-            .await
     }
 }
 
@@ -182,6 +248,10 @@ fn to_active(w: &Workflow) -> Result<ActiveModel, DbErr> {
         updated_at: Set(w.updated_at),
         execution_time_ms: Set(w.execution_time_ms.map(|ms| ms as i64)),
         version: Set(w.version),
+        // Leases are written by the claim, renewal and release statements only.
+        lease_owner: NotSet,
+        lease_expires_at: NotSet,
+        lease_attempt: NotSet,
     })
 }
 

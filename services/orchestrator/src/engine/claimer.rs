@@ -1,0 +1,173 @@
+//! The claimer of one process: it claims runnable workflows from the database
+//! while it has free workers (woken at once by a local submit, a finished
+//! worker, or — on PostgreSQL — a `NOTIFY` from another instance, and polling
+//! a few times per lease for expired ones), renews the leases of what it runs,
+//! and on shutdown hands its workflows over: workers get a moment to finish,
+//! the rest are interrupted and their leases released so another instance
+//! takes them at once, without waiting for the leases to expire.
+
+use std::{collections::HashSet, time::Duration};
+
+use sea_orm::{DbBackend, sqlx::postgres::PgListener};
+use tokio::{task::JoinHandle, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::WorkflowEngine;
+use crate::store::lease::CHANNEL;
+
+/// How long a stopping instance lets its running workflows finish before it
+/// interrupts them and releases their leases.
+const DRAIN: Duration = Duration::from_secs(1);
+/// How often the backlog gauge is refreshed.
+const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
+
+/// Starts the claimer, the renewer and (PostgreSQL) the listener; the
+/// returned task ends once the hand-over after `stop` is done.
+pub(super) fn spawn(engine: WorkflowEngine, stop: CancellationToken) -> JoinHandle<()> {
+    if engine.inner.store.backend() == DbBackend::Postgres {
+        tokio::spawn(listen(engine.clone(), stop.clone()));
+    }
+    tokio::spawn(renew(engine.clone(), stop.clone()));
+    tokio::spawn(async move {
+        claim_until(&engine, &stop).await;
+        hand_over(&engine).await;
+    })
+}
+
+async fn claim_until(engine: &WorkflowEngine, stop: &CancellationToken) {
+    let inner = &engine.inner;
+    let lease = inner.config.lease;
+    // Expired leases are found within a quarter lease: takeover within ~1.25 leases.
+    let poll = (lease / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let mut backlog_at = Instant::now() - BACKLOG_REFRESH;
+    let mut failures = 0u32;
+    loop {
+        let free = inner.slots.available_permits() as u64;
+        if free > 0 {
+            match inner.store.claim(&inner.owner, free, lease).await {
+                Ok(claimed) => {
+                    failures = 0;
+                    for workflow in claimed {
+                        let Ok(slot) = inner.slots.clone().acquire_owned().await else { return };
+                        metrics::counter!("workflow_claimed_total").increment(1);
+                        if workflow.taken_over {
+                            metrics::counter!("workflow_takeovers_total").increment(1);
+                            tracing::info!(workflow_id = %workflow.id, owner = %inner.owner, "took over a workflow whose lease expired");
+                        }
+                        engine.spawn_worker(workflow.id, workflow.fence, slot);
+                    }
+                }
+                Err(err) => {
+                    failures += 1;
+                    tracing::warn!(%err, failures, "cannot claim workflows");
+                }
+            }
+        }
+        if backlog_at.elapsed() >= BACKLOG_REFRESH {
+            backlog_at = Instant::now();
+            engine.report_backlog().await;
+        }
+        let pause = if failures > 0 { poll.saturating_mul(1 << failures.min(4)) } else { poll };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Lets running workflows finish for [`DRAIN`], interrupts the rest (they
+/// write nothing more) and releases every lease this process holds.
+async fn hand_over(engine: &WorkflowEngine) {
+    let inner = &engine.inner;
+    let running = || inner.running.lock().expect("running map").len();
+    let deadline = Instant::now() + DRAIN;
+    while running() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for worker in inner.running.lock().expect("running map").values() {
+        worker.token.cancel();
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while running() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    match inner.store.release(&inner.owner).await {
+        Ok(0) => {}
+        Ok(released) => {
+            tracing::info!(released, owner = %inner.owner, "handed unfinished workflows to the other instances")
+        }
+        Err(err) => tracing::warn!(%err, "cannot release leases; they expire instead"),
+    }
+}
+
+/// Renews the leases of the running workflows three times per lease. One
+/// that was not renewed ended elsewhere (a cancel: its worker is interrupted)
+/// or was taken over (its worker's next write is fenced).
+async fn renew(engine: WorkflowEngine, stop: CancellationToken) {
+    let inner = &engine.inner;
+    let mut reported: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(inner.config.lease / 3) => {}
+        }
+        let ids: Vec<String> = inner.running.lock().expect("running map").keys().cloned().collect();
+        let renewed = match inner.store.renew(&inner.owner, &ids, inner.config.lease).await {
+            Ok(renewed) => renewed,
+            Err(err) => {
+                tracing::warn!(%err, "cannot renew leases");
+                continue;
+            }
+        };
+        reported.retain(|id| ids.contains(id));
+        for id in ids.iter().filter(|id| !renewed.contains(*id)) {
+            match inner.store.get(id).await {
+                Ok(Some(workflow)) if workflow.state.is_terminal() => {
+                    if let Some(worker) = inner.running.lock().expect("running map").get(id) {
+                        worker.token.cancel();
+                    }
+                }
+                Ok(_) if reported.insert(id.clone()) => {
+                    tracing::warn!(workflow_id = %id, owner = %inner.owner, "lease lost to another instance");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// PostgreSQL: wakes the claimer when another instance queues a workflow or
+/// releases its leases.
+async fn listen(engine: WorkflowEngine, stop: CancellationToken) {
+    let pool = engine.inner.store.connection().get_postgres_connection_pool().clone();
+    loop {
+        let listener = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sea_orm::sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            _ = stop.cancelled() => return,
+            listener = listener => match listener {
+                Ok(listener) => listener,
+                Err(err) => {
+                    tracing::debug!(%err, "cannot listen for queued workflows; polling meanwhile");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        // A reconnect may have missed notifications: look once.
+        engine.inner.wake.notify_one();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                notification = listener.recv() => match notification {
+                    Ok(_) => engine.inner.wake.notify_one(),
+                    Err(_) => break,
+                },
+            }
+        }
+    }
+}

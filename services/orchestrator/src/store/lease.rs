@@ -1,0 +1,180 @@
+//! Leases: the database is the coordinator of orchestrator instances (no
+//! cluster protocol of our own). A runnable workflow — PENDING or PROCESSING
+//! with no lease or an expired one — is claimed in batches (PostgreSQL:
+//! `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent claimers never take the
+//! same row; SQLite: one process, serialised by its write gate). A claim sets
+//! the owner and expiry and bumps `lease_attempt`, the fencing token every
+//! later write of that owner is conditional on. Owners renew while they run
+//! and release on a graceful shutdown. Lease times come from the instances'
+//! clocks, which must agree to well within a lease (NTP).
+
+use std::{collections::HashSet, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Expr, ExprTrait, LockBehavior, LockType},
+};
+
+use super::{
+    WorkflowStore,
+    entity::{Column, Entity},
+};
+use crate::domain::WorkflowState;
+use omninode_runtime::db::{WriteTransaction, begin_write};
+
+/// The PostgreSQL channel on which a queued workflow wakes the claimers.
+pub const CHANNEL: &str = "omninode_workflows";
+/// Advisory lock that makes "count the backlog, then insert" atomic across
+/// instances on PostgreSQL ("omniqueu").
+const BACKLOG_LOCK: i64 = 0x6f6d_6e69_7175_6575;
+
+/// The fencing token a worker's writes are conditional on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub attempt: i64,
+}
+
+/// A workflow this instance just claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: String,
+    pub fence: Fence,
+    /// Another owner held it and let its lease expire (it died or stalled).
+    pub taken_over: bool,
+}
+
+/// When a lease taken now ends.
+pub(crate) fn expiry(lease: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+}
+
+fn unfinished() -> [&'static str; 2] {
+    [WorkflowState::Pending.as_str(), WorkflowState::Processing.as_str()]
+}
+
+/// Runnable and nobody's: unfinished, with no lease or an expired one.
+fn runnable(now: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(Column::CurrentState.is_in(unfinished()))
+        .add(Condition::any().add(Column::LeaseExpiresAt.is_null()).add(Column::LeaseExpiresAt.lt(now)))
+}
+
+/// How many runnable workflows wait unclaimed, counted inside an admission
+/// transaction; on PostgreSQL under an advisory lock, so two instances
+/// admitting at once cannot both take the last place.
+pub(super) async fn backlog_for_admission(txn: &WriteTransaction) -> Result<u64, DbErr> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({BACKLOG_LOCK})")).await?;
+    }
+    Entity::find().filter(runnable(Utc::now())).count(txn).await
+}
+
+/// Wakes every instance's claimer when the transaction commits (PostgreSQL;
+/// in one process the engine wakes its own claimer).
+pub(super) async fn notify_claimers<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
+    if conn.get_database_backend() == DbBackend::Postgres {
+        conn.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
+    }
+    Ok(())
+}
+
+impl WorkflowStore {
+    /// Claims up to `max` runnable workflows, oldest first, for `owner`.
+    pub async fn claim(&self, owner: &str, max: u64, lease: Duration) -> Result<Vec<Claimed>, DbErr> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let txn = begin_write(self.connection()).await?;
+        let mut pick = Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .column(Column::LeaseOwner)
+            .filter(runnable(Utc::now()))
+            .order_by_asc(Column::Id)
+            .limit(max);
+        if txn.get_database_backend() == DbBackend::Postgres {
+            pick = pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        let picked: Vec<(String, Option<String>)> = pick.into_tuple().all(&txn).await?;
+        if picked.is_empty() {
+            txn.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = picked.iter().map(|(id, _)| id.as_str()).collect();
+        Entity::update_many()
+            .col_expr(Column::LeaseOwner, Expr::value(owner))
+            .col_expr(Column::LeaseExpiresAt, Expr::value(expiry(lease)))
+            .col_expr(Column::LeaseAttempt, Expr::col(Column::LeaseAttempt).add(1))
+            .filter(Column::Id.is_in(ids.iter().copied()))
+            .exec(&txn)
+            .await?;
+        let attempts: Vec<(String, i64)> = Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .column(Column::LeaseAttempt)
+            .filter(Column::Id.is_in(ids.iter().copied()))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        txn.commit().await?;
+        let previous: std::collections::HashMap<String, Option<String>> = picked.into_iter().collect();
+        Ok(attempts
+            .into_iter()
+            .map(|(id, attempt)| Claimed {
+                taken_over: previous.get(&id).is_some_and(|owner| owner.is_some()),
+                id,
+                fence: Fence { attempt },
+            })
+            .collect())
+    }
+
+    /// Extends `owner`'s leases on `ids` that are still its own and
+    /// unfinished; returns the ids renewed.
+    pub async fn renew(&self, owner: &str, ids: &[String], lease: Duration) -> Result<HashSet<String>, DbErr> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mine = || {
+            Condition::all()
+                .add(Column::LeaseOwner.eq(owner))
+                .add(Column::CurrentState.is_in(unfinished()))
+                .add(Column::Id.is_in(ids.iter().map(String::as_str)))
+        };
+        let txn = begin_write(self.connection()).await?;
+        Entity::update_many()
+            .col_expr(Column::LeaseExpiresAt, Expr::value(expiry(lease)))
+            .filter(mine())
+            .exec(&txn)
+            .await?;
+        let renewed: Vec<String> =
+            Entity::find().select_only().column(Column::Id).filter(mine()).into_tuple().all(&txn).await?;
+        txn.commit().await?;
+        Ok(renewed.into_iter().collect())
+    }
+
+    /// Gives up every unfinished workflow `owner` holds, so other instances
+    /// take them at once (graceful shutdown); returns how many.
+    pub async fn release(&self, owner: &str) -> Result<u64, DbErr> {
+        let txn = begin_write(self.connection()).await?;
+        let released = Entity::update_many()
+            .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(Column::LeaseOwner.eq(owner))
+            .filter(Column::CurrentState.is_in(unfinished()))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if released > 0 {
+            notify_claimers(&txn).await?;
+        }
+        txn.commit().await?;
+        Ok(released)
+    }
+
+    /// How many runnable workflows wait unclaimed, across instances.
+    pub async fn backlog(&self) -> Result<u64, DbErr> {
+        Entity::find().filter(runnable(Utc::now())).count(self.connection()).await
+    }
+}
