@@ -276,6 +276,61 @@ where
     }
 }
 
+/// One `omninode serve <service>` process, started from the test crate's
+/// copy of the binary (`env!("CARGO_BIN_EXE_omninode-node")` in a test), on
+/// ephemeral ports, so a test can kill it, pause it or stop it gracefully.
+pub struct NodeProcess {
+    pub child: tokio::process::Child,
+    /// The gRPC port of the service.
+    pub port: u16,
+    /// The admin (/metrics, /health) port.
+    pub admin: SocketAddr,
+}
+
+impl NodeProcess {
+    /// Starts `binary serve service` with `vars` on top of the base test environment.
+    pub fn spawn(binary: &str, service: &str, vars: &[(String, String)]) -> Self {
+        let (port, admin) = (free_port(), free_port());
+        let port_variable = match service {
+            "stamping" => omninode_runtime::names::STAMPING.port_variable,
+            "orchestrator" => omninode_runtime::names::ORCHESTRATOR.port_variable,
+            "reducer" => omninode_runtime::names::REDUCER.port_variable,
+            _ => "GATEWAY_PORT",
+        };
+        let child = tokio::process::Command::new(binary)
+            .args(["serve", service])
+            .envs(base_env())
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(port_variable, port.to_string())
+            .env("METRICS_PORT", admin.to_string())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{binary} serve {service} starts: {e}"));
+        Self { child, port, admin: ([127, 0, 0, 1], admin).into() }
+    }
+
+    /// `http://127.0.0.1:port` of its gRPC server.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the process runs").to_string();
+        let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// The value of an unlabelled counter or gauge on its /metrics (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, metrics) = http_get(self.admin, "/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
 /// A free TCP port on loopback (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -84,6 +84,7 @@ pub fn workflow_to_proto(w: Workflow) -> pb::Workflow {
                 duration_ms: s.duration_ms,
                 attempts: s.attempts,
                 message: s.message,
+                owner: s.owner,
             })
             .collect(),
         intelligence_data: w.intelligence_data.unwrap_or_default(),

@@ -53,6 +53,9 @@ pub struct StepRecord {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The orchestrator instance (lease owner) that ran the step.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
 }
 
 /// One recorded state change.

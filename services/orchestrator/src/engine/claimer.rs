@@ -102,8 +102,9 @@ async fn hand_over(engine: &WorkflowEngine) {
 }
 
 /// Renews the leases of the running workflows three times per lease. One
-/// that was not renewed ended elsewhere (a cancel: its worker is interrupted)
-/// or was taken over (its worker's next write is fenced).
+/// that was not renewed either ended under this lease (a cancel: its worker
+/// is interrupted) or was claimed by another instance (its worker is left to
+/// find out at its next write, which the fencing token refuses and counts).
 async fn renew(engine: WorkflowEngine, stop: CancellationToken) {
     let inner = &engine.inner;
     let mut reported: HashSet<String> = HashSet::new();
@@ -122,13 +123,14 @@ async fn renew(engine: WorkflowEngine, stop: CancellationToken) {
         };
         reported.retain(|id| ids.contains(id));
         for id in ids.iter().filter(|id| !renewed.contains(*id)) {
-            match inner.store.get(id).await {
-                Ok(Some(workflow)) if workflow.state.is_terminal() => {
+            let held = engine.fence(id);
+            match inner.store.lease_of(id).await {
+                Ok(Some((state, fence))) if state.is_terminal() && Some(fence) == held => {
                     if let Some(worker) = inner.running.lock().expect("running map").get(id) {
                         worker.token.cancel();
                     }
                 }
-                Ok(_) if reported.insert(id.clone()) => {
+                Ok(Some(_)) if reported.insert(id.clone()) => {
                     tracing::warn!(workflow_id = %id, owner = %inner.owner, "lease lost to another instance");
                 }
                 _ => {}

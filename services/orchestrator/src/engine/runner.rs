@@ -62,7 +62,7 @@ impl WorkflowEngine {
     }
 
     /// The fencing token this process holds for `id` now.
-    fn fence(&self, id: &str) -> Option<Fence> {
+    pub(super) fn fence(&self, id: &str) -> Option<Fence> {
         self.inner.running.lock().expect("running map").get(id).map(|r| r.fence)
     }
 
@@ -107,6 +107,7 @@ impl WorkflowEngine {
                 duration_ms: 0,
                 attempts: 1,
                 message: note,
+                owner: String::new(),
             };
             workflow.steps.push(record);
         } else {
@@ -295,6 +296,9 @@ impl WorkflowEngine {
     /// Stores a worker's change under its fencing token.
     async fn save(&self, workflow: &mut Workflow, expected: WorkflowState) -> Result<Flow, OrchestratorError> {
         let Some(fence) = self.fence(&workflow.id) else { return Ok(Flow::Stop) };
+        for step in workflow.steps.iter_mut().filter(|step| step.owner.is_empty()) {
+            step.owner.clone_from(&self.inner.owner);
+        }
         match self.inner.store.update(workflow, expected, Some(&fence)).await? {
             Updated::Written => {
                 self.publish(workflow);
@@ -328,5 +332,5 @@ fn step_record(
     let duration_ms = clock.elapsed().as_millis() as u64;
     metrics::histogram!("workflow_step_duration_ms", "step" => name.to_owned(), "outcome" => format!("{outcome:?}"))
         .record(duration_ms as f64);
-    StepRecord { name: name.to_owned(), outcome, started_at, duration_ms, attempts, message }
+    StepRecord { name: name.to_owned(), outcome, started_at, duration_ms, attempts, message, owner: String::new() }
 }

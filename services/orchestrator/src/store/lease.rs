@@ -12,9 +12,9 @@ use std::{collections::HashSet, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-    sea_query::{Expr, ExprTrait, LockBehavior, LockType},
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, Order, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait, LockBehavior, LockType, NullOrdering},
 };
 
 use super::{
@@ -61,15 +61,25 @@ fn runnable(now: DateTime<Utc>) -> Condition {
         .add(Condition::any().add(Column::LeaseExpiresAt.is_null()).add(Column::LeaseExpiresAt.lt(now)))
 }
 
-/// How many runnable workflows wait unclaimed, counted inside an admission
-/// transaction; on PostgreSQL under an advisory lock, so two instances
-/// admitting at once cannot both take the last place.
-pub(super) async fn backlog_for_admission(txn: &WriteTransaction) -> Result<u64, DbErr> {
-    if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({BACKLOG_LOCK})")).await?;
+/// Whether one more workflow may wait unclaimed under `limit`, decided
+/// inside the admission transaction. Far from the limit a plain count
+/// decides (admissions run in parallel); within [`ADMISSION_MARGIN`] of it,
+/// PostgreSQL admissions serialise on an advisory lock and count again, so
+/// instances admitting at once cannot both take the last places. (SQLite's
+/// write gate already serialises.)
+pub(super) async fn admits(txn: &WriteTransaction, limit: u64) -> Result<bool, DbErr> {
+    let waiting = Entity::find().filter(runnable(Utc::now())).count(txn).await?;
+    if txn.get_database_backend() != DbBackend::Postgres || waiting.saturating_add(ADMISSION_MARGIN) < limit {
+        return Ok(waiting < limit);
     }
-    Entity::find().filter(runnable(Utc::now())).count(txn).await
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({BACKLOG_LOCK})")).await?;
+    Ok(Entity::find().filter(runnable(Utc::now())).count(txn).await? < limit)
 }
+
+/// Below `limit - ADMISSION_MARGIN` waiting workflows, admissions do not
+/// serialise: the bound is exact as long as fewer admissions than this are
+/// between their count and their commit at once, across all instances.
+const ADMISSION_MARGIN: u64 = 256;
 
 /// Wakes every instance's claimer when the transaction commits (PostgreSQL;
 /// in one process the engine wakes its own claimer).
@@ -81,7 +91,9 @@ pub(super) async fn notify_claimers<C: ConnectionTrait>(conn: &C) -> Result<(), 
 }
 
 impl WorkflowStore {
-    /// Claims up to `max` runnable workflows, oldest first, for `owner`.
+    /// Claims up to `max` runnable workflows for `owner`: first those whose
+    /// owner's lease expired (a dead or stalled instance's work is taken over
+    /// as soon as a worker is free), then the oldest never claimed.
     pub async fn claim(&self, owner: &str, max: u64, lease: Duration) -> Result<Vec<Claimed>, DbErr> {
         if max == 0 {
             return Ok(Vec::new());
@@ -92,6 +104,7 @@ impl WorkflowStore {
             .column(Column::Id)
             .column(Column::LeaseOwner)
             .filter(runnable(Utc::now()))
+            .order_by_with_nulls(Column::LeaseExpiresAt, Order::Asc, NullOrdering::Last)
             .order_by_asc(Column::Id)
             .limit(max);
         if txn.get_database_backend() == DbBackend::Postgres {
@@ -171,6 +184,18 @@ impl WorkflowStore {
         }
         txn.commit().await?;
         Ok(released)
+    }
+
+    /// The state of `id` and the fencing token of its latest claim.
+    pub async fn lease_of(&self, id: &str) -> Result<Option<(WorkflowState, Fence)>, DbErr> {
+        let row: Option<(String, i64)> = Entity::find_by_id(id)
+            .select_only()
+            .column(Column::CurrentState)
+            .column(Column::LeaseAttempt)
+            .into_tuple()
+            .one(self.connection())
+            .await?;
+        row.map(|(state, attempt)| Ok((state.parse().map_err(DbErr::Type)?, Fence { attempt }))).transpose()
     }
 
     /// How many runnable workflows wait unclaimed, across instances.

@@ -92,8 +92,7 @@ impl WorkflowStore {
                 row.lease_attempt = Set(1);
             }
             Admission::Queued { limit } => {
-                let waiting = lease::backlog_for_admission(&txn).await?;
-                if waiting >= *limit {
+                if !lease::admits(&txn, *limit).await? {
                     txn.rollback().await?;
                     return Ok(Inserted::QueueFull { limit: *limit });
                 }

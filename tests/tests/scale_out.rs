@@ -1,0 +1,317 @@
+//! Orchestrator scale-out: several orchestrator processes on one database,
+//! workflows claimed with leases, taken over when an instance dies or
+//! stalls, handed over on a graceful shutdown, fenced when a stale owner wakes
+//! up; the queue bound holds across instances. Real processes, real signals.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use omninode_integration_tests::{
+    Backend, NodeProcess, ServiceKind, TestDatabase, TestMesh, consul::ConsulDouble, free_port, on_both_backends,
+    orchestrator_client, reason, wait_until,
+};
+use omninode_proto::orchestrator::v1::{self as pb, orchestrator_service_client::OrchestratorServiceClient};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use tonic::{Code, transport::Channel};
+
+const NODE: &str = env!("CARGO_BIN_EXE_omninode-node");
+
+fn start_request(namespace: &str, i: usize) -> pb::StartWorkflowRequest {
+    pb::StartWorkflowRequest {
+        namespace: namespace.into(),
+        input: Some(pb::WorkflowInput {
+            content: format!("workflow {i} of a scale-out run\n"),
+            file_path: format!("docs/{i}.md"),
+            // The OnexTree double answers after a pause: work outlasts the starts.
+            enable_intelligence: true,
+            ..Default::default()
+        }),
+        idempotency_key: format!("wf-{i}"),
+        ..Default::default()
+    }
+}
+
+/// An OnexTree test double that answers every analysis after `pause`.
+async fn slow_onextree(pause: Duration) -> String {
+    use axum::{Router, routing::post};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new().route(
+        "/api/v1/intelligence/analyze",
+        post(move || async move {
+            tokio::time::sleep(pause).await;
+            axum::Json(serde_json::json!({"score": 1}))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+fn vars(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+async fn scalar(db: &DatabaseConnection, sql: &str) -> i64 {
+    let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap().unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+async fn count_in(db: &DatabaseConnection, namespace: &str, state: &str) -> i64 {
+    scalar(
+        db,
+        &format!(
+            "SELECT COUNT(*) FROM workflow_executions WHERE namespace = '{namespace}' AND current_state = '{state}'"
+        ),
+    )
+    .await
+}
+
+/// 3 orchestrator and 2 stamping processes on one PostgreSQL; 3000 workflows
+/// started across the orchestrators; one orchestrator SIGKILLed, another
+/// SIGSTOPped past its lease and resumed. Every workflow completes exactly
+/// once, the dead instance's work is taken over, and the stale owner's
+/// writes are fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_paused_orchestrators_lose_no_workflow_and_stale_writes_are_fenced() {
+    const TOTAL: usize = 3000;
+    const LEASE_MS: u64 = 1500;
+    let database = TestDatabase::new(Backend::Postgres).await;
+    let consul = ConsulDouble::start().await;
+    let onextree = slow_onextree(Duration::from_millis(100)).await;
+    let mut shared = database.env();
+    shared.extend(vars(&[
+        ("ONEXTREE_SERVICE_URL", onextree),
+        ("CONSUL_HTTP_ADDR", consul.url()),
+        ("CONSUL_CHECK_INTERVAL_MS", "200".into()),
+        ("CONSUL_WAIT_MS", "1000".into()),
+        ("DATABASE_MAX_CONNECTIONS", "8".into()),
+    ]));
+    let stamping: Vec<NodeProcess> = (0..2).map(|_| NodeProcess::spawn(NODE, "stamping", &shared)).collect();
+    wait_until("both stamping instances pass their checks", Duration::from_secs(30), || {
+        std::future::ready((consul.instances("omninode-stamping").len() == 2).then_some(()))
+    })
+    .await;
+    let orchestrators: Vec<NodeProcess> = (1..=3)
+        .map(|n| {
+            let mut own = shared.clone();
+            own.extend(vars(&[
+                ("OMNINODE_INSTANCE_ID", format!("orch-{n}")),
+                ("ORCHESTRATOR_LEASE_MS", LEASE_MS.to_string()),
+                ("ORCHESTRATOR_CONCURRENCY", "8".into()),
+                ("MAX_WORKFLOW_QUEUE_SIZE", "10000".into()),
+            ]));
+            NodeProcess::spawn(NODE, "orchestrator", &own)
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for node in &orchestrators {
+        clients.push(orchestrator_client(node.url()).await);
+    }
+
+    // Start every workflow, round robin over the three instances.
+    let started = Instant::now();
+    let acknowledged: Vec<String> = stream::iter(0..TOTAL)
+        .map(|i| {
+            let mut client = clients[i % 3].clone();
+            async move {
+                let response = client.start_workflow(start_request("scale.out", i)).await.expect("start acknowledged");
+                response.into_inner().workflow.unwrap().workflow_id
+            }
+        })
+        .buffer_unordered(48)
+        .collect()
+        .await;
+    assert_eq!(acknowledged.len(), TOTAL);
+    println!("{TOTAL} workflows acknowledged in {:?}", started.elapsed());
+
+    // Mid-run: SIGKILL orch-1, SIGSTOP orch-2 for longer than its lease.
+    let db = Database::connect(database.postgres.as_ref().unwrap().url.as_str()).await.unwrap();
+    let owned_by = |n: u32| {
+        format!(
+            "SELECT COUNT(*) FROM workflow_executions WHERE lease_owner LIKE 'orch-{n}/%' \
+             AND current_state IN ('PENDING', 'PROCESSING')"
+        )
+    };
+    let completed_before = count_in(&db, "scale.out", "COMPLETED").await;
+    orchestrators[0].signal("KILL");
+    let killed_at = Instant::now();
+    let held_by_dead = scalar(&db, &owned_by(1)).await;
+    orchestrators[1].signal("STOP");
+    assert!(completed_before < TOTAL as i64, "the kill must land mid-run ({completed_before} already done)");
+    assert!(held_by_dead > 0, "the killed instance held no workflow");
+    wait_until("the survivors take over the killed instance's workflows", Duration::from_secs(30), || async {
+        (scalar(&db, &owned_by(1)).await == 0).then_some(())
+    })
+    .await;
+    let takeover = killed_at.elapsed();
+    println!(
+        "takeover: {held_by_dead} workflows of the SIGKILLed instance claimed by others {} ms after the kill \
+         (lease {LEASE_MS} ms; {completed_before} of {TOTAL} had completed)",
+        takeover.as_millis()
+    );
+    assert!(takeover < Duration::from_millis(4 * LEASE_MS), "takeover took {takeover:?}");
+    tokio::time::sleep(Duration::from_millis(2 * LEASE_MS)).await;
+    orchestrators[1].signal("CONT");
+
+    wait_until("every workflow completes", Duration::from_secs(180), || async {
+        (count_in(&db, "scale.out", "COMPLETED").await == TOTAL as i64).then_some(())
+    })
+    .await;
+    println!("all {TOTAL} completed {:?} after the first start", started.elapsed());
+
+    // Exactly once: one stamp record per workflow, no step succeeded twice.
+    let stamps = scalar(&db, "SELECT COUNT(*) FROM metadata_stamps WHERE op_id LIKE 'workflow:%'").await;
+    let distinct = scalar(&db, "SELECT COUNT(DISTINCT op_id) FROM metadata_stamps WHERE op_id LIKE 'workflow:%'").await;
+    assert_eq!((stamps, distinct), (TOTAL as i64, TOTAL as i64), "one stamp record per workflow");
+    assert_eq!(
+        scalar(&db, "SELECT COUNT(*) FROM workflow_executions WHERE current_state <> 'COMPLETED'").await,
+        0,
+        "nothing failed"
+    );
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id, CAST(steps AS TEXT) AS steps FROM workflow_executions",
+        ))
+        .await
+        .unwrap();
+    let mut resumed = 0;
+    for row in rows {
+        let id: String = row.try_get("", "id").unwrap();
+        let steps: serde_json::Value = serde_json::from_str(&row.try_get::<String>("", "steps").unwrap()).unwrap();
+        let mut succeeded: HashMap<String, Vec<String>> = HashMap::new();
+        for step in steps.as_array().unwrap() {
+            if step["outcome"] == "SUCCEEDED" && step["name"] != "resume" {
+                let owner = step["owner"].as_str().unwrap_or_default().to_owned();
+                succeeded.entry(step["name"].as_str().unwrap().to_owned()).or_default().push(owner);
+            }
+            resumed += usize::from(step["name"] == "resume");
+        }
+        for (name, owners) in succeeded {
+            assert_eq!(owners.len(), 1, "workflow {id}: step {name} recorded as succeeded by {owners:?}");
+        }
+    }
+    println!("{resumed} workflows were picked up by another instance");
+    assert!(resumed > 0, "no workflow was resumed by another instance");
+
+    // The paused instance woke up to a lost lease: its writes were refused.
+    let paused = &orchestrators[1];
+    let fenced = wait_until("the stale owner's writes are fenced", Duration::from_secs(30), || async {
+        let fenced = paused.metric("workflow_fenced_writes_total").await;
+        (fenced > 0.0).then_some(fenced)
+    })
+    .await;
+    let takeovers =
+        orchestrators[2].metric("workflow_takeovers_total").await + paused.metric("workflow_takeovers_total").await;
+    println!("fenced writes of the paused instance: {fenced}; takeovers: {takeovers}");
+    assert!(takeovers > 0.0);
+    drop(stamping);
+}
+
+/// SIGTERM to an instance under load: its workflows are handed over at once
+/// (the lease is a minute; they finish within seconds on the other instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_workflows_over_without_waiting_for_the_lease() {
+    let database = TestDatabase::new(Backend::Postgres).await;
+    let stamping = TestMesh::start_services(database.clone(), &[ServiceKind::Stamping], &[]).await;
+    let mut shared = database.env();
+    shared.extend(vars(&[
+        ("ORCHESTRATOR_LEASE_MS", "60000".into()),
+        ("ORCHESTRATOR_CONCURRENCY", "4".into()),
+        ("ORCHESTRATOR_STEP_MAX_ATTEMPTS", "100".into()),
+        ("ORCHESTRATOR_RETRY_BASE_MS", "100".into()),
+        ("ORCHESTRATOR_RETRY_MAX_MS", "200".into()),
+    ]));
+    // A cannot reach stamping: whatever it claims stays in flight until handed over.
+    let mut a_vars = shared.clone();
+    a_vars.push(("STAMPING_SERVICE_URL".into(), format!("http://127.0.0.1:{}", free_port())));
+    a_vars.push(("OMNINODE_INSTANCE_ID".into(), "orch-a".into()));
+    let mut a = NodeProcess::spawn(NODE, "orchestrator", &a_vars);
+    let mut client_a = orchestrator_client(a.url()).await;
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            let response = client_a.start_workflow(start_request("handover", i)).await.unwrap();
+            ids.push(response.into_inner().workflow.unwrap().workflow_id);
+        }
+        ids
+    };
+    let db = Database::connect(database.postgres.as_ref().unwrap().url.as_str()).await.unwrap();
+    let held_by_a =
+        "SELECT COUNT(*) FROM workflow_executions WHERE lease_owner LIKE 'orch-a/%' AND current_state = 'PROCESSING'";
+    wait_until("A runs its four workflows", Duration::from_secs(10), || async {
+        (scalar(&db, held_by_a).await == 4).then_some(())
+    })
+    .await;
+
+    // B joins with a working stamping service; then A is asked to stop.
+    let mut b_vars = shared.clone();
+    b_vars.push(("STAMPING_SERVICE_URL".into(), stamping.stamping_url()));
+    b_vars.push(("OMNINODE_INSTANCE_ID".into(), "orch-b".into()));
+    let b = NodeProcess::spawn(NODE, "orchestrator", &b_vars);
+    orchestrator_client(b.url()).await;
+    assert_eq!(count_in(&db, "handover", "COMPLETED").await, 0, "B cannot take leased workflows");
+    let stopped_at = Instant::now();
+    a.signal("TERM");
+    let status = tokio::time::timeout(Duration::from_secs(15), a.child.wait()).await.expect("A stops").unwrap();
+    assert!(status.success(), "A exits cleanly: {status:?}");
+    wait_until("B completes A's workflows", Duration::from_secs(20), || async {
+        (count_in(&db, "handover", "COMPLETED").await == ids.len() as i64).then_some(())
+    })
+    .await;
+    let handover = stopped_at.elapsed();
+    println!(
+        "handover: {} workflows completed by B {} ms after SIGTERM to A (lease 60000 ms)",
+        ids.len(),
+        handover.as_millis()
+    );
+    assert!(handover < Duration::from_secs(20));
+    let owners = scalar(
+        &db,
+        "SELECT COUNT(*) FROM workflow_executions w WHERE namespace = 'handover' \
+         AND CAST(steps AS TEXT) LIKE '%orch-b/%'",
+    )
+    .await;
+    assert_eq!(owners, ids.len() as i64, "B ran the rest of every workflow");
+    drop(b);
+    stamping.shutdown().await;
+}
+
+on_both_backends!(the_queue_bound_holds_across_instances);
+
+/// Two instances, one worker each, stamping unreachable (nothing finishes):
+/// the third to fifth workflows wait unclaimed, and the sixth start is refused
+/// on either instance with nothing stored.
+async fn the_queue_bound_holds_across_instances(backend: Backend) {
+    let database = TestDatabase::new(backend).await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let settings = [
+        ("STAMPING_SERVICE_URL", dead.as_str()),
+        ("ORCHESTRATOR_CONCURRENCY", "1"),
+        ("MAX_WORKFLOW_QUEUE_SIZE", "3"),
+        ("ORCHESTRATOR_STEP_MAX_ATTEMPTS", "100"),
+        ("ORCHESTRATOR_RETRY_BASE_MS", "100"),
+    ];
+    let a = TestMesh::start_services(database.clone(), &[ServiceKind::Orchestrator], &settings).await;
+    let b = TestMesh::start_services(database.clone(), &[ServiceKind::Orchestrator], &settings).await;
+    let mut clients: [OrchestratorServiceClient<Channel>; 2] = [a.orchestrator().await, b.orchestrator().await];
+    for i in 0..5 {
+        clients[i % 2].start_workflow(start_request("bounded", i)).await.unwrap_or_else(|e| panic!("start {i}: {e}"));
+    }
+    for client in &mut clients {
+        let full = client.start_workflow(start_request("bounded", 99)).await.unwrap_err();
+        assert_eq!((full.code(), reason(&full)), (Code::ResourceExhausted, "QUEUE_FULL"), "{full:?}");
+    }
+    let db = &a.mesh().database;
+    assert_eq!(scalar(db, "SELECT COUNT(*) FROM workflow_executions").await, 5, "a refused start stores nothing");
+    assert_eq!(
+        scalar(db, "SELECT COUNT(*) FROM workflow_executions WHERE lease_owner IS NULL").await,
+        3,
+        "two claimed (one per instance), three waiting"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
