@@ -36,7 +36,7 @@ struct Args {
     /// A quick run that only shows every scenario completes (CI).
     #[arg(long)]
     smoke: bool,
-    /// Run only these scenarios (comma-separated): hash, stamp, workflow, gateway, reducer.
+    /// Run only these scenarios (comma-separated): hash, stamp, workflow, gateway, scale, reducer.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Databases for the mesh scenarios (comma-separated): sqlite, postgres.
@@ -163,6 +163,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    if wanted("scale") && args.databases.iter().any(|d| d == "postgres") {
+        report.sections.push(scale_out(&bench).await?);
+    }
+
     let mut reducer_rate = None;
     if wanted("reducer") {
         eprintln!("reducer through the broker");
@@ -189,6 +193,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::fs::write(&path, &text)?;
     }
     Ok(())
+}
+
+/// RunWorkflow on PostgreSQL through 1 and then 3 orchestrator processes
+/// (`serve orchestrator`), each calling one stamping process; the load is
+/// spread round robin over the instances.
+async fn scale_out(bench: &Arc<Bench>) -> anyhow::Result<Section> {
+    let mut section = Section {
+        title: "RunWorkflow on PostgreSQL: 1 vs 3 orchestrator instances".into(),
+        ratio_means: "calls/s over the single instance's at the same concurrency".into(),
+        rows: Vec::new(),
+    };
+    let mut single = None;
+    for instances in [1, 3] {
+        eprintln!("{instances} orchestrator instance(s) on PostgreSQL");
+        let database = TestDatabase::new(Backend::Postgres).await;
+        let (stamping, stamping_addr) = process::start_service("stamping", "STAMPING_PORT", &database.env()).await?;
+        let mut env = database.env();
+        env.push(("STAMPING_SERVICE_URL".to_owned(), format!("http://{stamping_addr}")));
+        let mut processes = Vec::new();
+        let mut addrs = Vec::new();
+        for _ in 0..instances {
+            let (process, addr) = process::start_service("orchestrator", "ORCHESTRATOR_PORT", &env).await?;
+            processes.push(process);
+            addrs.push(addr);
+        }
+        let points = scenarios::run_workflow_across(bench, &addrs, "bench.scale").await?;
+        let label = format!("RunWorkflow, PostgreSQL, {instances} orchestrator(s)");
+        section.rows.extend(rows(&label, points.clone(), None, single.as_deref()));
+        single.get_or_insert(points);
+        for process in processes {
+            process.stop().await;
+        }
+        stamping.stop().await;
+    }
+    Ok(section)
 }
 
 /// The performance targets (docs/BENCHMARKS.md) against this run's figures.

@@ -104,3 +104,21 @@ pub async fn start_mesh(
     }
     bail!("the mesh did not report ready within 30 s")
 }
+
+/// `omninode serve <service>` in a child process on `port`, with `env`.
+pub async fn start_service(
+    service: &str,
+    port_variable: &str,
+    env: &[(String, String)],
+) -> anyhow::Result<(ServerProcess, SocketAddr)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut env = env.to_vec();
+    env.extend([
+        (port_variable.to_owned(), addr.port().to_string()),
+        ("METRICS_PORT".to_owned(), free_port().to_string()),
+        ("LOG_FORMAT".to_owned(), "json".to_owned()),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+    ]);
+    let process = ServerProcess::spawn(&["serve", service], &env, addr).await?;
+    Ok((process, addr))
+}

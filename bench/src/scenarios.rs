@@ -198,10 +198,22 @@ pub async fn run_workflow(
     mesh: MeshAddrs,
     namespace: &str,
 ) -> anyhow::Result<Vec<(usize, Measurement)>> {
-    let client = OrchestratorServiceClient::new(channel(mesh.orchestrator).await?);
+    run_workflow_across(bench, &[mesh.orchestrator], namespace).await
+}
+
+/// RunWorkflow spread round robin over the orchestrator instances at `orchestrators`.
+pub async fn run_workflow_across(
+    bench: &Arc<Bench>,
+    orchestrators: &[std::net::SocketAddr],
+    namespace: &str,
+) -> anyhow::Result<Vec<(usize, Measurement)>> {
+    let mut clients = Vec::new();
+    for addr in orchestrators {
+        clients.push(OrchestratorServiceClient::new(channel(*addr).await?));
+    }
     let (bench_ref, namespace_owned) = (bench.clone(), namespace.to_owned());
     let call: Call = Arc::new(move |n| {
-        let mut client = client.clone();
+        let mut client = clients[n as usize % clients.len()].clone();
         let request = RunWorkflowRequest {
             namespace: namespace_owned.clone(),
             input: Some(WorkflowInput {
@@ -221,7 +233,7 @@ pub async fn run_workflow(
             }
         })
     });
-    Ok(bench.sweep(&format!("RunWorkflow ({namespace})"), call).await)
+    Ok(bench.sweep(&format!("RunWorkflow ({namespace}, {} instance(s))", orchestrators.len()), call).await)
 }
 
 /// The same Stamp through the REST gateway (HTTP/1.1 + JSON, keep-alive).

@@ -3,6 +3,7 @@
 //! checks, and balanced channels fed by blocking queries.
 
 pub mod consul;
+pub mod dns;
 pub mod registration;
 pub mod watcher;
 
@@ -70,13 +71,19 @@ pub enum Discovery {
 }
 
 impl Discovery {
-    /// A channel to `consul_name` (Consul) or `static_url` (static).
+    /// A channel to `consul_name` (Consul) or `static_url` (static). A
+    /// static URL whose host is a DNS name balances over every address the
+    /// name resolves to (a Kubernetes headless Service: one per pod).
     pub fn channel(&self, consul_name: &str, static_url: &str, stop: CancellationToken) -> Result<Channel, String> {
         match self {
-            Discovery::Static => Ok(Channel::from_shared(static_url.to_owned())
-                .map_err(|e| format!("{static_url:?}: {e}"))?
-                .tcp_nodelay(true)
-                .connect_lazy()),
+            Discovery::Static => {
+                let endpoint =
+                    Channel::from_shared(static_url.to_owned()).map_err(|e| format!("{static_url:?}: {e}"))?;
+                Ok(match dns::named_host(static_url) {
+                    Some((scheme, host, port)) => dns::balanced_channel(&scheme, &host, port, stop),
+                    None => endpoint.tcp_nodelay(true).connect_lazy(),
+                })
+            }
             Discovery::Consul(config) => Ok(watcher::balanced_channel(config.client(), consul_name, config.wait, stop)),
         }
     }
