@@ -276,8 +276,11 @@ async fn full_queue_is_resource_exhausted_and_writes_nothing(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(page.workflows.len(), 3, "the refused start wrote nothing");
-    let (_, metrics) = mesh.admin_get("/metrics").await;
-    assert!(metrics.lines().any(|l| l == "workflow_queue_size 2"), "{metrics}");
+    // The backlog gauge is refreshed every second from the database.
+    wait_until("the queue gauge shows the two waiting", Duration::from_secs(5), || async {
+        mesh.admin_get("/metrics").await.1.lines().any(|l| l == "workflow_queue_size 2").then_some(())
+    })
+    .await;
     mesh.shutdown().await;
 }
 

@@ -13,7 +13,7 @@ use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkflowEngine;
-use crate::store::lease::CHANNEL;
+use crate::store::lease::{CHANGES_CHANNEL, CHANNEL};
 
 /// How long a stopping instance lets its running workflows finish before it
 /// interrupts them and releases their leases.
@@ -140,13 +140,14 @@ async fn renew(engine: WorkflowEngine, stop: CancellationToken) {
 }
 
 /// PostgreSQL: wakes the claimer when another instance queues a workflow or
-/// releases its leases.
+/// releases its leases, and passes on state changes made by other instances
+/// to the watchers here (RunWorkflow answers without waiting for a poll).
 async fn listen(engine: WorkflowEngine, stop: CancellationToken) {
     let pool = engine.inner.store.connection().get_postgres_connection_pool().clone();
     loop {
         let listener = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(CHANNEL).await?;
+            listener.listen_all([CHANNEL, CHANGES_CHANNEL]).await?;
             Ok::<_, sea_orm::sqlx::Error>(listener)
         };
         let mut listener = tokio::select! {
@@ -166,10 +167,25 @@ async fn listen(engine: WorkflowEngine, stop: CancellationToken) {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 notification = listener.recv() => match notification {
+                    Ok(n) if n.channel() == CHANGES_CHANNEL => pass_on(&engine, n.payload()),
                     Ok(_) => engine.inner.wake.notify_one(),
                     Err(_) => break,
                 },
             }
         }
     }
+}
+
+/// Reads a workflow another instance changed, if someone here watches it.
+fn pass_on(engine: &WorkflowEngine, id: &str) {
+    // This instance's own changes reach its watchers directly.
+    if !engine.is_watched(id) || engine.fence(id).is_some() {
+        return;
+    }
+    let (engine, id) = (engine.clone(), id.to_owned());
+    tokio::spawn(async move {
+        if let Ok(Some(workflow)) = engine.inner.store.get(&id).await {
+            engine.publish(&workflow);
+        }
+    });
 }

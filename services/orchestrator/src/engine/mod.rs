@@ -25,7 +25,6 @@ use tokio::{
     sync::{Notify, Semaphore, broadcast},
     task::JoinHandle,
 };
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -84,6 +83,33 @@ struct Inner {
     updates: broadcast::Sender<Workflow>,
     /// Cancelled when the process stops: new workflows are then left to the other instances.
     stopping: CancellationToken,
+    /// Workflow ids watched in this process, with their number of watchers.
+    watched: Mutex<HashMap<String, usize>>,
+}
+
+/// Counts one watcher of a workflow for as long as its stream lives.
+struct WatchGuard {
+    engine: WorkflowEngine,
+    id: String,
+}
+
+impl WatchGuard {
+    fn new(engine: WorkflowEngine, id: &str) -> Self {
+        *engine.inner.watched.lock().expect("watched map").entry(id.to_owned()).or_default() += 1;
+        Self { engine, id: id.to_owned() }
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let mut watched = self.engine.inner.watched.lock().expect("watched map");
+        if let Some(count) = watched.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                watched.remove(&self.id);
+            }
+        }
+    }
 }
 
 impl WorkflowEngine {
@@ -110,6 +136,7 @@ impl WorkflowEngine {
                 running: Mutex::new(HashMap::new()),
                 updates: broadcast::channel(1024).0,
                 stopping: stop.clone(),
+                watched: Mutex::new(HashMap::new()),
                 config,
             }),
         };
@@ -156,10 +183,7 @@ impl WorkflowEngine {
                         metrics::counter!("workflow_claimed_total").increment(1);
                         self.spawn_worker(workflow.id.clone(), Fence { attempt: 1 }, slot);
                     }
-                    None => {
-                        self.inner.wake.notify_one();
-                        self.report_backlog().await;
-                    }
+                    None => self.inner.wake.notify_one(),
                 }
                 Ok((workflow, true))
             }
@@ -226,14 +250,32 @@ impl WorkflowEngine {
     }
 
     /// The workflow now, then each stored change, ending after a terminal state.
-    pub fn watch(&self, id: &str) -> ReceiverStream<Result<Workflow, OrchestratorError>> {
+    /// Changes made by another instance arrive at once on PostgreSQL (the
+    /// listener reads the workflows watched here when they change), else by
+    /// polling every half second.
+    pub fn watch(
+        &self,
+        id: &str,
+    ) -> impl futures::Stream<Item = Result<Workflow, OrchestratorError>> + Send + Unpin + 'static {
+        use futures::StreamExt;
         let (store, id) = (self.inner.store.clone(), id.to_owned());
         let watched = id.clone();
+        let guard = WatchGuard::new(self.clone(), &id);
         let read = move || {
             let (store, id) = (store.clone(), id.clone());
             async move { store.get(&id).await?.map(Some).ok_or(OrchestratorError::NotFound(id)) }
         };
-        watch_versioned(self.inner.updates.subscribe(), move |w: &Workflow| w.id == watched, read, WATCH_POLL)
+        let stream =
+            watch_versioned(self.inner.updates.subscribe(), move |w: &Workflow| w.id == watched, read, WATCH_POLL);
+        stream.map(move |item| {
+            let _watching = &guard;
+            item
+        })
+    }
+
+    /// Whether a watcher in this process follows `id`.
+    pub(crate) fn is_watched(&self, id: &str) -> bool {
+        self.inner.watched.lock().expect("watched map").contains_key(id)
     }
 
     /// Waits up to `patience` for the workflow to be terminal.
@@ -272,7 +314,7 @@ impl WorkflowEngine {
         }
     }
 
-    fn publish(&self, workflow: &Workflow) {
+    pub(crate) fn publish(&self, workflow: &Workflow) {
         let _ = self.inner.updates.send(workflow.clone());
     }
 

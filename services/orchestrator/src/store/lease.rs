@@ -26,6 +26,9 @@ use omninode_runtime::db::{WriteTransaction, begin_write};
 
 /// The PostgreSQL channel on which a queued workflow wakes the claimers.
 pub const CHANNEL: &str = "omninode_workflows";
+/// The PostgreSQL channel that carries the id of every workflow whose state
+/// changed, so watchers on other instances hear of it at once.
+pub const CHANGES_CHANNEL: &str = "omninode_workflow_changes";
 /// Advisory lock that makes "count the backlog, then insert" atomic across
 /// instances on PostgreSQL ("omniqueu").
 const BACKLOG_LOCK: i64 = 0x6f6d_6e69_7175_6575;
@@ -86,6 +89,19 @@ const ADMISSION_MARGIN: u64 = 256;
 pub(super) async fn notify_claimers<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
     if conn.get_database_backend() == DbBackend::Postgres {
         conn.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
+    }
+    Ok(())
+}
+
+/// Announces on PostgreSQL that workflow `id` changed state, when the transaction commits.
+pub(super) async fn notify_change<C: ConnectionTrait>(conn: &C, id: &str) -> Result<(), DbErr> {
+    if conn.get_database_backend() == DbBackend::Postgres {
+        let statement = sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [CHANGES_CHANNEL.into(), id.into()],
+        );
+        conn.execute_raw(statement).await?;
     }
     Ok(())
 }

@@ -186,6 +186,7 @@ impl WorkflowStore {
         let moved = workflow.state != expected;
         if moved {
             self.outbox.append(&txn, vec![state_changed(workflow, Some(expected))]).await?;
+            lease::notify_change(&txn, &workflow.id).await?;
         }
         txn.commit().await?;
         if moved {
