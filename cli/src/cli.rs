@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use omninode_core::namespace::DEFAULT_NAMESPACE;
 use omninode_proto::stamping::v1::StampFormat;
 use omninode_runtime::{
-    Env, MeshConfig, db,
+    Env, MeshConfig,
+    auth::Credential,
+    db,
     names::{DEFAULT_METRICS_PORT, REDUCER, STAMPING},
 };
 
@@ -130,14 +132,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("schema of {} is up to date", db::describe(&config.database));
         }
         Command::Stamp { files, server, namespace, rich, stdout, concurrency } => {
-            let connection = client::connect(&server).await?;
+            let connection = client::connect(&server, Credential::from_env(&env)?).await?;
             let format = if rich { StampFormat::Rich } else { StampFormat::Lightweight };
             let options = client::StampOptions { namespace, format, stdout, concurrency };
             let failed = client::stamp_files(connection, files, options).await?;
             return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         Command::Stats { namespace, server } => {
-            client::print_stats(&server, &namespace).await?;
+            client::print_stats(&server, &namespace, Credential::from_env(&env)?).await?;
         }
         Command::Events { bootstrap, prefix, from_beginning, max } => {
             crate::watch::watch(&bootstrap, &prefix, from_beginning, max).await?;
@@ -156,7 +158,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             });
         }
         Command::Verify { files, server } => {
-            let invalid = client::verify_files(client::connect(&server).await?, files).await?;
+            let invalid =
+                client::verify_files(client::connect(&server, Credential::from_env(&env)?).await?, files).await?;
             return Ok(if invalid == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
     }

@@ -6,19 +6,24 @@ use anyhow::Context;
 use futures::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use omninode_proto::stamping::v1::{self as pb, stamping_service_client::StampingServiceClient};
+use omninode_runtime::auth::{AuthedChannel, Credential};
 use tonic::transport::Channel;
 
 /// Largest message the client sends or accepts.
 const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 
-/// Connects to the stamping service at `url` (e.g. `http://127.0.0.1:8053`).
-pub async fn connect(url: &str) -> anyhow::Result<StampingServiceClient<Channel>> {
+/// A stamping client with this process's credential (`OMNINODE_CLIENT_TOKEN`).
+pub type Stamping = StampingServiceClient<AuthedChannel>;
+
+/// Connects to the stamping service at `url` (e.g. `http://127.0.0.1:8053`),
+/// sending `credential` with every call.
+pub async fn connect(url: &str, credential: Credential) -> anyhow::Result<Stamping> {
     let channel = Channel::from_shared(url.to_owned())
         .with_context(|| format!("{url:?} is not a valid server URL"))?
         .connect()
         .await
         .with_context(|| format!("cannot reach the stamping service at {url}"))?;
-    Ok(StampingServiceClient::new(channel)
+    Ok(StampingServiceClient::with_interceptor(channel, credential)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
@@ -34,11 +39,7 @@ pub struct StampOptions {
 }
 
 /// Stamps every file (rewriting it in place unless `stdout`); returns how many failed.
-pub async fn stamp_files(
-    client: StampingServiceClient<Channel>,
-    files: Vec<PathBuf>,
-    options: StampOptions,
-) -> anyhow::Result<usize> {
+pub async fn stamp_files(client: Stamping, files: Vec<PathBuf>, options: StampOptions) -> anyhow::Result<usize> {
     let bar = progress_bar(files.len(), options.stdout);
     let options = Arc::new(options);
     let results: Vec<(PathBuf, anyhow::Result<pb::StampResponse>)> = stream::iter(files)
@@ -73,11 +74,7 @@ pub async fn stamp_files(
     Ok(failed)
 }
 
-async fn stamp_one(
-    client: &mut StampingServiceClient<Channel>,
-    path: &PathBuf,
-    options: &StampOptions,
-) -> anyhow::Result<pb::StampResponse> {
+async fn stamp_one(client: &mut Stamping, path: &PathBuf, options: &StampOptions) -> anyhow::Result<pb::StampResponse> {
     let content = tokio::fs::read_to_string(path).await.context("cannot read as UTF-8 text")?;
     let request = pb::StampRequest {
         namespace: options.namespace.clone(),
@@ -94,7 +91,7 @@ async fn stamp_one(
 }
 
 /// Validates every file; returns how many are not valid.
-pub async fn verify_files(mut client: StampingServiceClient<Channel>, files: Vec<PathBuf>) -> anyhow::Result<usize> {
+pub async fn verify_files(mut client: Stamping, files: Vec<PathBuf>) -> anyhow::Result<usize> {
     let mut invalid = 0;
     for path in files {
         let content = match tokio::fs::read_to_string(&path).await {
@@ -134,7 +131,7 @@ fn progress_bar(len: usize, hidden: bool) -> ProgressBar {
 }
 
 /// Prints the aggregates of `namespace` from the reducer at `url`.
-pub async fn print_stats(url: &str, namespace: &str) -> anyhow::Result<()> {
+pub async fn print_stats(url: &str, namespace: &str, credential: Credential) -> anyhow::Result<()> {
     use omninode_proto::reducer::v1::{GetNamespaceStatsRequest, reducer_service_client::ReducerServiceClient};
     let channel = Channel::from_shared(url.to_owned())
         .with_context(|| format!("{url:?} is not a valid server URL"))?
@@ -142,7 +139,7 @@ pub async fn print_stats(url: &str, namespace: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot reach the reducer at {url}"))?;
     let request = GetNamespaceStatsRequest { namespace: namespace.to_owned() };
-    let stats = ReducerServiceClient::new(channel)
+    let stats = ReducerServiceClient::with_interceptor(channel, credential)
         .get_namespace_stats(request)
         .await
         .map_err(status_error)?

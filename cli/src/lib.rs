@@ -135,6 +135,14 @@ impl Config {
     pub fn from_env(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Self> {
         let runs = |kind| services.contains(&kind);
         let mesh = MeshConfig::from_env(env)?;
+        if runs(ServiceKind::Orchestrator) && mesh.auth.is_enabled() && !mesh.credential.is_set() {
+            return Err(omninode_runtime::ConfigError::new(
+                omninode_runtime::auth::CLIENT_TOKEN_VARIABLE,
+                "authentication is on (GATEWAY_API_KEYS / GATEWAY_JWT_*): the orchestrator needs a credential \
+                 with write permission for its calls to stamping",
+            )
+            .into());
+        }
         Ok(Self {
             stamping: StampingConfig::from_env(env)?,
             orchestrator: if runs(ServiceKind::Orchestrator) { Some(OrchestratorConfig::from_env(env)?) } else { None },
@@ -227,7 +235,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             config,
             stamping_channel,
             outbox("orchestrator"),
-            &mesh.instance_id,
+            &mesh,
             runtime.shutdown_token(),
         );
         background.push(handover);
@@ -271,7 +279,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             .map_err(|e| anyhow::anyhow!("gateway upstream {name}: {e}"))?;
             upstreams.insert(name.to_owned(), channel);
         }
-        let router = omninode_gateway::Gateway::new(upstreams, &config)?.router();
+        let router = omninode_gateway::Gateway::new(upstreams, &config, mesh.auth.clone())?.router();
         let stop = runtime.shutdown_token();
         servers.push(tokio::spawn(async move {
             axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await?;
@@ -287,6 +295,13 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         mesh.health_check_interval,
         runtime.shutdown_token(),
     );
+    if !mesh.auth.is_enabled() && !mesh.host.is_loopback() {
+        tracing::warn!(
+            host = %mesh.host,
+            "no authentication configured (GATEWAY_API_KEYS, GATEWAY_JWT_HS256_SECRET, GATEWAY_JWT_RS256_PUBLIC_KEY): \
+             every caller that reaches these ports may call every API"
+        );
+    }
     runtime.mark_serving().await;
     if let Some(consul) = &consul {
         let admin_port = endpoints.admin.map(|a| a.port()).unwrap_or_default();

@@ -6,7 +6,6 @@
 //! source of truth: routes, request/response mapping and (later) OpenAPI all
 //! come from it, so a new annotated RPC is served without touching this crate.
 
-pub mod auth;
 pub mod codec;
 pub mod openapi;
 pub mod rules;
@@ -22,7 +21,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
-use omninode_runtime::names;
+use omninode_runtime::{ServiceError, auth::Authenticator, names};
 use prost::Message as _;
 use prost_reflect::DynamicMessage;
 use serde_json::json;
@@ -30,8 +29,9 @@ use tonic::{Code, Status, transport::Channel};
 
 use crate::{codec::RawCodec, rules::Route};
 
-/// Request headers forwarded to the upstream as gRPC metadata.
-const FORWARDED: [&str; 3] = ["x-correlation-id", "traceparent", "tracestate"];
+/// Request headers forwarded to the upstream as gRPC metadata (the
+/// credentials too: every service authorizes the caller itself).
+const FORWARDED: [&str; 5] = ["x-correlation-id", "traceparent", "tracestate", "x-api-key", "authorization"];
 
 /// Routes and the channels to the services behind them.
 #[derive(Clone)]
@@ -39,13 +39,19 @@ pub struct Gateway {
     routes: Arc<Vec<Route>>,
     upstreams: Arc<HashMap<String, Channel>>,
     max_body_bytes: usize,
-    auth: Arc<auth::Auth>,
+    auth: Arc<Authenticator>,
     cors: Option<Vec<String>>,
 }
 
 impl Gateway {
     /// A gateway for every annotated RPC of `upstreams`' services (by full name).
-    pub fn new(upstreams: HashMap<String, Channel>, config: &GatewayConfig) -> Result<Self, template::TemplateError> {
+    /// Calls are authenticated with `auth` (the same credentials every gRPC
+    /// server of the mesh checks; the gateway forwards them upstream).
+    pub fn new(
+        upstreams: HashMap<String, Channel>,
+        config: &GatewayConfig,
+        auth: Arc<Authenticator>,
+    ) -> Result<Self, template::TemplateError> {
         let pool = rules::descriptor_pool();
         let names: Vec<&str> = upstreams.keys().map(String::as_str).collect();
         let routes = rules::routes(&pool, &names)?;
@@ -53,7 +59,7 @@ impl Gateway {
             routes: Arc::new(routes),
             upstreams: Arc::new(upstreams),
             max_body_bytes: config.max_body_bytes,
-            auth: Arc::new(config.auth.clone()),
+            auth,
             cors: config.cors_origins.clone(),
         })
     }
@@ -87,8 +93,8 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
 }
 
 async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(problem) = gateway.auth.check(&headers) {
-        return error_response(&Status::unauthenticated(problem), None);
+    if let Err(denied) = gateway.auth.authenticate(&headers) {
+        return error_response(&denied.into_status(), None);
     }
     let path = uri.path();
     let mut path_matched = false;
@@ -274,8 +280,6 @@ pub struct GatewayConfig {
     /// `STAMPING_SERVICE_URL`, `ORCHESTRATOR_SERVICE_URL`, `REDUCER_SERVICE_URL`:
     /// upstreams when they are neither in this process nor discovered.
     pub upstream_urls: HashMap<String, String>,
-    /// API keys and/or JWT verification (see [`auth`]).
-    pub auth: auth::Auth,
     /// `GATEWAY_CORS_ORIGINS`: allowed origins (comma-separated, or `*`); unset: no CORS headers.
     pub cors_origins: Option<Vec<String>>,
 }
@@ -290,7 +294,6 @@ impl GatewayConfig {
             port: env.port("GATEWAY_PORT", names::DEFAULT_GATEWAY_PORT)?,
             max_body_bytes: env.parse_in("GATEWAY_MAX_BODY_BYTES", 32 << 20, 1, 1 << 30)?,
             upstream_urls,
-            auth: auth::Auth::from_env(env)?,
             cors_origins: env
                 .optional("GATEWAY_CORS_ORIGINS")?
                 .map(|list| list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()),

@@ -74,6 +74,17 @@ impl Env {
         }
     }
 
+    /// Like [`Env::optional`] for a credential, refusing a value that is only
+    /// blanks (a mistake that would otherwise silently turn a setting off).
+    /// Exactly empty stays "unset": that is how Compose and Kubernetes pass
+    /// an unconfigured variable.
+    pub fn credential(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        if self.vars.get(name).is_some_and(|v| !v.is_empty() && v.trim().is_empty()) {
+            return Err(ConfigError::new(name, "is only blanks; unset it or give a real value"));
+        }
+        self.optional(name)
+    }
+
     /// The names read so far, set or not.
     pub fn names_read(&self) -> BTreeSet<String> {
         self.asked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
@@ -151,6 +162,10 @@ pub enum DatabaseTarget {
 /// Settings every service shares, read from the environment.
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
+    /// API keys and JWT settings every server of the process enforces (see [`crate::auth`]).
+    pub auth: std::sync::Arc<crate::auth::Authenticator>,
+    /// `OMNINODE_CLIENT_TOKEN`: what this process's own clients send.
+    pub credential: crate::auth::Credential,
     /// `LOG_FORMAT`: json | pretty; default json, pretty on a terminal.
     pub log_format: LogFormat,
     /// `RUST_LOG` (or `LOG_LEVEL`): a tracing filter, default `info`.
@@ -209,6 +224,8 @@ impl MeshConfig {
             None => format!("{}-{}", env.string("HOSTNAME", "omninode")?, std::process::id()),
         };
         Ok(Self {
+            auth: std::sync::Arc::new(crate::auth::Authenticator::from_env(env)?),
+            credential: crate::auth::Credential::from_env(env)?,
             log_format,
             log_filter,
             host: env.parse("OMNINODE_HOST", std::net::IpAddr::from([127, 0, 0, 1]))?,

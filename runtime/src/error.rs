@@ -107,6 +107,10 @@ pub mod reason {
     pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
     /// A dependency (broker, service) could not be set up.
     pub const DEPENDENCY_UNAVAILABLE: &str = "DEPENDENCY_UNAVAILABLE";
+    /// No valid credentials.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The caller's grants do not cover the permission and namespace.
+    pub const PERMISSION_DENIED: &str = "PERMISSION_DENIED";
 
     /// The whole registry.
     pub const ALL: &[&str] = &[
@@ -126,6 +130,8 @@ pub mod reason {
         SHUTTING_DOWN,
         STORE_UNAVAILABLE,
         DEPENDENCY_UNAVAILABLE,
+        UNAUTHENTICATED,
+        PERMISSION_DENIED,
     ];
 }
 

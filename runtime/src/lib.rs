@@ -3,6 +3,7 @@
 //! its relay (the Kafka sink lives in `omninode-kafka`), paging, watch
 //! streams, and the one error model.
 
+pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod db;

@@ -67,9 +67,10 @@ async fn api_keys_are_required_when_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hs256_tokens_are_verified() {
-    let vars = [("GATEWAY_JWT_HS256_SECRET", "a-test-secret"), ("GATEWAY_JWT_ISSUER", "omninode-tests")];
+    let vars =
+        [("GATEWAY_JWT_HS256_SECRET", "a-test-secret-that-is-32-bytes-long"), ("GATEWAY_JWT_ISSUER", "omninode-tests")];
     let mesh = TestMesh::start_services(TestDatabase::new(Backend::Sqlite).await, ALL, &vars).await;
-    let good_key = jsonwebtoken::EncodingKey::from_secret(b"a-test-secret");
+    let good_key = jsonwebtoken::EncodingKey::from_secret(b"a-test-secret-that-is-32-bytes-long");
     let bad_key = jsonwebtoken::EncodingKey::from_secret(b"another-secret");
     let hs = jsonwebtoken::Algorithm::HS256;
     let bearer = |t: String| format!("Bearer {t}");

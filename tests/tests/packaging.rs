@@ -13,10 +13,11 @@ use omninode_runtime::Env;
 const ALL: [ServiceKind; 4] =
     [ServiceKind::Stamping, ServiceKind::Orchestrator, ServiceKind::Reducer, ServiceKind::Gateway];
 /// Services read these only when these are set: they switch optional parts on.
-const SWITCHES: [(&str, &str); 3] = [
+const SWITCHES: [(&str, &str); 4] = [
     ("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092"),
     ("CONSUL_HTTP_ADDR", "http://consul:8500"),
-    ("GATEWAY_JWT_HS256_SECRET", "a-secret-long-enough-for-hs256"),
+    ("GATEWAY_JWT_HS256_SECRET", "a-secret-long-enough-for-hs256-signing"),
+    ("OMNINODE_CLIENT_TOKEN", "a-token"),
 ];
 /// Set by the container runtime itself, never by a deployment file.
 const FROM_THE_RUNTIME: [&str; 1] = ["HOSTNAME"];

@@ -86,11 +86,13 @@ impl Runtime {
         let routes = routes.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha);
 
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let auth = crate::auth::AuthLayer::new(self.config.auth.clone());
         let stop = self.shutdown.clone();
         let grace = self.config.shutdown_grace;
         tokio::spawn(async move {
             let server = Server::builder()
                 .layer(GrpcMetricsLayer)
+                .layer(auth)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());

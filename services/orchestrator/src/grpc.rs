@@ -7,6 +7,7 @@ use omninode_proto::orchestrator::v1::{
     self as pb,
     orchestrator_service_server::{OrchestratorService, OrchestratorServiceServer},
 };
+use omninode_runtime::auth::{Permission, caller_of};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -40,6 +41,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::StartWorkflowRequest>,
     ) -> Result<Response<pb::StartWorkflowResponse>, Status> {
+        caller_of(&request).authorize_request(Permission::Write, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let start = start_request(r.namespace, r.input, r.correlation_id, r.idempotency_key)?;
         let (workflow, created) = self.engine.submit(start).await?;
@@ -50,6 +52,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::RunWorkflowRequest>,
     ) -> Result<Response<pb::RunWorkflowResponse>, Status> {
+        caller_of(&request).authorize_request(Permission::Write, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let start = start_request(r.namespace, r.input, r.correlation_id, r.idempotency_key)?;
         let (workflow, created) = self.engine.run(start).await?;
@@ -60,7 +63,9 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::GetWorkflowRequest>,
     ) -> Result<Response<pb::GetWorkflowResponse>, Status> {
+        let caller = caller_of(&request);
         let workflow = self.engine.get(&checked_id(&request.into_inner().workflow_id)?).await?;
+        caller.authorize(Permission::Read, &workflow.namespace)?;
         Ok(Response::new(pb::GetWorkflowResponse { workflow: Some(workflow_to_proto(workflow)) }))
     }
 
@@ -68,6 +73,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::ListWorkflowsRequest>,
     ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
+        caller_of(&request).authorize_request(Permission::Read, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let state = state_filter(r.state)?;
         let page = self.engine.list(&r.namespace, state, r.page_size, &r.page_token).await?;
@@ -81,8 +87,11 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::CancelWorkflowRequest>,
     ) -> Result<Response<pb::CancelWorkflowResponse>, Status> {
+        let caller = caller_of(&request);
         let r = request.into_inner();
-        let workflow = self.engine.cancel(&checked_id(&r.workflow_id)?, &r.reason).await?;
+        let id = checked_id(&r.workflow_id)?;
+        caller.authorize(Permission::Write, &self.engine.get(&id).await?.namespace)?;
+        let workflow = self.engine.cancel(&id, &r.reason).await?;
         Ok(Response::new(pb::CancelWorkflowResponse { workflow: Some(workflow_to_proto(workflow)) }))
     }
 
@@ -92,9 +101,10 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::WatchWorkflowRequest>,
     ) -> Result<Response<Self::WatchWorkflowStream>, Status> {
+        let caller = caller_of(&request);
         let id = checked_id(&request.into_inner().workflow_id)?;
         // Fail the call itself, not the stream, for an unknown workflow.
-        self.engine.get(&id).await?;
+        caller.authorize(Permission::Read, &self.engine.get(&id).await?.namespace)?;
         let stream = self.engine.watch(&id).map(|item| {
             item.map(|w| pb::WatchWorkflowResponse { workflow: Some(workflow_to_proto(w)) }).map_err(Status::from)
         });

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 /// The fully qualified gRPC service name, for health and discovery.
 pub const SERVICE_NAME: &str = omninode_runtime::names::ORCHESTRATOR.grpc_name;
 
-/// Starts the engine on an open database as instance `instance_id`,
-/// calling stamping over `stamping` (static or discovered), and returns its
+/// Starts the engine on an open database as `process.instance_id`, calling
+/// stamping over `stamping` (static or discovered) with `process.credential`, and returns its
 /// gRPC service and the task that hands its workflows over to the other
 /// instances after `stop` (await it before closing the database).
 pub fn grpc_service(
@@ -37,11 +37,12 @@ pub fn grpc_service(
     config: OrchestratorConfig,
     stamping: tonic::transport::Channel,
     outbox: omninode_runtime::events::Outbox,
-    instance_id: &str,
+    process: &omninode_runtime::MeshConfig,
     stop: CancellationToken,
 ) -> (OrchestratorServiceServer<grpc::OrchestratorGrpc>, JoinHandle<()>) {
     let max_message = config.max_content_bytes.saturating_mul(2).saturating_add(64 * 1024);
-    let stamping = clients::stamping::StampingClient::from_channel(stamping, max_message);
+    let stamping = clients::stamping::StampingClient::from_channel(stamping, process.credential.clone(), max_message);
+    let instance_id = process.instance_id.as_str();
     let max_content = config.max_content_bytes;
     let (engine, handover) =
         WorkflowEngine::start(store::WorkflowStore::new(db, outbox), config, stamping, instance_id, stop);

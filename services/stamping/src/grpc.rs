@@ -10,6 +10,7 @@ use omninode_proto::stamping::v1::{
 use tonic::{Request, Response, Status, Streaming};
 
 use omninode_core::hash::hash_bytes;
+use omninode_runtime::auth::{Permission, caller_of};
 
 use crate::{
     convert::{
@@ -40,6 +41,7 @@ impl StampingGrpc {
 impl StampingService for StampingGrpc {
     async fn hash(&self, request: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
         let started = Instant::now();
+        caller_of(&request).authorize_any(Permission::Read)?;
         let request = request.into_inner();
         let hash = if request.normalize {
             self.stamper.normalized_hash(&request.content)?
@@ -58,6 +60,7 @@ impl StampingService for StampingGrpc {
         request: Request<Streaming<pb::HashStreamRequest>>,
     ) -> Result<Response<pb::HashStreamResponse>, Status> {
         let started = Instant::now();
+        caller_of(&request).authorize_any(Permission::Read)?;
         let mut stream = request.into_inner();
         let mut hasher = blake3::Hasher::new();
         let (mut size, mut chunks) = (0u64, 0u64);
@@ -76,6 +79,7 @@ impl StampingService for StampingGrpc {
     }
 
     async fn stamp(&self, request: Request<pb::StampRequest>) -> Result<Response<pb::StampResponse>, Status> {
+        caller_of(&request).authorize_request(Permission::Write, &request.get_ref().namespace)?;
         let mut r = request.into_inner();
         let input = stamp_input(&mut r);
         let correlation_id = non_empty(r.correlation_id);
@@ -85,12 +89,14 @@ impl StampingService for StampingGrpc {
     }
 
     async fn validate(&self, request: Request<pb::ValidateRequest>) -> Result<Response<pb::ValidateResponse>, Status> {
+        caller_of(&request).authorize_any(Permission::Read)?;
         let r = request.into_inner();
         let validation = self.stamper.validate(&r.content, &r.expected_hash)?;
         Ok(Response::new(validate_response(validation)))
     }
 
     async fn get_stamp(&self, request: Request<pb::GetStampRequest>) -> Result<Response<pb::GetStampResponse>, Status> {
+        caller_of(&request).authorize_request(Permission::Read, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let record = self.stamper.get(&r.namespace, &r.file_hash).await?;
         Ok(Response::new(pb::GetStampResponse { stamp: Some(record_to_proto(record)) }))
@@ -100,6 +106,7 @@ impl StampingService for StampingGrpc {
         &self,
         request: Request<pb::ListStampsRequest>,
     ) -> Result<Response<pb::ListStampsResponse>, Status> {
+        caller_of(&request).authorize_request(Permission::Read, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let page = self.stamper.list(&r.namespace, r.page_size, &r.page_token).await?;
         Ok(Response::new(pb::ListStampsResponse {
@@ -112,6 +119,7 @@ impl StampingService for StampingGrpc {
         &self,
         request: Request<pb::BatchStampRequest>,
     ) -> Result<Response<pb::BatchStampResponse>, Status> {
+        caller_of(&request).authorize_request(Permission::Write, &request.get_ref().namespace)?;
         let r = request.into_inner();
         let inputs = batch_inputs(r.items, r.format, r.version);
         let correlation_id = non_empty(r.correlation_id);

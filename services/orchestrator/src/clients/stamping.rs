@@ -1,7 +1,10 @@
 //! The stamping service over gRPC.
 
 use omninode_proto::stamping::v1::{self as pb, stamping_service_client::StampingServiceClient};
-use omninode_runtime::convert::stamp_format_to_proto;
+use omninode_runtime::{
+    auth::{AuthedChannel, Credential},
+    convert::stamp_format_to_proto,
+};
 use tonic::{Code, transport::Channel};
 
 use super::CallError;
@@ -18,12 +21,13 @@ pub struct StampResult {
 /// Calls to the stamping service through one channel (HTTP/2, multiplexed).
 #[derive(Debug, Clone)]
 pub struct StampingClient {
-    client: StampingServiceClient<Channel>,
+    client: StampingServiceClient<AuthedChannel>,
 }
 
 impl StampingClient {
-    pub fn from_channel(channel: Channel, max_message_bytes: usize) -> Self {
-        let client = StampingServiceClient::new(channel)
+    /// Calls carry `credential` (stamping authorizes the orchestrator like any caller).
+    pub fn from_channel(channel: Channel, credential: Credential, max_message_bytes: usize) -> Self {
+        let client = StampingServiceClient::with_interceptor(channel, credential)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
         Self { client }
