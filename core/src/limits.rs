@@ -29,10 +29,33 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest free-text field that is stored (a cancel reason, a context value).
+pub const MAX_NOTE: usize = 4096;
+/// Most entries in a workflow's context.
+pub const MAX_CONTEXT_ENTRIES: usize = 64;
+
+/// Refuses a NUL character: PostgreSQL text cannot hold it, and both
+/// backends must refuse the same input the same way.
+pub fn check_no_nul(field: &str, value: &str) -> Result<(), String> {
+    if value.contains('\0') {
+        return Err(format!("{field} must not contain NUL (U+0000) characters"));
+    }
+    Ok(())
+}
+
+/// Refuses free text (line breaks allowed) over `max` bytes or with NUL.
+pub fn check_note(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(format!("{field} is {} bytes; the limit is {max}", value.len()));
+    }
+    check_no_nul(field, value)
+}
+
 /// The fields of content to be stamped, as every service checks them:
 /// size, file path (it is written into a rich stamp's comment) and content type.
 pub fn check_stampable(content: &str, file_path: &str, content_type: &str, max_content: usize) -> Result<(), String> {
     check_content_size(content.len(), max_content)?;
+    check_no_nul("content", content)?;
     check_text("file_path", file_path, MAX_FILE_PATH)?;
     if file_path.contains("-->") {
         return Err("file_path must not contain \"-->\"".into());
@@ -47,7 +70,8 @@ pub fn check_version(version: &str) -> Result<(), String> {
         || !version.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
     {
         return Err(format!(
-            "version {version:?} must be 1 to {MAX_VERSION} characters of letters, digits, '.', '_', '+' or '-'"
+            "version {:?} must be 1 to {MAX_VERSION} characters of letters, digits, '.', '_', '+' or '-'",
+            prefix(version, MAX_VERSION)
         ));
     }
     Ok(())
@@ -78,6 +102,15 @@ mod tests {
         assert!(check_stampable("too long", "a.md", "", 3).unwrap_err().contains("STAMPING_MAX_CONTENT_BYTES"));
         assert!(check_stampable("x", "a-->b", "", 10).unwrap_err().contains("-->"));
         assert!(check_stampable("x", "a", &"t".repeat(256), 10).unwrap_err().contains("content_type"));
+        assert!(check_stampable("a\0b", "a", "", 10).unwrap_err().contains("NUL"));
+        assert!(check_stampable("x", "a\0", "", 10).unwrap_err().contains("file_path"));
+    }
+
+    #[test]
+    fn notes_allow_line_breaks_but_not_nul_or_length() {
+        assert!(check_note("reason", "line one\nline two", 100).is_ok());
+        assert!(check_note("reason", "a\0", 100).unwrap_err().contains("NUL"));
+        assert!(check_note("reason", "abc", 2).unwrap_err().contains("limit is 2"));
     }
 
     #[test]

@@ -157,6 +157,19 @@ impl ConnectionTrait for WriteTransaction {
     }
 }
 
+/// Whether the database refused a value itself (PostgreSQL SQLSTATE class 22,
+/// "data exception": a string too long for its column, a NUL byte, an invalid
+/// encoding) — the caller's input, not an outage, so not worth a retry.
+pub fn is_refused_value(err: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    match err {
+        DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) => {
+            e.as_database_error().and_then(|d| d.code()).is_some_and(|code| code.starts_with("22"))
+        }
+        _ => false,
+    }
+}
+
 /// The target with any password removed, for logs and errors.
 pub fn describe(target: &DatabaseTarget) -> String {
     match target {

@@ -3,6 +3,7 @@
 //! `/metrics`, `/health` and `/ready`; graceful shutdown on SIGTERM/SIGINT.
 
 mod admin;
+mod decode_errors;
 mod metrics_layer;
 
 use std::{net::SocketAddr, time::Duration};
@@ -92,6 +93,7 @@ impl Runtime {
         tokio::spawn(async move {
             let server = Server::builder()
                 .layer(GrpcMetricsLayer)
+                .layer(decode_errors::DecodeErrorLayer)
                 .layer(auth)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_routes(routes)

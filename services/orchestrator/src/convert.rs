@@ -1,6 +1,7 @@
 //! Proto conversions: `omninode.orchestrator.v1` messages to and from the
 //! domain's types. The only place that knows both.
 
+use omninode_core::limits;
 use omninode_proto::orchestrator::v1 as pb;
 use omninode_runtime::convert::{
     stamp_format_from_proto, to_timestamp as timestamp, workflow_state_from_proto, workflow_state_to_proto,
@@ -19,7 +20,7 @@ use crate::{
 pub(crate) fn checked_id(id: &str) -> Result<String, OrchestratorError> {
     uuid::Uuid::parse_str(id)
         .map(|_| id.to_owned())
-        .map_err(|_| OrchestratorError::Validation(format!("workflow_id {id:?} is not a UUID")))
+        .map_err(|_| OrchestratorError::Validation(format!("workflow_id {:?} is not a UUID", limits::prefix(id, 40))))
 }
 
 /// The fields StartWorkflow and RunWorkflow share.

@@ -1,6 +1,7 @@
 //! Every way a reducer call can fail, and its code and reason (the
 //! conversions to gRPC and HTTP are `omninode_runtime::error`'s).
 
+use omninode_core::limits;
 use omninode_runtime::{ErrorCode, ServiceError, reason};
 
 /// A reducer failure.
@@ -54,6 +55,13 @@ omninode_runtime::grpc_status_from!(ReducerError);
 
 impl From<sea_orm::DbErr> for ReducerError {
     fn from(err: sea_orm::DbErr) -> Self {
+        // A value the database refused is the caller's input, not an outage.
+        if omninode_runtime::db::is_refused_value(&err) {
+            return Self::Validation(format!(
+                "the store refused a value of the request: {}",
+                limits::prefix(&err.to_string(), 200)
+            ));
+        }
         Self::Store(err.to_string())
     }
 }

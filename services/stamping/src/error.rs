@@ -1,6 +1,7 @@
 //! Every way a stamping call can fail, and its code and reason (the
 //! conversions to gRPC and HTTP are `omninode_runtime::error`'s).
 
+use omninode_core::limits;
 use omninode_runtime::{ErrorCode, ServiceError, reason};
 
 /// A stamping failure.
@@ -64,6 +65,13 @@ omninode_runtime::grpc_status_from!(StampingError);
 
 impl From<sea_orm::DbErr> for StampingError {
     fn from(err: sea_orm::DbErr) -> Self {
+        // A value the database refused is the caller's input, not an outage.
+        if omninode_runtime::db::is_refused_value(&err) {
+            return Self::Validation(format!(
+                "the store refused a value of the request: {}",
+                limits::prefix(&err.to_string(), 200)
+            ));
+        }
         Self::Store(err.to_string())
     }
 }

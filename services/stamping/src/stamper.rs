@@ -78,6 +78,7 @@ impl Stamper {
         correlation_id: Option<&str>,
     ) -> Result<StampOutcome, StampingError> {
         let namespace = resolve_namespace(namespace).map_err(StampingError::NamespaceInvalid)?;
+        check_correlation(correlation_id)?;
         let prepared = self.prepare(input)?;
         self.store_prepared(&namespace, vec![Ok(prepared)], correlation_id).await?.pop().expect("one item in, one out")
     }
@@ -91,6 +92,7 @@ impl Stamper {
         correlation_id: Option<&str>,
     ) -> Result<Vec<Result<StampOutcome, StampingError>>, StampingError> {
         let namespace = resolve_namespace(namespace).map_err(StampingError::NamespaceInvalid)?;
+        check_correlation(correlation_id)?;
         if items.is_empty() {
             return Err(StampingError::EmptyBatch);
         }
@@ -252,6 +254,13 @@ fn check_input(input: &StampInput, max_content_bytes: usize) -> Result<(), Stamp
         limits::check_version(version).map_err(StampingError::Validation)?;
     }
     Ok(())
+}
+
+fn check_correlation(correlation_id: Option<&str>) -> Result<(), StampingError> {
+    match correlation_id {
+        Some(id) => limits::check_text("correlation_id", id, MAX_FIELD).map_err(StampingError::Validation),
+        None => Ok(()),
+    }
 }
 
 fn checked_hash(hash: &str) -> Result<&str, StampingError> {

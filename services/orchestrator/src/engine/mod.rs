@@ -226,6 +226,7 @@ impl WorkflowEngine {
 
     /// Cancels a workflow that is not terminal; a running step is interrupted.
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<Workflow, OrchestratorError> {
+        limits::check_note("reason", reason, limits::MAX_NOTE).map_err(OrchestratorError::Validation)?;
         let reason = match reason.trim() {
             "" => "cancelled by request".to_owned(),
             given => format!("cancelled: {given}"),
@@ -294,8 +295,26 @@ impl WorkflowEngine {
 
     /// Field checks a StartWorkflow is refused for outright (nothing stored).
     fn check_request(&self, request: &StartRequest) -> Result<(), OrchestratorError> {
-        limits::check_content_size(request.input.content.len(), self.inner.config.max_content_bytes)
+        let input = &request.input;
+        limits::check_content_size(input.content.len(), self.inner.config.max_content_bytes)
             .map_err(OrchestratorError::Validation)?;
+        // What no store can hold is refused outright; other bad input fails the workflow (validate_input).
+        for (field, value) in
+            [("content", &input.content), ("file_path", &input.file_path), ("content_type", &input.content_type)]
+        {
+            limits::check_no_nul(field, value).map_err(OrchestratorError::Validation)?;
+        }
+        if input.context.len() > limits::MAX_CONTEXT_ENTRIES {
+            return Err(OrchestratorError::Validation(format!(
+                "context has {} entries; the limit is {}",
+                input.context.len(),
+                limits::MAX_CONTEXT_ENTRIES
+            )));
+        }
+        for (key, value) in &input.context {
+            limits::check_text("context key", key, MAX_FIELD).map_err(OrchestratorError::Validation)?;
+            limits::check_note("context value", value, limits::MAX_NOTE).map_err(OrchestratorError::Validation)?;
+        }
         for (field, value) in
             [("idempotency_key", &request.idempotency_key), ("correlation_id", &request.correlation_id)]
         {

@@ -1,0 +1,101 @@
+//! Hostile and careless input, on both backends alike: NUL characters and
+//! over-long values are INVALID_ARGUMENT (never UNAVAILABLE) and store
+//! nothing; undecodable messages are INVALID_ARGUMENT; error messages quote
+//! only a short prefix of what was sent.
+
+use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, on_both_backends, reason};
+use omninode_proto::{orchestrator::v1 as opb, stamping::v1 as pb};
+use sea_orm::{ConnectionTrait, Statement};
+use tonic::Code;
+
+const BOTH: &[ServiceKind] = &[ServiceKind::Stamping, ServiceKind::Orchestrator];
+
+on_both_backends!(
+    nul_bytes_and_long_values_are_invalid_arguments_and_store_nothing,
+    undecodable_messages_are_invalid_arguments
+);
+
+fn assert_invalid<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &str) {
+    let status = result.expect_err(what);
+    assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+    assert!(["VALIDATION_ERROR", "INVALID_HASH_FORMAT"].contains(&reason(&status)), "{what}: {status:?}");
+    assert!(status.message().len() < 400, "{what}: the message quotes too much ({} bytes)", status.message().len());
+}
+
+async fn rows(mesh: &TestMesh, table: &str) -> i64 {
+    let db = &mesh.mesh().database;
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), format!("SELECT COUNT(*) FROM {table}")))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+async fn nul_bytes_and_long_values_are_invalid_arguments_and_store_nothing(backend: Backend) {
+    let mesh = TestMesh::start_services(TestDatabase::new(backend).await, BOTH, &[]).await;
+    let mut stamping = mesh.stamping().await;
+    let mut orchestrator = mesh.orchestrator().await;
+    let long = "c".repeat(1 << 20);
+    let stamp = |content: &str, file_path: &str, correlation_id: &str| pb::StampRequest {
+        namespace: "hostile".into(),
+        content: content.into(),
+        file_path: file_path.into(),
+        correlation_id: correlation_id.into(),
+        ..Default::default()
+    };
+    assert_invalid(stamping.stamp(stamp("a\0b", "f.txt", "")).await, "NUL in content");
+    assert_invalid(stamping.stamp(stamp("ok", "f\0.txt", "")).await, "NUL in file_path");
+    assert_invalid(stamping.stamp(stamp("ok", "f.txt", &"x".repeat(300))).await, "long correlation id");
+    assert_invalid(stamping.stamp(stamp("ok", "f.txt", "a\0")).await, "NUL in correlation id");
+    assert_invalid(stamping.stamp(stamp("ok", &long, "")).await, "a 1 MiB file path");
+    let get = pb::GetStampRequest { namespace: "hostile".into(), file_hash: long.clone() };
+    assert_invalid(stamping.get_stamp(get).await.map(drop), "a 1 MiB hash");
+    assert_eq!(rows(&mesh, "metadata_stamps").await, 0);
+
+    let start = |input: opb::WorkflowInput, correlation_id: &str| opb::StartWorkflowRequest {
+        namespace: "hostile".into(),
+        input: Some(input),
+        correlation_id: correlation_id.into(),
+        ..Default::default()
+    };
+    let input = |content: &str| opb::WorkflowInput { content: content.into(), ..Default::default() };
+    assert_invalid(orchestrator.start_workflow(start(input("a\0b"), "")).await, "NUL in workflow content");
+    let mut with_context = input("fine");
+    with_context.context.insert("key".into(), "value\0".into());
+    assert_invalid(orchestrator.start_workflow(start(with_context, "")).await, "NUL in a context value");
+    assert_invalid(orchestrator.start_workflow(start(input("fine"), &"x".repeat(300))).await, "long correlation id");
+    let get = opb::GetWorkflowRequest { workflow_id: long.clone() };
+    assert_invalid(orchestrator.get_workflow(get).await.map(drop), "a 1 MiB workflow id");
+    assert_eq!(rows(&mesh, "workflow_executions").await, 0, "nothing stored");
+
+    // A bad cancel reason changes nothing: the workflow still finishes.
+    let run =
+        opb::RunWorkflowRequest { namespace: "hostile".into(), input: Some(input("to cancel")), ..Default::default() };
+    let done = orchestrator.run_workflow(run).await.unwrap().into_inner().workflow.unwrap();
+    let cancel = opb::CancelWorkflowRequest { workflow_id: done.workflow_id.clone(), reason: "stop\0".into() };
+    assert_invalid(orchestrator.cancel_workflow(cancel).await, "NUL in a cancel reason");
+    let get = opb::GetWorkflowRequest { workflow_id: done.workflow_id };
+    let stored = orchestrator.get_workflow(get).await.unwrap().into_inner().workflow.unwrap();
+    assert_eq!(stored.state, opb::WorkflowState::Completed as i32);
+    mesh.shutdown().await;
+}
+
+/// A string field holding invalid UTF-8 (sent as raw bytes through the same
+/// wire format) is INVALID_ARGUMENT, not INTERNAL.
+async fn undecodable_messages_are_invalid_arguments(backend: Backend) {
+    let mesh = TestMesh::start_services(TestDatabase::new(backend).await, BOTH, &[]).await;
+    // ValidateRequest.content (field 1, a string) carrying 0xff 0xfe, sent
+    // as HashRequest.content (field 1, bytes): the same wire format.
+    let channel = omninode_integration_tests::channel(mesh.stamping_url()).await;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/omninode.stamping.v1.StampingService/Validate");
+    let codec = tonic_prost::ProstCodec::<pb::HashRequest, pb::ValidateResponse>::default();
+    let answer = grpc
+        .unary(tonic::Request::new(pb::HashRequest { content: vec![0xff, 0xfe], normalize: false }), path, codec)
+        .await;
+    let status = answer.expect_err("invalid UTF-8 is refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    mesh.shutdown().await;
+}
