@@ -41,6 +41,7 @@ pub struct Gateway {
     max_body_bytes: usize,
     auth: Arc<Authenticator>,
     cors: Option<Vec<String>>,
+    max_message_bytes: usize,
 }
 
 impl Gateway {
@@ -61,6 +62,7 @@ impl Gateway {
             max_body_bytes: config.max_body_bytes,
             auth,
             cors: config.cors_origins.clone(),
+            max_message_bytes: config.max_message_bytes,
         })
     }
 
@@ -122,12 +124,12 @@ async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, header
         return error_response(&Status::new(Code::Unavailable, format!("no upstream for {service}")), None);
     };
     if route.method.is_server_streaming() {
-        return match stream(channel, route, request, &headers).await {
+        return match stream((channel, gateway.max_message_bytes), route, request, &headers).await {
             Ok(response) => response,
             Err(status) => error_response(&status, None),
         };
     }
-    match call(channel, route, request, &headers).await {
+    match call((channel, gateway.max_message_bytes), route, request, &headers).await {
         Ok((metadata, message)) => {
             // A create answers 201, unless it says it created nothing (an idempotent repeat).
             let created =
@@ -148,7 +150,7 @@ async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, header
 /// A server stream as Server-Sent Events: one `data:` JSON message per
 /// response, and an `error` event carrying a google.rpc.Status if it fails.
 async fn stream(
-    channel: Channel,
+    channel: Upstream,
     route: &Route,
     request: DynamicMessage,
     headers: &HeaderMap,
@@ -176,7 +178,7 @@ fn error_event(status: &Status) -> axum::response::sse::Event {
 }
 
 async fn call(
-    channel: Channel,
+    channel: Upstream,
     route: &Route,
     request: DynamicMessage,
     headers: &HeaderMap,
@@ -201,16 +203,22 @@ async fn call(
     Ok((metadata, message))
 }
 
+/// An upstream channel and the largest message it sends or takes.
+type Upstream = (Channel, usize);
+
 type Prepared = (tonic::client::Grpc<Channel>, http::uri::PathAndQuery, tonic::Request<Bytes>);
 
 /// A ready client, the RPC path, and the request with forwarded metadata and deadline.
 async fn prepare(
-    channel: Channel,
+    (channel, max_message_bytes): Upstream,
     route: &Route,
     request: DynamicMessage,
     headers: &HeaderMap,
 ) -> Result<Prepared, Status> {
-    let mut grpc = tonic::client::Grpc::new(channel);
+    // The services' own limits: a large Stamp or RunWorkflow answer must not fail here after it committed.
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     grpc.ready().await.map_err(|e| Status::unavailable(format!("upstream unavailable: {e}")))?;
     let path = format!("/{}/{}", route.method.parent_service().full_name(), route.method.name());
     let path = http::uri::PathAndQuery::from_str(&path).map_err(|e| Status::internal(e.to_string()))?;
@@ -282,6 +290,9 @@ pub struct GatewayConfig {
     pub upstream_urls: HashMap<String, String>,
     /// `GATEWAY_CORS_ORIGINS`: allowed origins (comma-separated, or `*`); unset: no CORS headers.
     pub cors_origins: Option<Vec<String>>,
+    /// The largest gRPC message exchanged with the services: their own limit
+    /// (four times `STAMPING_MAX_CONTENT_BYTES`, as stamping's BatchStamp).
+    pub max_message_bytes: usize,
 }
 
 impl GatewayConfig {
@@ -294,6 +305,9 @@ impl GatewayConfig {
             port: env.port("GATEWAY_PORT", names::DEFAULT_GATEWAY_PORT)?,
             max_body_bytes: env.parse_in("GATEWAY_MAX_BODY_BYTES", 32 << 20, 1, 1 << 30)?,
             upstream_urls,
+            max_message_bytes: omninode_runtime::config::max_content_bytes(env)?
+                .saturating_mul(4)
+                .saturating_add(64 * 1024),
             cors_origins: env
                 .optional("GATEWAY_CORS_ORIGINS")?
                 .map(|list| list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()),

@@ -82,6 +82,30 @@ impl PageRequest {
     }
 }
 
+impl<T> Page<T> {
+    /// Cuts the page so its items' encoded sizes (`size`) add up to at most
+    /// `budget` bytes — a response must fit the message limit however large
+    /// its items are. At least one item stays; a cut page's token points
+    /// after its last item (`key`), so nothing is skipped.
+    pub fn fit(mut self, budget: usize, size: impl Fn(&T) -> usize, key: impl Fn(&T) -> &str) -> Self {
+        let mut total = 0usize;
+        let keep = self
+            .items
+            .iter()
+            .position(|item| {
+                total = total.saturating_add(size(item));
+                total > budget
+            })
+            .map(|first_over| first_over.max(1))
+            .unwrap_or(self.items.len());
+        if keep < self.items.len() {
+            self.items.truncate(keep);
+            self.next_page_token = encode_token(key(self.items.last().expect("at least one item")));
+        }
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +130,16 @@ mod tests {
         let last = request.page(vec!["d"], |s| s);
         assert_eq!((last.items, last.next_page_token), (vec!["d"], String::new()));
         assert_eq!(PageRequest::parse(0, "%%", (10, 100), |_| true), Err(BAD_TOKEN));
+    }
+
+    #[test]
+    fn pages_are_cut_to_fit_the_message_limit() {
+        let page = Page { items: vec!["aaaa", "bbbb", "cccc"], next_page_token: String::new() };
+        let cut = page.clone().fit(9, |s| s.len(), |s| s);
+        assert_eq!(cut.items, ["aaaa", "bbbb"]);
+        assert_eq!(decode_token(&cut.next_page_token, |_| true), Ok(Some("bbbb".into())));
+        assert_eq!(page.clone().fit(100, |s| s.len(), |s| s), page, "a page that fits is unchanged");
+        assert_eq!(page.fit(1, |s| s.len(), |s| s).items, ["aaaa"], "one item always goes out");
     }
 
     #[test]

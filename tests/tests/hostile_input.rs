@@ -99,3 +99,74 @@ async fn undecodable_messages_are_invalid_arguments(backend: Backend) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     mesh.shutdown().await;
 }
+
+/// With 64 KiB content, five completed workflows do not fit one ListWorkflows
+/// message: the page is cut and the rest follows; a BatchStamp whose answer
+/// could not be sent is refused before anything is stored; the gateway
+/// passes answers up to the services' own limit.
+async fn large_answers_fit_the_message_limit_or_are_refused_before_committing(backend: Backend) {
+    let limit = 64 * 1024;
+    let vars = [("STAMPING_MAX_CONTENT_BYTES", "65536")];
+    let services = [ServiceKind::Stamping, ServiceKind::Orchestrator, ServiceKind::Gateway];
+    let mesh = TestMesh::start_services(TestDatabase::new(backend).await, &services, &vars).await;
+    let mut orchestrator = mesh.orchestrator().await;
+    for i in 0..5 {
+        let content = format!("{i}{}", "w".repeat(limit - 100));
+        let input = opb::WorkflowInput { content, ..Default::default() };
+        let run = opb::RunWorkflowRequest { namespace: "big".into(), input: Some(input), ..Default::default() };
+        orchestrator.run_workflow(run).await.unwrap();
+    }
+    let mut seen = 0;
+    let mut pages = 0;
+    let mut token = String::new();
+    loop {
+        let list = opb::ListWorkflowsRequest { namespace: "big".into(), page_token: token, ..Default::default() };
+        let page = orchestrator.list_workflows(list).await.expect("a page fits one message").into_inner();
+        seen += page.workflows.len();
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, 5, "every workflow, across {pages} pages");
+    assert!(pages > 1, "the page was cut");
+    let gateway = mesh.mesh().endpoints.gateway.unwrap();
+    let (code, _, body) =
+        omninode_integration_tests::http_request(gateway, "GET", "/v1/namespaces/big/workflows", &[], "").await;
+    assert_eq!(code, 200, "{}", &body[..body.len().min(300)]);
+
+    let mut stamping = mesh.stamping().await;
+    let items = (0..6)
+        .map(|i| pb::BatchStampItem { content: format!("{i}{}", "b".repeat(limit - 100)), ..Default::default() })
+        .collect();
+    let batch = pb::BatchStampRequest { namespace: "big".into(), items, ..Default::default() };
+    let refused = stamping.batch_stamp(batch).await.expect_err("the answer would not fit");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(rows(&mesh, "metadata_stamps WHERE namespace = 'big' AND op_id IS NULL").await, 0, "nothing stored");
+    mesh.shutdown().await;
+}
+
+/// A 5 MiB Stamp over REST (over tonic's 4 MiB default) is answered in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_takes_answers_as_large_as_the_services_send() {
+    let mesh = TestMesh::start_services(
+        TestDatabase::new(Backend::Sqlite).await,
+        &[ServiceKind::Stamping, ServiceKind::Gateway],
+        &[],
+    )
+    .await;
+    let gateway = mesh.mesh().endpoints.gateway.unwrap();
+    let body = serde_json::json!({"content": "x".repeat(5 << 20), "filePath": "big.txt"}).to_string();
+    let (code, _, answer) = omninode_integration_tests::http_request(
+        gateway,
+        "POST",
+        "/v1/namespaces/big/stamps",
+        &[("content-type", "application/json")],
+        &body,
+    )
+    .await;
+    assert_eq!(code, 201, "{}", &answer[..answer.len().min(300)]);
+    assert!(answer.len() > 5 << 20, "the stamped content came back");
+    mesh.shutdown().await;
+}

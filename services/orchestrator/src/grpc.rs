@@ -7,7 +7,11 @@ use omninode_proto::orchestrator::v1::{
     self as pb,
     orchestrator_service_server::{OrchestratorService, OrchestratorServiceServer},
 };
-use omninode_runtime::auth::{Permission, caller_of};
+use omninode_runtime::{
+    auth::{Permission, caller_of},
+    paging::Page,
+};
+use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -32,6 +36,9 @@ impl OrchestratorGrpc {
         OrchestratorServiceServer::new(self).max_decoding_message_size(max).max_encoding_message_size(max)
     }
 }
+
+/// Room left in a message for everything but the listed items.
+const RESPONSE_MARGIN: usize = 4096;
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchWorkflowResponse, Status>> + Send>>;
 
@@ -77,10 +84,13 @@ impl OrchestratorService for OrchestratorGrpc {
         let r = request.into_inner();
         let state = state_filter(r.state)?;
         let page = self.engine.list(&r.namespace, state, r.page_size, &r.page_token).await?;
-        Ok(Response::new(pb::ListWorkflowsResponse {
-            workflows: page.items.into_iter().map(workflow_to_proto).collect(),
+        let page = Page {
+            items: page.items.into_iter().map(workflow_to_proto).collect(),
             next_page_token: page.next_page_token,
-        }))
+        };
+        // Large workflows (16 MiB of stamped content each) make a page that must still fit one message.
+        let page = page.fit(self.max_message_bytes - RESPONSE_MARGIN, |w| w.encoded_len() + 8, |w| &w.workflow_id);
+        Ok(Response::new(pb::ListWorkflowsResponse { workflows: page.items, next_page_token: page.next_page_token }))
     }
 
     async fn cancel_workflow(

@@ -103,7 +103,20 @@ impl Stamper {
                 self.config.max_batch_items
             )));
         }
-        let prepared = items.into_iter().map(|item| self.prepare(item)).collect();
+        let prepared: Vec<Result<Prepared, StampingError>> = items.into_iter().map(|item| self.prepare(item)).collect();
+        // The answer carries every stamped content: refuse before committing
+        // a batch whose answer could not be sent.
+        let answer: usize = prepared
+            .iter()
+            .map(|item| item.as_ref().map_or(512, |p| p.unstamped.len() + 2 * p.new.stamp_text.len() + 1024))
+            .sum();
+        let limit = self.config.max_message_bytes();
+        if answer > limit {
+            return Err(StampingError::TooLarge(format!(
+                "the answer to this batch would be about {answer} bytes, over the {limit}-byte message limit; \
+                 send it in smaller batches"
+            )));
+        }
         self.store_prepared(&namespace, prepared, correlation_id).await
     }
 
