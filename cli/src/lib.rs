@@ -282,7 +282,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         let router = omninode_gateway::Gateway::new(upstreams, &config, mesh.auth.clone())?.router();
         let stop = runtime.shutdown_token();
         servers.push(tokio::spawn(async move {
-            axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await?;
+            omninode_gateway::serve::serve(listener, router, stop).await?;
             Ok(())
         }));
     }

@@ -7,8 +7,10 @@
 //! come from it, so a new annotated RPC is served without touching this crate.
 
 pub mod codec;
+pub mod guard;
 pub mod openapi;
 pub mod rules;
+pub mod serve;
 pub mod template;
 pub mod transcode;
 
@@ -42,6 +44,7 @@ pub struct Gateway {
     auth: Arc<Authenticator>,
     cors: Option<Vec<String>>,
     max_message_bytes: usize,
+    guard: guard::Guard,
 }
 
 impl Gateway {
@@ -63,12 +66,14 @@ impl Gateway {
             auth,
             cors: config.cors_origins.clone(),
             max_message_bytes: config.max_message_bytes,
+            guard: guard::Guard { max_body_bytes: config.max_body_bytes, allowed_hosts: config.allowed_hosts.clone() },
         })
     }
 
     /// The axum router serving every route, `/openapi.json` and `/docs`.
     pub fn router(self) -> Router {
         let limit = self.max_body_bytes;
+        let guard = Arc::new(self.guard.clone());
         let spec = Arc::new(openapi::document(&self.routes));
         let cors = self.cors.clone();
         let router = Router::new()
@@ -76,6 +81,7 @@ impl Gateway {
             .route("/docs", axum::routing::get(|| async { axum::response::Html(include_str!("docs.html")) }))
             .fallback(handle)
             .layer(DefaultBodyLimit::max(limit))
+            .layer(axum::middleware::from_fn_with_state(guard, guard::check))
             .with_state(self);
         match cors {
             None => router,
@@ -99,18 +105,23 @@ async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, header
         return error_response(&denied.into_status(), None);
     }
     let path = uri.path();
-    let mut path_matched = false;
+    let mut allowed: Vec<&str> = Vec::new();
     let found = gateway.routes.iter().find_map(|route| {
         let bindings = route.template.matches(path)?;
-        path_matched = true;
+        allowed.push(route.http_method.as_str());
         (route.http_method == method).then_some((route, bindings))
     });
     let Some((route, bindings)) = found else {
-        return if path_matched {
-            error_response(
+        return if !allowed.is_empty() {
+            let mut response = error_response(
                 &Status::new(Code::Unimplemented, format!("method {method} is not allowed on {path}")),
                 Some(StatusCode::METHOD_NOT_ALLOWED),
-            )
+            );
+            allowed.sort_unstable();
+            allowed.dedup();
+            let allow = HeaderValue::from_str(&allowed.join(", ")).expect("method names are header-safe");
+            response.headers_mut().insert(http::header::ALLOW, allow);
+            response
         } else {
             error_response(&Status::new(Code::NotFound, format!("no route for {path}")), None)
         };
@@ -270,7 +281,7 @@ fn copy_metadata(metadata: &tonic::metadata::MetadataMap, headers: &mut HeaderMa
 }
 
 /// A `google.rpc.Status` JSON body with grpc-gateway's HTTP status.
-fn error_response(status: &Status, http: Option<StatusCode>) -> Response {
+pub(crate) fn error_response(status: &Status, http: Option<StatusCode>) -> Response {
     let code = http.unwrap_or_else(|| omninode_runtime::error::http_status(status.code()));
     let body = json!({"code": status.code() as i32, "message": status.message(), "details": []});
     let mut response = (code, axum::Json(body)).into_response();
@@ -290,6 +301,8 @@ pub struct GatewayConfig {
     pub upstream_urls: HashMap<String, String>,
     /// `GATEWAY_CORS_ORIGINS`: allowed origins (comma-separated, or `*`); unset: no CORS headers.
     pub cors_origins: Option<Vec<String>>,
+    /// `GATEWAY_ALLOWED_HOSTS`: the `Host` values served (comma-separated, with or without port); unset: any.
+    pub allowed_hosts: Option<Vec<String>>,
     /// The largest gRPC message exchanged with the services: their own limit
     /// (four times `STAMPING_MAX_CONTENT_BYTES`, as stamping's BatchStamp).
     pub max_message_bytes: usize,
@@ -308,6 +321,9 @@ impl GatewayConfig {
             max_message_bytes: omninode_runtime::config::max_content_bytes(env)?
                 .saturating_mul(4)
                 .saturating_add(64 * 1024),
+            allowed_hosts: env
+                .optional("GATEWAY_ALLOWED_HOSTS")?
+                .map(|list| list.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect()),
             cors_origins: env
                 .optional("GATEWAY_CORS_ORIGINS")?
                 .map(|list| list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()),
