@@ -27,6 +27,11 @@ use crate::{
     health::{HealthRegistry, Lifecycle},
 };
 
+/// The most concurrent calls (HTTP/2 streams) one connection may have open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// The most header (metadata) bytes a call may carry.
+pub const MAX_HEADER_BYTES: u32 = 64 * 1024;
+
 /// The version every service reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -96,6 +101,9 @@ impl Runtime {
                 .layer(decode_errors::DecodeErrorLayer)
                 .layer(auth)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                // One connection may not monopolise the server.
+                .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+                .http2_max_header_list_size(Some(MAX_HEADER_BYTES))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
             drain_within(server, stop, grace).await

@@ -19,6 +19,9 @@ use crate::{
     stamper::Stamper,
 };
 
+/// How long a HashStream may wait for its next chunk.
+const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `omninode.stamping.v1.StampingService` over a [`Stamper`].
 #[derive(Debug, Clone)]
 pub struct StampingGrpc {
@@ -64,7 +67,12 @@ impl StampingService for StampingGrpc {
         let mut stream = request.into_inner();
         let mut hasher = blake3::Hasher::new();
         let (mut size, mut chunks) = (0u64, 0u64);
-        while let Some(message) = stream.next().await {
+        loop {
+            // A client that stops sending does not hold the call open.
+            let next = tokio::time::timeout(STREAM_IDLE, stream.next()).await.map_err(|_| {
+                Status::deadline_exceeded(format!("no chunk within {} s; the stream is closed", STREAM_IDLE.as_secs()))
+            })?;
+            let Some(message) = next else { break };
             let chunk = message?.chunk;
             hasher.update(&chunk);
             size += chunk.len() as u64;
