@@ -7,9 +7,7 @@ use clap::{Parser, Subcommand};
 use omninode_core::namespace::DEFAULT_NAMESPACE;
 use omninode_proto::stamping::v1::StampFormat;
 use omninode_runtime::{
-    Env, MeshConfig,
-    auth::Credential,
-    db,
+    Env, MeshConfig, db,
     names::{DEFAULT_METRICS_PORT, REDUCER, STAMPING},
 };
 
@@ -132,21 +130,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("schema of {} is up to date", db::describe(&config.database));
         }
         Command::Stamp { files, server, namespace, rich, stdout, concurrency } => {
-            let connection = client::connect(&server, Credential::from_env(&env)?).await?;
+            let connection = client::connect(&server, &client::Access::from_env(&env)?).await?;
             let format = if rich { StampFormat::Rich } else { StampFormat::Lightweight };
             let options = client::StampOptions { namespace, format, stdout, concurrency };
             let failed = client::stamp_files(connection, files, options).await?;
             return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         Command::Stats { namespace, server } => {
-            client::print_stats(&server, &namespace, Credential::from_env(&env)?).await?;
+            client::print_stats(&server, &namespace, &client::Access::from_env(&env)?).await?;
         }
         Command::Events { bootstrap, prefix, from_beginning, max } => {
             crate::watch::watch(&bootstrap, &prefix, from_beginning, max).await?;
         }
         Command::Health { grpc, service } => {
             let verdict = match grpc {
-                Some(addr) => client::grpc_health(&addr, &service).await,
+                Some(addr) => match client::Access::from_env(&env) {
+                    Ok(access) => client::grpc_health(&addr, &service, &access).await,
+                    Err(err) => Err(err),
+                },
                 None => client::http_ready(env.port("METRICS_PORT", DEFAULT_METRICS_PORT)?).await,
             };
             return Ok(match verdict {
@@ -159,7 +160,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Verify { files, server } => {
             let invalid =
-                client::verify_files(client::connect(&server, Credential::from_env(&env)?).await?, files).await?;
+                client::verify_files(client::connect(&server, &client::Access::from_env(&env)?).await?, files).await?;
             return Ok(if invalid == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
     }

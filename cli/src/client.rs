@@ -6,8 +6,11 @@ use anyhow::Context;
 use futures::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use omninode_proto::stamping::v1::{self as pb, stamping_service_client::StampingServiceClient};
-use omninode_runtime::auth::{AuthedChannel, Credential};
-use tonic::transport::Channel;
+use omninode_runtime::{
+    auth::{AuthedChannel, Credential},
+    tls::{ClientTls, TlsConfig},
+};
+use tonic::transport::{Channel, Endpoint};
 
 /// Largest message the client sends or accepts.
 const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
@@ -15,15 +18,37 @@ const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 /// A stamping client with this process's credential (`OMNINODE_CLIENT_TOKEN`).
 pub type Stamping = StampingServiceClient<AuthedChannel>;
 
-/// Connects to the stamping service at `url` (e.g. `http://127.0.0.1:8053`),
-/// sending `credential` with every call.
-pub async fn connect(url: &str, credential: Credential) -> anyhow::Result<Stamping> {
-    let channel = Channel::from_shared(url.to_owned())
-        .with_context(|| format!("{url:?} is not a valid server URL"))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the stamping service at {url}"))?;
-    Ok(StampingServiceClient::with_interceptor(channel, credential)
+/// How the command line reaches the mesh: its credential
+/// (`OMNINODE_CLIENT_TOKEN`) and TLS settings (`TLS_CA_FILE`, …), read once.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub credential: Credential,
+    pub tls: ClientTls,
+}
+
+impl Access {
+    pub fn from_env(env: &omninode_runtime::Env) -> anyhow::Result<Self> {
+        Ok(Self { credential: Credential::from_env(env)?, tls: TlsConfig::from_env(env)?.client })
+    }
+
+    /// A connected channel to `url` (`what` names the server in errors).
+    async fn channel(&self, url: &str, what: &str, timeout: Option<std::time::Duration>) -> anyhow::Result<Channel> {
+        let url = self.tls.url(url);
+        let endpoint =
+            Endpoint::from_shared(url.clone()).with_context(|| format!("{url:?} is not a valid server URL"))?;
+        let host = endpoint.uri().host().unwrap_or_default().to_owned();
+        let mut endpoint = self.tls.apply(endpoint, &host).context("TLS_CA_FILE / TLS_CLIENT_CERT_FILE")?;
+        if let Some(timeout) = timeout {
+            endpoint = endpoint.connect_timeout(timeout).timeout(timeout);
+        }
+        endpoint.connect().await.with_context(|| format!("cannot reach {what} at {url}"))
+    }
+}
+
+/// Connects to the stamping service at `url` (e.g. `http://127.0.0.1:8053`).
+pub async fn connect(url: &str, access: &Access) -> anyhow::Result<Stamping> {
+    let channel = access.channel(url, "the stamping service", None).await?;
+    Ok(StampingServiceClient::with_interceptor(channel, access.credential.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
@@ -131,15 +156,11 @@ fn progress_bar(len: usize, hidden: bool) -> ProgressBar {
 }
 
 /// Prints the aggregates of `namespace` from the reducer at `url`.
-pub async fn print_stats(url: &str, namespace: &str, credential: Credential) -> anyhow::Result<()> {
+pub async fn print_stats(url: &str, namespace: &str, access: &Access) -> anyhow::Result<()> {
     use omninode_proto::reducer::v1::{GetNamespaceStatsRequest, reducer_service_client::ReducerServiceClient};
-    let channel = Channel::from_shared(url.to_owned())
-        .with_context(|| format!("{url:?} is not a valid server URL"))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the reducer at {url}"))?;
+    let channel = access.channel(url, "the reducer", None).await?;
     let request = GetNamespaceStatsRequest { namespace: namespace.to_owned() };
-    let stats = ReducerServiceClient::with_interceptor(channel, credential)
+    let stats = ReducerServiceClient::with_interceptor(channel, access.credential.clone())
         .get_namespace_stats(request)
         .await
         .map_err(status_error)?
@@ -168,16 +189,10 @@ pub async fn print_stats(url: &str, namespace: &str, credential: Credential) -> 
 const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Ok when grpc.health.v1 at `addr` (host:port or a URL) says `service` is SERVING.
-pub async fn grpc_health(addr: &str, service: &str) -> anyhow::Result<()> {
+pub async fn grpc_health(addr: &str, service: &str, access: &Access) -> anyhow::Result<()> {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-    let channel = Channel::from_shared(url.clone())
-        .with_context(|| format!("{addr:?} is not a valid address"))?
-        .connect_timeout(HEALTH_TIMEOUT)
-        .timeout(HEALTH_TIMEOUT)
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
+    let channel = access.channel(&url, "the server", Some(HEALTH_TIMEOUT)).await?;
     let answer = HealthClient::new(channel)
         .check(HealthCheckRequest { service: service.to_owned() })
         .await

@@ -105,6 +105,7 @@ fn to_register(service: MeshService, addr: SocketAddr) -> ServiceToRegister {
         grpc_service: service.grpc_name.to_owned(),
         port: addr.port(),
         metrics_port: 0,
+        tls_server_name: None,
     }
 }
 
@@ -135,6 +136,14 @@ impl Config {
     pub fn from_env(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Self> {
         let runs = |kind| services.contains(&kind);
         let mesh = MeshConfig::from_env(env)?;
+        let calls_its_peers = runs(ServiceKind::Orchestrator) || runs(ServiceKind::Gateway);
+        if calls_its_peers && mesh.tls.server.is_some() && !mesh.tls.client.is_enabled() {
+            return Err(omninode_runtime::ConfigError::new(
+                "TLS_CA_FILE",
+                "the services speak TLS (TLS_CERT_FILE): the orchestrator and the gateway call them and need the CA to trust",
+            )
+            .into());
+        }
         if runs(ServiceKind::Orchestrator) && mesh.auth.is_enabled() && !mesh.credential.is_set() {
             return Err(omninode_runtime::ConfigError::new(
                 omninode_runtime::auth::CLIENT_TOKEN_VARIABLE,
@@ -226,8 +235,13 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         registered.push(to_register(names::ORCHESTRATOR, listener.local_addr()?));
         // Stamping in this process is called directly; otherwise it is discovered.
         let stamping_channel = match endpoints.stamping {
-            Some(_) => Discovery::Static.channel("", &config.stamping_url, runtime.shutdown_token()),
-            None => discovery.channel(&names::STAMPING.consul_name(), &config.stamping_url, runtime.shutdown_token()),
+            Some(_) => Discovery::Static.channel("", &config.stamping_url, &mesh.tls.client, runtime.shutdown_token()),
+            None => discovery.channel(
+                &names::STAMPING.consul_name(),
+                &config.stamping_url,
+                &mesh.tls.client,
+                runtime.shutdown_token(),
+            ),
         }
         .map_err(|e| anyhow::anyhow!("{}: {e}", names::STAMPING.url_variable))?;
         let (service, handover) = omninode_orchestrator::grpc_service(
@@ -270,19 +284,18 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         let mut upstreams = std::collections::HashMap::new();
         for (service, addr) in names::ALL.into_iter().zip(local) {
             let name = service.grpc_name;
+            let (tls, stop) = (&mesh.tls.client, runtime.shutdown_token());
             let channel = match addr {
-                Some(addr) => Discovery::Static.channel("", &format!("http://{addr}"), runtime.shutdown_token()),
-                None => {
-                    discovery.channel(&service.consul_name(), &config.upstream_urls[name], runtime.shutdown_token())
-                }
+                Some(addr) => Discovery::Static.channel("", &format!("http://{addr}"), tls, stop),
+                None => discovery.channel(&service.consul_name(), &config.upstream_urls[name], tls, stop),
             }
             .map_err(|e| anyhow::anyhow!("gateway upstream {name}: {e}"))?;
             upstreams.insert(name.to_owned(), channel);
         }
         let router = omninode_gateway::Gateway::new(upstreams, &config, mesh.auth.clone())?.router();
-        let stop = runtime.shutdown_token();
+        let (stop, tls) = (runtime.shutdown_token(), mesh.tls.server.clone());
         servers.push(tokio::spawn(async move {
-            omninode_gateway::serve::serve(listener, router, stop).await?;
+            omninode_runtime::server::http::serve(listener, router, tls, stop).await?;
             Ok(())
         }));
     }
@@ -307,6 +320,10 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         let admin_port = endpoints.admin.map(|a| a.port()).unwrap_or_default();
         for mut service in registered {
             service.metrics_port = admin_port;
+            if mesh.tls.server.is_some() {
+                let name = mesh.tls.client.server_name().unwrap_or(&consul.advertise_host);
+                service.tls_server_name = Some(name.to_owned());
+            }
             background.push(spawn_registration(
                 consul.client(),
                 consul.clone(),

@@ -10,7 +10,6 @@ pub mod codec;
 pub mod guard;
 pub mod openapi;
 pub mod rules;
-pub mod serve;
 pub mod template;
 pub mod transcode;
 

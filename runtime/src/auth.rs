@@ -326,10 +326,26 @@ impl Authenticator {
     /// The caller these request headers prove, or why they prove none
     /// (denials are logged once per presented identity and counted).
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        self.authenticate_peer(headers, None)
+    }
+
+    /// [`Self::authenticate`] for a connection whose client certificate
+    /// (mTLS) names `peer`: with no keys or JWT configured the certificate
+    /// is the credential; otherwise the credentials are still required and
+    /// the certificate's name is recorded beside them.
+    pub fn authenticate_peer(&self, headers: &HeaderMap, peer: Option<String>) -> Result<Caller, AuthError> {
         if !self.is_enabled() {
-            return Ok(Caller::anonymous());
+            return Ok(match peer {
+                Some(name) => Caller { identity: format!("cert:{name}"), grants: Grants::all() },
+                None => Caller::anonymous(),
+            });
         }
-        let result = self.identify(headers);
+        let result = self.identify(headers).map(|mut caller| {
+            if let Some(name) = peer {
+                caller.identity = format!("{} via cert:{name}", caller.identity);
+            }
+            caller
+        });
         if let Err(err) = &result {
             record_denial("unauthenticated", "unauthenticated", &err.to_string());
         }
@@ -489,7 +505,11 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let protected = request.uri().path().starts_with("/omninode.");
-        let caller = if protected { self.auth.authenticate(request.headers()) } else { Ok(Caller::anonymous()) };
+        let caller = if protected {
+            self.auth.authenticate_peer(request.headers(), peer_name(request.extensions()))
+        } else {
+            Ok(Caller::anonymous())
+        };
         match caller {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
@@ -498,6 +518,15 @@ where
             Err(err) => futures::future::Either::Right(std::future::ready(Ok(err.into_status().into_http()))),
         }
     }
+}
+
+/// The name of the verified client certificate of the connection (mTLS), if any.
+fn peer_name(extensions: &http::Extensions) -> Option<String> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    if let Some(info) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+        return info.peer_certs().and_then(|certs| certs.first().and_then(|cert| crate::tls::certificate_name(cert)));
+    }
+    extensions.get::<crate::server::http::PeerName>().map(|peer| peer.0.clone())
 }
 
 #[cfg(test)]

@@ -166,6 +166,8 @@ pub struct MeshConfig {
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
     /// `OMNINODE_CLIENT_TOKEN`: what this process's own clients send.
     pub credential: crate::auth::Credential,
+    /// TLS for this process's listeners and clients (see [`crate::tls`]).
+    pub tls: crate::tls::TlsConfig,
     /// `LOG_FORMAT`: json | pretty; default json, pretty on a terminal.
     pub log_format: LogFormat,
     /// `RUST_LOG` (or `LOG_LEVEL`): a tracing filter, default `info`.
@@ -226,6 +228,7 @@ impl MeshConfig {
         Ok(Self {
             auth: std::sync::Arc::new(crate::auth::Authenticator::from_env(env)?),
             credential: crate::auth::Credential::from_env(env)?,
+            tls: crate::tls::TlsConfig::from_env(env)?,
             log_format,
             log_filter,
             host: env.parse("OMNINODE_HOST", std::net::IpAddr::from([127, 0, 0, 1]))?,

@@ -16,6 +16,7 @@ pub mod names;
 pub mod paging;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 pub mod watch;
 

@@ -34,6 +34,9 @@ pub struct AgentCheck {
     pub grpc: String,
     #[serde(rename = "GRPCUseTLS")]
     pub grpc_use_tls: bool,
+    /// The name the agent checks in the service's certificate.
+    #[serde(rename = "TLSServerName", default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
     pub interval: String,
     pub timeout: String,
     pub deregister_critical_service_after: String,

@@ -9,11 +9,13 @@ use std::{collections::HashSet, net::SocketAddr, time::Duration};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint, channel::Change};
 
+use crate::tls::ClientTls;
+
 /// How often the name is resolved again.
 const REFRESH: Duration = Duration::from_secs(5);
 
 /// A channel balancing over the addresses of `host:port`, kept current until `stop`.
-pub fn balanced_channel(scheme: &str, host: &str, port: u16, stop: CancellationToken) -> Channel {
+pub fn balanced_channel(scheme: &str, host: &str, port: u16, tls: ClientTls, stop: CancellationToken) -> Channel {
     let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
     let (scheme, host) = (scheme.to_owned(), host.to_owned());
     tokio::spawn(async move {
@@ -30,6 +32,8 @@ pub fn balanced_channel(scheme: &str, host: &str, port: u16, stop: CancellationT
                     }
                     for new in current.difference(&known) {
                         let Ok(endpoint) = Endpoint::from_shared(format!("{scheme}://{new}")) else { continue };
+                        // The certificate names the service, not the address.
+                        let Ok(endpoint) = tls.apply(endpoint, &host) else { continue };
                         let endpoint = endpoint.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true);
                         tracing::info!(%host, address = %new, "address joined");
                         if changes.send(Change::Insert(*new, endpoint)).await.is_err() {
@@ -94,7 +98,7 @@ mod tests {
         tokio::spawn(server.map(drop));
         // "localhost" resolves from /etc/hosts, without a network.
         let stop = CancellationToken::new();
-        let channel = balanced_channel("http", "localhost", port, stop.clone());
+        let channel = balanced_channel("http", "localhost", port, ClientTls::default(), stop.clone());
         let mut client = HealthClient::new(channel);
         let mut answered = false;
         for _ in 0..50 {

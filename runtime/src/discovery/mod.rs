@@ -10,7 +10,9 @@ pub mod watcher;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::tls::ClientTls;
 
 use crate::config::{ConfigError, Env};
 
@@ -71,20 +73,35 @@ pub enum Discovery {
 }
 
 impl Discovery {
-    /// A channel to `consul_name` (Consul) or `static_url` (static). A
-    /// static URL whose host is a DNS name balances over every address the
-    /// name resolves to (a Kubernetes headless Service: one per pod).
-    pub fn channel(&self, consul_name: &str, static_url: &str, stop: CancellationToken) -> Result<Channel, String> {
+    /// A channel to `consul_name` (Consul) or `static_url` (static), over
+    /// TLS when `tls` is on. A static URL whose host is a DNS name balances
+    /// over every address the name resolves to (a Kubernetes headless
+    /// Service: one per pod).
+    pub fn channel(
+        &self,
+        consul_name: &str,
+        static_url: &str,
+        tls: &ClientTls,
+        stop: CancellationToken,
+    ) -> Result<Channel, String> {
         match self {
             Discovery::Static => {
-                let endpoint =
-                    Channel::from_shared(static_url.to_owned()).map_err(|e| format!("{static_url:?}: {e}"))?;
-                Ok(match dns::named_host(static_url) {
-                    Some((scheme, host, port)) => dns::balanced_channel(&scheme, &host, port, stop),
-                    None => endpoint.tcp_nodelay(true).connect_lazy(),
+                let url = tls.url(static_url);
+                let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| format!("{static_url:?}: {e}"))?;
+                Ok(match dns::named_host(&url) {
+                    Some((scheme, host, port)) => dns::balanced_channel(&scheme, &host, port, tls.clone(), stop),
+                    None => {
+                        let host = endpoint.uri().host().unwrap_or_default().to_owned();
+                        tls.apply(endpoint, &host)
+                            .map_err(|e| format!("{static_url:?}: {e}"))?
+                            .tcp_nodelay(true)
+                            .connect_lazy()
+                    }
                 })
             }
-            Discovery::Consul(config) => Ok(watcher::balanced_channel(config.client(), consul_name, config.wait, stop)),
+            Discovery::Consul(config) => {
+                Ok(watcher::balanced_channel(config.client(), consul_name, config.wait, tls.clone(), stop))
+            }
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct ServiceToRegister {
     pub grpc_service: String,
     pub port: u16,
     pub metrics_port: u16,
+    /// `Some(server name)` when the service speaks TLS: the agent's check does too.
+    pub tls_server_name: Option<String>,
 }
 
 /// The registration body for `service` on `host`.
@@ -43,7 +45,8 @@ pub fn registration(config: &ConsulConfig, service: &ServiceToRegister) -> Servi
         check: AgentCheck {
             name: format!("{} gRPC health", service.name),
             grpc: format!("{host}:{}/{}", service.port, service.grpc_service),
-            grpc_use_tls: false,
+            grpc_use_tls: service.tls_server_name.is_some(),
+            tls_server_name: service.tls_server_name.clone(),
             interval: millis(config.check_interval),
             timeout: millis(config.check_timeout),
             deregister_critical_service_after: millis(config.deregister_after),

@@ -10,12 +10,19 @@ use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
 use super::consul::ConsulClient;
+use crate::tls::ClientTls;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A channel balancing over the passing instances of `name`, kept current
 /// until `stop`.
-pub fn balanced_channel(client: ConsulClient, name: &str, wait: Duration, stop: CancellationToken) -> Channel {
+pub fn balanced_channel(
+    client: ConsulClient,
+    name: &str,
+    wait: Duration,
+    tls: ClientTls,
+    stop: CancellationToken,
+) -> Channel {
     let (channel, changes) = Channel::balance_channel::<String>(64);
     let name = name.to_owned();
     tokio::spawn(async move {
@@ -45,10 +52,12 @@ pub fn balanced_channel(client: ConsulClient, name: &str, wait: Duration, stop: 
                         if known.get(id) == Some(address) {
                             continue;
                         }
-                        let Ok(endpoint) = Endpoint::from_shared(format!("http://{address}")) else {
+                        let Ok(endpoint) = Endpoint::from_shared(tls.url(&format!("http://{address}"))) else {
                             tracing::warn!(%address, "Consul returned an unusable address");
                             continue;
                         };
+                        let host = endpoint.uri().host().unwrap_or_default().to_owned();
+                        let Ok(endpoint) = tls.apply(endpoint, &host) else { continue };
                         let endpoint = endpoint.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true);
                         tracing::info!(service = %name, %id, %address, "instance joined");
                         if changes.send(Change::Insert(id.clone(), endpoint)).await.is_err() {

@@ -4,6 +4,7 @@
 
 mod admin;
 mod decode_errors;
+pub mod http;
 mod metrics_layer;
 
 use std::{net::SocketAddr, time::Duration};
@@ -46,10 +47,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Must be called inside a Tokio runtime: with TLS it starts watching the certificate files.
     pub fn new(config: MeshConfig) -> Self {
         let reporter = HealthReporter::new();
         let health = HealthRegistry::new(VERSION, reporter.clone());
-        Self { config, health, reporter, shutdown: CancellationToken::new() }
+        let shutdown = CancellationToken::new();
+        if let Some(tls) = &config.tls.server {
+            tls.spawn_reload(shutdown.clone());
+        }
+        Self { config, health, reporter, shutdown }
     }
 
     /// Cancelled when the process starts shutting down.
@@ -91,10 +97,10 @@ impl Runtime {
         ));
         let routes = routes.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha);
 
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let auth = crate::auth::AuthLayer::new(self.config.auth.clone());
         let stop = self.shutdown.clone();
         let grace = self.config.shutdown_grace;
+        let tls = self.config.tls.server.clone();
         tokio::spawn(async move {
             let server = Server::builder()
                 .layer(GrpcMetricsLayer)
@@ -104,8 +110,19 @@ impl Runtime {
                 // One connection may not monopolise the server.
                 .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
                 .http2_max_header_list_size(Some(MAX_HEADER_BYTES))
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+                .add_routes(routes);
+            let server: std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+            > = match tls {
+                Some(tls) => Box::pin(server.serve_with_incoming_shutdown(
+                    tls.incoming(listener, stop.clone()),
+                    stop.clone().cancelled_owned(),
+                )),
+                None => Box::pin(server.serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    stop.clone().cancelled_owned(),
+                )),
+            };
             drain_within(server, stop, grace).await
         })
     }
@@ -113,8 +130,8 @@ impl Runtime {
     /// Serves `/metrics`, `/health` and `/ready` on `listener` until shutdown.
     pub fn spawn_admin(&self, listener: TcpListener) -> JoinHandle<std::io::Result<()>> {
         let router = admin_router(self.health.clone());
-        let stop = self.shutdown.clone();
-        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await })
+        let (stop, tls) = (self.shutdown.clone(), self.config.tls.server.clone());
+        tokio::spawn(http::serve(listener, router, tls, stop))
     }
 
     /// Marks the process ready to take traffic.
