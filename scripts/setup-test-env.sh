@@ -40,3 +40,30 @@ if ! pg_up; then
 fi
 pg_up || { echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2; exit 1; }
 echo "PostgreSQL ready on 127.0.0.1:5432"
+
+# PostgreSQL over TLS: a test CA and a server certificate for localhost and
+# 127.0.0.1, so the tests can connect with sslmode=verify-full. The CA is left
+# where the tests look for it (TEST_POSTGRES_CA_FILE overrides).
+ca_dir="${XDG_CACHE_HOME:-$HOME/.cache}/omninode"
+ca_file="$ca_dir/postgres-ca.crt"
+conf_dir="$(dirname "$(psql -h 127.0.0.1 -U postgres -Atc 'SHOW config_file')")"
+if [ ! -s "$ca_file" ] || [ ! -s "$conf_dir/omninode-server.crt" ] \
+    || [ "$(psql -h 127.0.0.1 -U postgres -Atc 'SHOW ssl_cert_file')" != "$conf_dir/omninode-server.crt" ]; then
+    echo "turning on PostgreSQL TLS with a test certificate"
+    mkdir -p "$ca_dir"
+    work="$(mktemp -d)"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=omninode test PostgreSQL CA" \
+        -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$work/san.ext"
+    openssl x509 -req -in "$work/server.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial -days 3650 \
+        -extfile "$work/san.ext" -out "$work/server.crt" 2>/dev/null
+    as_root install -m 0644 -o postgres "$work/server.crt" "$conf_dir/omninode-server.crt"
+    as_root install -m 0600 -o postgres "$work/server.key" "$conf_dir/omninode-server.key"
+    cp "$work/ca.crt" "$ca_file"
+    rm -rf "$work"
+    psql -h 127.0.0.1 -U postgres -qc "ALTER SYSTEM SET ssl_cert_file = '$conf_dir/omninode-server.crt'" \
+        -c "ALTER SYSTEM SET ssl_key_file = '$conf_dir/omninode-server.key'" -c "ALTER SYSTEM SET ssl = on" \
+        -c "SELECT pg_reload_conf()" >/dev/null
+fi
+echo "PostgreSQL TLS on; test CA at $ca_file"

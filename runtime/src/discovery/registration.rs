@@ -92,3 +92,28 @@ pub fn spawn_registration(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    #[test]
+    fn a_tls_service_is_checked_over_tls_with_its_server_name() {
+        let env = Env::from_pairs([("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500")]);
+        let config = ConsulConfig::from_env(&env, [127, 0, 0, 1].into()).unwrap().unwrap();
+        let mut service = ServiceToRegister {
+            name: "omninode-stamping".into(),
+            grpc_service: "omninode.stamping.v1.StampingService".into(),
+            port: 8053,
+            metrics_port: 9091,
+            tls_server_name: None,
+        };
+        let plain = registration(&config, &service).check;
+        assert!(!plain.grpc_use_tls && plain.tls_server_name.is_none());
+        service.tls_server_name = Some("stamping.omninode".into());
+        let body = serde_json::to_value(registration(&config, &service)).unwrap();
+        assert_eq!(body["Check"]["GRPCUseTLS"], true);
+        assert_eq!(body["Check"]["TLSServerName"], "stamping.omninode");
+    }
+}
