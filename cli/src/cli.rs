@@ -140,7 +140,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             client::print_stats(&server, &namespace, &client::Access::from_env(&env)?).await?;
         }
         Command::Events { bootstrap, prefix, from_beginning, max } => {
-            crate::watch::watch(&bootstrap, &prefix, from_beginning, max).await?;
+            let env = env.clone().with("KAFKA_BOOTSTRAP_SERVERS", bootstrap);
+            let events = omninode_runtime::events::EventsConfig::from_env(&env, "omninode-events")?;
+            let kafka = events.kafka.expect("KAFKA_BOOTSTRAP_SERVERS is set");
+            crate::watch::watch(&kafka, &prefix, from_beginning, max).await?;
         }
         Command::Health { grpc, service } => {
             let verdict = match grpc {

@@ -171,7 +171,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         Config::from_env(env, services)?;
     telemetry::init_tracing(mesh.log_format, &mesh.log_filter);
     telemetry::prometheus();
-    let discovery = consul.clone().map(Discovery::Consul).unwrap_or(Discovery::Static);
+    let discovery = consul.clone().map(|c| Discovery::Consul(Box::new(c))).unwrap_or(Discovery::Static);
 
     let runtime = Runtime::new(mesh.clone());
     let target = db::describe(&mesh.database);

@@ -2,20 +2,22 @@
 
 use anyhow::Context;
 use omninode_proto::events::v1::{EventEnvelope, event_envelope::Payload};
-use omninode_runtime::events::topics::all_topics;
+use omninode_runtime::events::{KafkaConfig, topics::all_topics};
 use prost::Message as _;
 use serde_json::{Value, json};
 
-/// Follows every event topic under `prefix` and prints one JSON object per
-/// event; stops after `max` events when given.
-pub async fn watch(bootstrap: &str, prefix: &str, from_beginning: bool, max: Option<usize>) -> anyhow::Result<()> {
+/// Follows every event topic under `prefix` on `kafka` (its brokers, TLS and
+/// SASL settings) and prints one JSON object per event; stops after `max`
+/// events when given.
+pub async fn watch(kafka: &KafkaConfig, prefix: &str, from_beginning: bool, max: Option<usize>) -> anyhow::Result<()> {
+    let bootstrap = &kafka.bootstrap_servers;
     let topics = all_topics(prefix);
     eprintln!("watching {} on {bootstrap} (Ctrl-C to stop)", topics.join(", "));
     let mut seen = 0;
     if max == Some(0) {
         return Ok(());
     }
-    omninode_kafka::tail(bootstrap, &topics, from_beginning, |record| {
+    omninode_kafka::tail(kafka, &topics, from_beginning, |record| {
         let record = match record {
             Ok(record) => record,
             Err(err) => {

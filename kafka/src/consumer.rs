@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 
 use omninode_runtime::events::{KafkaConfig, RecordPosition};
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
+    Message, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
     error::KafkaError,
 };
@@ -24,10 +24,8 @@ impl GroupConsumer {
         topics: &[String],
         session_timeout: Duration,
     ) -> Result<Self, KafkaError> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.bootstrap_servers)
+        let consumer: StreamConsumer = crate::sink::client_config(kafka)
             .set("group.id", group)
-            .set("client.id", &kafka.client_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", session_timeout.as_millis().to_string())
@@ -81,13 +79,12 @@ pub struct TailRecord {
 /// the beginning or from now on, and hands each record to `each` until it
 /// answers false.
 pub async fn tail(
-    bootstrap: &str,
+    kafka: &KafkaConfig,
     topics: &[String],
     from_beginning: bool,
     mut each: impl FnMut(Result<TailRecord, KafkaError>) -> bool,
 ) -> Result<(), KafkaError> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let consumer: StreamConsumer = crate::sink::client_config(kafka)
         .set("group.id", format!("omninode-tail-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", if from_beginning { "earliest" } else { "latest" })

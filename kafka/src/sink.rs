@@ -76,7 +76,8 @@ impl KafkaSink {
     }
 }
 
-fn client_config(config: &KafkaConfig) -> ClientConfig {
+/// The settings every client of `config` shares: brokers, identity, TLS and SASL.
+pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.bootstrap_servers)
@@ -85,6 +86,9 @@ fn client_config(config: &KafkaConfig) -> ClientConfig {
         .set("reconnect.backoff.max.ms", "2000");
     if let Some(debug) = &config.debug {
         client.set("debug", debug);
+    }
+    for (property, value) in &config.security {
+        client.set(*property, value);
     }
     client
 }
@@ -183,5 +187,31 @@ impl EventSink for KafkaSink {
 
     fn name(&self) -> &'static str {
         "kafka"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// librdkafka is built with TLS and SCRAM: a SASL_SSL producer can be made.
+    #[test]
+    fn sasl_over_tls_is_supported_by_this_build() {
+        let config = KafkaConfig {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            partitions: 1,
+            replication_factor: 1,
+            client_id: "test".into(),
+            stall_timeout: std::time::Duration::from_secs(1),
+            debug: None,
+            security: vec![
+                ("security.protocol", "sasl_ssl".into()),
+                ("sasl.mechanism", "SCRAM-SHA-512".into()),
+                ("sasl.username", "mesh".into()),
+                ("sasl.password", "secret".into()),
+            ],
+        };
+        let producer = producer(&config).expect("a SASL_SSL producer");
+        drop(producer);
     }
 }

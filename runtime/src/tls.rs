@@ -317,6 +317,42 @@ impl ClientTls {
     }
 }
 
+/// A rustls client configuration trusting the CA in `ca_pem`, presenting
+/// `identity` (certificate and key PEM) when given.
+pub fn client_config(
+    ca_pem: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+) -> Result<tokio_rustls::rustls::ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in parse_certs(ca_pem)? {
+        roots.add(cert).map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let builder = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("not a PEM private key: {e}"))?;
+            builder
+                .with_client_auth_cert(parse_certs(cert)?, key)
+                .map_err(|e| format!("the key does not match the certificate: {e}"))
+        }
+    }
+}
+
+/// A client configuration that trusts nothing (HTTPS without a configured CA fails, as it should).
+pub(crate) fn no_roots() -> tokio_rustls::rustls::ClientConfig {
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth()
+}
+
 /// The name a verified client certificate gives its holder: its first DNS
 /// subject alternative name, else its common name.
 pub fn certificate_name(der: &[u8]) -> Option<String> {

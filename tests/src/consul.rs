@@ -37,6 +37,7 @@ struct Agent {
 #[derive(Clone)]
 pub struct ConsulDouble {
     pub addr: SocketAddr,
+    https: bool,
     agent: Arc<Mutex<Agent>>,
     /// The Consul index; blocking queries wait on it.
     index: Arc<watch::Sender<u64>>,
@@ -44,22 +45,36 @@ pub struct ConsulDouble {
 
 impl ConsulDouble {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// The double behind HTTPS with `tls` (its `url()` is then `https://…`).
+    pub async fn start_tls(tls: omninode_runtime::tls::ServerTls) -> Self {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<omninode_runtime::tls::ServerTls>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let double =
-            Self { addr: listener.local_addr().unwrap(), agent: Arc::default(), index: Arc::new(watch::channel(1).0) };
+        let double = Self {
+            addr: listener.local_addr().unwrap(),
+            agent: Arc::default(),
+            index: Arc::new(watch::channel(1).0),
+            https: tls.is_some(),
+        };
         let router = Router::new()
             .route("/v1/agent/service/register", put(register))
             .route("/v1/agent/service/deregister/{id}", put(deregister))
             .route("/v1/agent/service/{id}", get(agent_service))
             .route("/v1/health/service/{name}", get(health_service))
             .with_state(double.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(async move { omninode_runtime::server::http::serve(listener, router, tls, stop).await.unwrap() });
         double
     }
 
-    /// `http://addr` for CONSUL_HTTP_ADDR.
+    /// `http(s)://addr` for CONSUL_HTTP_ADDR.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.https { "https" } else { "http" }, self.addr)
     }
 
     /// An agent restart: every registration forgotten, the index back to 1.

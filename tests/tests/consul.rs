@@ -146,3 +146,48 @@ async fn discovery_balances_fails_over_and_scales_out() {
     }
     assert!(double.instances("omninode-stamping").is_empty());
 }
+
+/// HTTPS to the agent with `CONSUL_CACERT`: registration goes over TLS; an
+/// https address without a CA refuses to start, naming the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_is_reached_over_https_with_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (cert, key_file) =
+        (write("agent.crt", params.signed_by(&key, &issuer).unwrap().pem()), write("agent.key", key.serialize_pem()));
+    let ca = write("ca.crt", ca_pem);
+    let env =
+        omninode_runtime::Env::from_pairs([("TLS_CERT_FILE", cert.as_str()), ("TLS_KEY_FILE", key_file.as_str())]);
+    let tls = omninode_runtime::tls::TlsConfig::from_env(&env).unwrap().server.unwrap();
+    let double = ConsulDouble::start_tls(tls).await;
+    assert!(double.url().starts_with("https://"));
+
+    let mut vars = consul_vars(&double);
+    vars.push(("CONSUL_CACERT", ca.clone()));
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mesh =
+        TestMesh::start_services(TestDatabase::new(Backend::Sqlite).await, &[ServiceKind::Stamping], &refs).await;
+    let id = stamping_id(&mesh);
+    eventually("registered over HTTPS", || double.service(&id).is_some()).await;
+    mesh.shutdown().await;
+
+    let no_ca = consul_vars(&double);
+    let mut env = omninode_runtime::Env::from_pairs(omninode_integration_tests::base_env());
+    for (name, value) in no_ca {
+        env = env.with(name, value);
+    }
+    let refused =
+        omninode::Config::from_env(&env, &[ServiceKind::Stamping]).err().expect("an https agent without a CA");
+    assert!(format!("{refused:#}").contains("CONSUL_CACERT"), "{refused:#}");
+}

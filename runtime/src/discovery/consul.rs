@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use serde::{Deserialize, Serialize};
 
@@ -88,14 +89,23 @@ pub struct Indexed<T> {
 pub struct ConsulClient {
     base: String,
     token: Option<String>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl ConsulClient {
-    /// `addr` is `http://host:port` (or `host:port`, as CONSUL_HTTP_ADDR allows).
-    pub fn new(addr: &str, token: Option<String>) -> Self {
+    /// `addr` is `http(s)://host:port` (or `host:port`, as CONSUL_HTTP_ADDR
+    /// allows); with `tls`, HTTPS trusting its CA (the files were checked at start-up).
+    pub fn new(addr: &str, token: Option<String>, tls: Option<&super::ConsulTls>) -> Self {
         let base = if addr.contains("://") { addr.trim_end_matches('/').to_owned() } else { format!("http://{addr}") };
-        let http = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let connector = match tls
+            .map(|t| crate::tls::client_config(&t.ca, t.identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()))))
+        {
+            Some(Ok(config)) => builder.with_tls_config(config).https_or_http().enable_http1().build(),
+            // Only HTTP without a CA: an https address then fails its calls, saying why.
+            _ => builder.with_tls_config(crate::tls::no_roots()).https_or_http().enable_http1().build(),
+        };
+        let http = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         Self { base, token, http }
     }
 

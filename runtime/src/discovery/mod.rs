@@ -38,6 +38,67 @@ pub struct ConsulConfig {
     pub deregister_after: Duration,
     /// `CONSUL_WAIT_MS`: blocking query wait (default 30000).
     pub wait: Duration,
+    /// HTTPS to the agent: `CONSUL_CACERT`, and `CONSUL_CLIENT_CERT` /
+    /// `CONSUL_CLIENT_KEY` when the agent verifies clients (Consul's own names).
+    pub tls: Option<ConsulTls>,
+}
+
+/// PEM files for HTTPS to the Consul agent, read and checked at start-up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsulTls {
+    pub ca: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ConsulTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulTls").field("identity", &self.identity.is_some()).finish()
+    }
+}
+
+impl ConsulTls {
+    fn from_env(env: &Env, addr: &str) -> Result<Option<Self>, ConfigError> {
+        let read = |variable: &str| -> Result<Option<Vec<u8>>, ConfigError> {
+            match env.optional(variable)? {
+                None => Ok(None),
+                Some(path) => {
+                    std::fs::read(&path).map(Some).map_err(|e| ConfigError::new(variable, format!("{path}: {e}")))
+                }
+            }
+        };
+        let (cert, key) = (read("CONSUL_CLIENT_CERT")?, read("CONSUL_CLIENT_KEY")?);
+        let Some(ca) = read("CONSUL_CACERT")? else {
+            if cert.is_some() || key.is_some() {
+                return Err(ConfigError::new("CONSUL_CACERT", "a Consul client certificate needs the agent's CA"));
+            }
+            if addr.starts_with("https://") {
+                return Err(ConfigError::new(
+                    "CONSUL_CACERT",
+                    "CONSUL_HTTP_ADDR is https: give the CA that signed the agent's certificate",
+                ));
+            }
+            return Ok(None);
+        };
+        crate::tls::client_config(&ca, None).map_err(|e| ConfigError::new("CONSUL_CACERT", e))?;
+        let identity = match (cert, key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                crate::tls::client_config(&ca, Some((&cert, &key)))
+                    .map_err(|e| ConfigError::new("CONSUL_CLIENT_CERT", e))?;
+                Some((cert, key))
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new("CONSUL_CLIENT_KEY", "CONSUL_CLIENT_CERT is set: set its key too"));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "CONSUL_CLIENT_CERT",
+                    "CONSUL_CLIENT_KEY is set: set the certificate too",
+                ));
+            }
+        };
+        Ok(Some(Self { ca, identity }))
+    }
 }
 
 impl ConsulConfig {
@@ -49,18 +110,19 @@ impl ConsulConfig {
             None => host.to_string(),
         };
         Ok(Some(Self {
-            addr,
             token: env.optional("CONSUL_HTTP_TOKEN")?,
             advertise_host,
             check_interval: env.millis("CONSUL_CHECK_INTERVAL_MS", 10_000)?,
             check_timeout: env.millis("CONSUL_CHECK_TIMEOUT_MS", 5_000)?,
             deregister_after: env.millis("CONSUL_DEREGISTER_AFTER_MS", 60_000)?,
             wait: env.millis("CONSUL_WAIT_MS", 30_000)?,
+            tls: ConsulTls::from_env(env, &addr)?,
+            addr,
         }))
     }
 
     pub fn client(&self) -> ConsulClient {
-        ConsulClient::new(&self.addr, self.token.clone())
+        ConsulClient::new(&self.addr, self.token.clone(), self.tls.as_ref())
     }
 }
 
@@ -69,7 +131,7 @@ impl ConsulConfig {
 pub enum Discovery {
     /// A fixed URL per service, from configuration.
     Static,
-    Consul(ConsulConfig),
+    Consul(Box<ConsulConfig>),
 }
 
 impl Discovery {

@@ -22,6 +22,62 @@ pub struct KafkaConfig {
     pub stall_timeout: Duration,
     /// `KAFKA_DEBUG`: librdkafka debug contexts (e.g. `broker,msg,eos`), logged at debug level.
     pub debug: Option<String>,
+    /// TLS and SASL: librdkafka properties from `KAFKA_SECURITY_PROTOCOL`,
+    /// `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`,
+    /// `KAFKA_SSL_CA_LOCATION`, `KAFKA_SSL_CERTIFICATE_LOCATION`, `KAFKA_SSL_KEY_LOCATION`.
+    pub security: Vec<(&'static str, String)>,
+}
+
+/// The librdkafka security properties the variables ask for, refusing
+/// incomplete or insecure combinations with the variable's name.
+fn kafka_security(env: &Env) -> Result<Vec<(&'static str, String)>, ConfigError> {
+    let protocol = env.string("KAFKA_SECURITY_PROTOCOL", "plaintext")?.to_ascii_lowercase();
+    if !["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"].contains(&protocol.as_str()) {
+        return Err(ConfigError::new("KAFKA_SECURITY_PROTOCOL", "use plaintext, ssl, sasl_plaintext or sasl_ssl"));
+    }
+    let mut properties = vec![("security.protocol", protocol.clone())];
+    let tls = protocol.ends_with("ssl");
+    for (variable, property) in [
+        ("KAFKA_SSL_CA_LOCATION", "ssl.ca.location"),
+        ("KAFKA_SSL_CERTIFICATE_LOCATION", "ssl.certificate.location"),
+        ("KAFKA_SSL_KEY_LOCATION", "ssl.key.location"),
+    ] {
+        if let Some(path) = env.optional(variable)? {
+            if !tls {
+                return Err(ConfigError::new(variable, "needs KAFKA_SECURITY_PROTOCOL=ssl or sasl_ssl"));
+            }
+            if !std::path::Path::new(&path).is_file() {
+                return Err(ConfigError::new(variable, format!("{path} is not a readable file")));
+            }
+            properties.push((property, path));
+        }
+    }
+    if protocol.starts_with("sasl") {
+        let mechanism = env.string("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")?.to_ascii_uppercase();
+        if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&mechanism.as_str()) {
+            return Err(ConfigError::new("KAFKA_SASL_MECHANISM", "use SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"));
+        }
+        if mechanism == "PLAIN" && !tls {
+            return Err(ConfigError::new(
+                "KAFKA_SASL_MECHANISM",
+                "PLAIN sends the password in clear: use sasl_ssl, or SCRAM",
+            ));
+        }
+        let username = env
+            .optional("KAFKA_SASL_USERNAME")?
+            .ok_or_else(|| ConfigError::new("KAFKA_SASL_USERNAME", "SASL needs a user name"))?;
+        let password = env
+            .credential("KAFKA_SASL_PASSWORD")?
+            .ok_or_else(|| ConfigError::new("KAFKA_SASL_PASSWORD", "SASL needs a password"))?;
+        properties.extend([("sasl.mechanism", mechanism), ("sasl.username", username), ("sasl.password", password)]);
+    } else {
+        for variable in ["KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"] {
+            if env.optional(variable)?.is_some() {
+                return Err(ConfigError::new(variable, "needs KAFKA_SECURITY_PROTOCOL=sasl_ssl or sasl_plaintext"));
+            }
+        }
+    }
+    Ok(properties)
 }
 
 /// Where events go and how the relay paces itself.
@@ -50,6 +106,7 @@ impl EventsConfig {
                 client_id: instance_id.to_owned(),
                 stall_timeout: env.millis("KAFKA_STALL_TIMEOUT_MS", 10_000)?,
                 debug: env.optional("KAFKA_DEBUG")?,
+                security: kafka_security(env)?,
             }),
         };
         let topic_prefix = env.string("KAFKA_TOPIC_PREFIX", DEFAULT_TOPIC_PREFIX)?;
@@ -63,5 +120,57 @@ impl EventsConfig {
             poll_interval: env.millis("OUTBOX_POLL_INTERVAL_MS", 200)?,
             max_attempts: env.parse_in("OUTBOX_MAX_ATTEMPTS", 10, 1, 1_000_000)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(pairs: &[(&str, &str)]) -> Result<KafkaConfig, ConfigError> {
+        let mut all = vec![("KAFKA_BOOTSTRAP_SERVERS", "kafka:9093")];
+        all.extend_from_slice(pairs);
+        Ok(EventsConfig::from_env(&Env::from_pairs(all), "test")?.kafka.expect("Kafka configured"))
+    }
+
+    #[test]
+    fn sasl_over_tls_becomes_librdkafka_properties() {
+        let config = kafka(&[
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("KAFKA_SASL_USERNAME", "mesh"),
+            ("KAFKA_SASL_PASSWORD", "secret"),
+        ])
+        .unwrap();
+        let get = |key: &str| config.security.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str());
+        assert_eq!(get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!((get("sasl.username"), get("sasl.password")), (Some("mesh"), Some("secret")));
+        assert_eq!(kafka(&[]).unwrap().security, vec![("security.protocol", "plaintext".to_owned())]);
+    }
+
+    #[test]
+    fn incomplete_or_insecure_settings_name_their_variable() {
+        for (pairs, variable) in [
+            (vec![("KAFKA_SECURITY_PROTOCOL", "tls")], "KAFKA_SECURITY_PROTOCOL"),
+            (vec![("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"), ("KAFKA_SASL_PASSWORD", "p")], "KAFKA_SASL_USERNAME"),
+            (vec![("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"), ("KAFKA_SASL_USERNAME", "u")], "KAFKA_SASL_PASSWORD"),
+            (
+                vec![
+                    ("KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"),
+                    ("KAFKA_SASL_MECHANISM", "PLAIN"),
+                    ("KAFKA_SASL_USERNAME", "u"),
+                    ("KAFKA_SASL_PASSWORD", "p"),
+                ],
+                "KAFKA_SASL_MECHANISM",
+            ),
+            (vec![("KAFKA_SASL_USERNAME", "u")], "KAFKA_SASL_USERNAME"),
+            (vec![("KAFKA_SSL_CA_LOCATION", "/etc/hosts")], "KAFKA_SSL_CA_LOCATION"),
+            (
+                vec![("KAFKA_SECURITY_PROTOCOL", "ssl"), ("KAFKA_SSL_CA_LOCATION", "/no/such/file")],
+                "KAFKA_SSL_CA_LOCATION",
+            ),
+        ] {
+            assert_eq!(kafka(&pairs).unwrap_err().variable, variable, "{pairs:?}");
+        }
     }
 }
