@@ -303,7 +303,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
     let admin_server = runtime.spawn_admin(admin);
     servers.push(tokio::spawn(async move { Ok(admin_server.await??) }));
     runtime.health.spawn_database_probe(database.clone(), mesh.health_check_interval, runtime.shutdown_token()).await;
-    OutboxRelay::new(database.clone(), sink, wake, events.batch_size, events.poll_interval, events.max_attempts).spawn(
+    OutboxRelay::new(database.clone(), sink, wake, &events).spawn(
         runtime.health.clone(),
         mesh.health_check_interval,
         runtime.shutdown_token(),

@@ -39,14 +39,14 @@ pub struct OutboxRelay {
 }
 
 impl OutboxRelay {
+    /// A relay of `db`'s outbox to `sink`, woken by `wake`, paced by `events`.
     pub fn new(
         db: DatabaseConnection,
         sink: Arc<dyn EventSink>,
         wake: Arc<Notify>,
-        batch_size: u64,
-        poll_interval: Duration,
-        max_attempts: i32,
+        events: &super::EventsConfig,
     ) -> Self {
+        let (batch_size, poll_interval, max_attempts) = (events.batch_size, events.poll_interval, events.max_attempts);
         Self { db, sink, wake, batch_size, poll_interval, max_attempts }
     }
 
