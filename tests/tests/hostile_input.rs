@@ -171,3 +171,37 @@ async fn the_gateway_takes_answers_as_large_as_the_services_send() {
     assert!(answer.len() > 5 << 20, "the stamped content came back");
     mesh.shutdown().await;
 }
+
+/// Six concurrent 0.9 MB calls, each on its own connection, against a 1 MiB request-byte budget: the
+/// excess waits its turn (counted), every call succeeds, and the budget is
+/// whole again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_in_flight_are_bounded() {
+    let vars = [("STAMPING_MAX_CONTENT_BYTES", "1048576"), ("MAX_INFLIGHT_REQUEST_BYTES", "1048576")];
+    let mesh =
+        TestMesh::start_services(TestDatabase::new(Backend::Sqlite).await, &[ServiceKind::Stamping], &vars).await;
+    let client = mesh.stamping().await;
+    let calls = (0..6).map(|i| {
+        let mut client = client.clone();
+        async move {
+            let item = pb::BatchStampItem { content: format!("{i}{}", "m".repeat(900_000)), ..Default::default() };
+            client
+                .batch_stamp(pb::BatchStampRequest {
+                    namespace: "budget".into(),
+                    items: vec![item],
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    for answer in futures::future::join_all(calls).await {
+        assert_eq!(answer.expect("every call is served in its turn").into_inner().succeeded, 1);
+    }
+    let (_, metrics) = mesh.admin_get("/metrics").await;
+    let value = |name: &str| {
+        metrics.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+    };
+    assert!(value("grpc_request_bytes_waits_total ") >= 1.0, "{metrics}");
+    assert_eq!(value("grpc_inflight_request_bytes "), 0.0, "every reservation released");
+    mesh.shutdown().await;
+}

@@ -6,6 +6,7 @@ mod admin;
 mod decode_errors;
 pub mod http;
 mod metrics_layer;
+mod request_bytes;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -44,6 +45,8 @@ pub struct Runtime {
     pub health: HealthRegistry,
     reporter: HealthReporter,
     shutdown: CancellationToken,
+    /// The process's bound on request bytes held at once, shared by its servers.
+    request_bytes: request_bytes::RequestBytesLayer,
 }
 
 impl Runtime {
@@ -55,7 +58,8 @@ impl Runtime {
         if let Some(tls) = &config.tls.server {
             tls.spawn_reload(shutdown.clone());
         }
-        Self { config, health, reporter, shutdown }
+        let request_bytes = request_bytes::RequestBytesLayer::new(config.max_inflight_request_bytes);
+        Self { config, health, reporter, shutdown, request_bytes }
     }
 
     /// Cancelled when the process starts shutting down.
@@ -98,6 +102,7 @@ impl Runtime {
         let routes = routes.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha);
 
         let auth = crate::auth::AuthLayer::new(self.config.auth.clone());
+        let request_bytes = self.request_bytes.clone();
         let stop = self.shutdown.clone();
         let grace = self.config.shutdown_grace;
         let tls = self.config.tls.server.clone();
@@ -106,6 +111,7 @@ impl Runtime {
                 .layer(GrpcMetricsLayer)
                 .layer(decode_errors::DecodeErrorLayer)
                 .layer(auth)
+                .layer(request_bytes)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 // One connection may not monopolise the server.
                 .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
