@@ -42,11 +42,6 @@ pub mod google {
     }
 }
 
-/// Converts a UTC time into a protobuf timestamp.
-pub fn timestamp(at: std::time::SystemTime) -> prost_types::Timestamp {
-    prost_types::Timestamp::from(at)
-}
-
 #[cfg(test)]
 mod tests {
     use prost::Message;

@@ -13,13 +13,10 @@ pub enum ErrorCode {
     AlreadyExists,
     FailedPrecondition,
     ResourceExhausted,
-    Cancelled,
     DeadlineExceeded,
     Unauthenticated,
     PermissionDenied,
-    Unimplemented,
     Unavailable,
-    Internal,
 }
 
 impl ErrorCode {
@@ -31,13 +28,10 @@ impl ErrorCode {
             Self::AlreadyExists => Code::AlreadyExists,
             Self::FailedPrecondition => Code::FailedPrecondition,
             Self::ResourceExhausted => Code::ResourceExhausted,
-            Self::Cancelled => Code::Cancelled,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
             Self::Unauthenticated => Code::Unauthenticated,
             Self::PermissionDenied => Code::PermissionDenied,
-            Self::Unimplemented => Code::Unimplemented,
             Self::Unavailable => Code::Unavailable,
-            Self::Internal => Code::Internal,
         }
     }
 
@@ -153,7 +147,7 @@ pub trait ServiceError: std::error::Error {
     /// The error as a transport-neutral value.
     fn to_api(&self) -> ApiError {
         let message = self.public_message();
-        if matches!(self.code(), ErrorCode::Unavailable | ErrorCode::Internal) {
+        if self.code() == ErrorCode::Unavailable {
             tracing::error!(reason = self.reason(), detail = %self, "request failed");
         }
         ApiError::new(self.code(), self.reason(), message)
@@ -230,13 +224,10 @@ mod tests {
             (ErrorCode::AlreadyExists, 409),
             (ErrorCode::FailedPrecondition, 400),
             (ErrorCode::ResourceExhausted, 429),
-            (ErrorCode::Cancelled, 499),
             (ErrorCode::DeadlineExceeded, 504),
             (ErrorCode::Unauthenticated, 401),
             (ErrorCode::PermissionDenied, 403),
-            (ErrorCode::Unimplemented, 501),
             (ErrorCode::Unavailable, 503),
-            (ErrorCode::Internal, 500),
         ];
         for (code, http) in table {
             assert_eq!(code.http().as_u16(), http, "{code:?}");
