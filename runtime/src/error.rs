@@ -81,6 +81,8 @@ pub mod reason {
     pub const STAMP_NOT_FOUND: &str = "STAMP_NOT_FOUND";
     /// No workflow with that id.
     pub const WORKFLOW_NOT_FOUND: &str = "WORKFLOW_NOT_FOUND";
+    /// No workflow definition of that name (and version).
+    pub const DEFINITION_NOT_FOUND: &str = "DEFINITION_NOT_FOUND";
     /// No aggregates for that namespace yet.
     pub const NAMESPACE_NOT_FOUND: &str = "NAMESPACE_NOT_FOUND";
     /// An idempotency key reused for other content.
@@ -114,6 +116,7 @@ pub mod reason {
         EMPTY_BATCH_REQUEST,
         STAMP_NOT_FOUND,
         WORKFLOW_NOT_FOUND,
+        DEFINITION_NOT_FOUND,
         NAMESPACE_NOT_FOUND,
         OPERATION_ID_CONFLICT,
         QUEUE_FULL,

@@ -292,6 +292,8 @@ async fn the_queue_bound_holds_across_instances(backend: Backend) {
         ("STAMPING_SERVICE_URL", dead.as_str()),
         ("ORCHESTRATOR_CONCURRENCY", "1"),
         ("MAX_WORKFLOW_QUEUE_SIZE", "3"),
+        // Long enough that no claim lapses however slow a loaded machine is.
+        ("ORCHESTRATOR_LEASE_MS", "60000"),
         ("ORCHESTRATOR_STEP_MAX_ATTEMPTS", "100"),
         ("ORCHESTRATOR_RETRY_BASE_MS", "100"),
     ];

@@ -4,12 +4,14 @@
 use omninode_core::limits;
 use omninode_proto::orchestrator::v1 as pb;
 use omninode_runtime::convert::{
-    stamp_format_from_proto, to_timestamp as timestamp, workflow_state_from_proto, workflow_state_to_proto,
+    stamp_format_from_proto, stamp_format_to_proto, to_timestamp as timestamp, workflow_state_from_proto,
+    workflow_state_to_proto,
 };
 
 use crate::{
     domain::{
         WorkflowState,
+        definition::{Definition, StepDefinition, StepKind, StepRetry, TimerWait},
         workflow::{StepOutcome, Workflow, WorkflowInput},
     },
     engine::StartRequest,
@@ -94,5 +96,98 @@ pub fn workflow_to_proto(w: Workflow) -> pb::Workflow {
         started_at: w.started_at.map(timestamp),
         completed_at: w.completed_at.map(timestamp),
         execution_time_ms: w.execution_time_ms.unwrap_or_default(),
+    }
+}
+
+/// A definition from its proto form: name, description and steps (a step
+/// without a kind is refused, naming it).
+pub(crate) fn definition_from_proto(
+    definition: Option<pb::WorkflowDefinition>,
+) -> Result<(String, String, Vec<StepDefinition>), OrchestratorError> {
+    let definition = definition.ok_or_else(|| OrchestratorError::Validation("definition is required".into()))?;
+    let steps = definition.steps.into_iter().map(step_from_proto).collect::<Result<_, _>>()?;
+    Ok((definition.name, definition.description, steps))
+}
+
+fn step_from_proto(step: pb::StepDefinition) -> Result<StepDefinition, OrchestratorError> {
+    use pb::step_definition::Kind;
+    let name = step.name;
+    let missing = |what: &str| OrchestratorError::Validation(format!("step {:?}: {what}", limits::prefix(&name, 70)));
+    let kind = match step.kind.ok_or_else(|| missing("kind: set one of hash, stamp, http, approval, timer, llm"))? {
+        Kind::Hash(_) => StepKind::Hash,
+        Kind::Stamp(stamp) => StepKind::Stamp {
+            format: stamp_format_from_proto(stamp.format)
+                .map_err(|e| missing(&format!("stamp.format: {e}")))?
+                .unwrap_or_default(),
+        },
+        Kind::Http(http) => StepKind::Http {
+            method: http.method.to_ascii_uppercase(),
+            url: http.url,
+            headers: http.headers.into_iter().collect(),
+            body: http.body,
+        },
+        Kind::Approval(approval) => StepKind::Approval { description: approval.description },
+        Kind::Timer(timer) => {
+            StepKind::Timer(match timer.wait.ok_or_else(|| missing("timer: set duration_ms or until"))? {
+                pb::timer_step::Wait::DurationMs(ms) => TimerWait::Duration { ms },
+                pb::timer_step::Wait::Until(at) => TimerWait::Until {
+                    at: chrono::DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap_or_default())
+                        .ok_or_else(|| missing("timer.until: not a time"))?,
+                },
+            })
+        }
+        Kind::Llm(llm) => StepKind::Llm { model: llm.model, prompt: llm.prompt, system: llm.system },
+    };
+    Ok(StepDefinition {
+        timeout_ms: (step.timeout_ms > 0).then_some(step.timeout_ms),
+        retry: step.retry.map(|r| StepRetry {
+            max_attempts: r.max_attempts,
+            initial_backoff_ms: r.initial_backoff_ms,
+            max_backoff_ms: r.max_backoff_ms,
+        }),
+        name,
+        kind,
+    })
+}
+
+/// The proto form of a stored definition.
+pub(crate) fn definition_to_proto(definition: Definition) -> pb::WorkflowDefinition {
+    use pb::step_definition::Kind;
+    let steps = definition
+        .steps
+        .into_iter()
+        .map(|step| pb::StepDefinition {
+            name: step.name,
+            timeout_ms: step.timeout_ms.unwrap_or_default(),
+            retry: step.retry.map(|r| pb::StepRetryPolicy {
+                max_attempts: r.max_attempts,
+                initial_backoff_ms: r.initial_backoff_ms,
+                max_backoff_ms: r.max_backoff_ms,
+            }),
+            kind: Some(match step.kind {
+                StepKind::Hash => Kind::Hash(pb::HashStep {}),
+                StepKind::Stamp { format } => {
+                    Kind::Stamp(pb::StampStep { format: stamp_format_to_proto(format) as i32 })
+                }
+                StepKind::Http { method, url, headers, body } => {
+                    Kind::Http(pb::HttpStep { method, url, headers: headers.into_iter().collect(), body })
+                }
+                StepKind::Approval { description } => Kind::Approval(pb::ApprovalStep { description }),
+                StepKind::Timer(wait) => Kind::Timer(pb::TimerStep {
+                    wait: Some(match wait {
+                        TimerWait::Duration { ms } => pb::timer_step::Wait::DurationMs(ms),
+                        TimerWait::Until { at } => pb::timer_step::Wait::Until(timestamp(at)),
+                    }),
+                }),
+                StepKind::Llm { model, prompt, system } => Kind::Llm(pb::LlmStep { model, prompt, system }),
+            }),
+        })
+        .collect();
+    pb::WorkflowDefinition {
+        name: definition.name,
+        version: definition.version,
+        description: definition.description,
+        steps,
+        created_at: Some(timestamp(definition.created_at)),
     }
 }

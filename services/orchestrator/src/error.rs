@@ -14,6 +14,8 @@ pub enum OrchestratorError {
     NamespaceInvalid(String),
     #[error("no workflow {0}")]
     NotFound(String),
+    #[error("no workflow definition {0}")]
+    DefinitionNotFound(String),
     #[error("the workflow queue is full ({0} waiting; MAX_WORKFLOW_QUEUE_SIZE); retry later")]
     QueueFull(usize),
     #[error("workflow {id} is already {state}")]
@@ -39,6 +41,7 @@ impl ServiceError for OrchestratorError {
             Self::Validation(_) => reason::VALIDATION_ERROR,
             Self::NamespaceInvalid(_) => reason::NAMESPACE_INVALID,
             Self::NotFound(_) => reason::WORKFLOW_NOT_FOUND,
+            Self::DefinitionNotFound(_) => reason::DEFINITION_NOT_FOUND,
             Self::QueueFull(_) => reason::QUEUE_FULL,
             Self::AlreadyTerminal { .. } => reason::WORKFLOW_TERMINAL,
             Self::IdempotencyConflict { .. } => reason::OPERATION_ID_CONFLICT,
@@ -52,7 +55,7 @@ impl ServiceError for OrchestratorError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::Validation(_) | Self::NamespaceInvalid(_) => ErrorCode::InvalidArgument,
-            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::NotFound(_) | Self::DefinitionNotFound(_) => ErrorCode::NotFound,
             Self::QueueFull(_) => ErrorCode::ResourceExhausted,
             Self::AlreadyTerminal { .. } | Self::IllegalTransition(_) => ErrorCode::FailedPrecondition,
             Self::IdempotencyConflict { .. } => ErrorCode::AlreadyExists,

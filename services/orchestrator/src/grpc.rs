@@ -15,7 +15,7 @@ use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    convert::{checked_id, start_request, state_filter, workflow_to_proto},
+    convert::{checked_id, definition_from_proto, definition_to_proto, start_request, state_filter, workflow_to_proto},
     engine::WorkflowEngine,
 };
 
@@ -119,5 +119,38 @@ impl OrchestratorService for OrchestratorGrpc {
             item.map(|w| pb::WatchWorkflowResponse { workflow: Some(workflow_to_proto(w)) }).map_err(Status::from)
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn create_workflow_definition(
+        &self,
+        request: Request<pb::CreateWorkflowDefinitionRequest>,
+    ) -> Result<Response<pb::CreateWorkflowDefinitionResponse>, Status> {
+        // A definition calls any URL it names: creating one is an admin's act.
+        caller_of(&request).authorize_any(Permission::Admin)?;
+        let (name, description, steps) = definition_from_proto(request.into_inner().definition)?;
+        let definition = self.engine.create_definition(&name, &description, steps).await?;
+        Ok(Response::new(pb::CreateWorkflowDefinitionResponse { definition: Some(definition_to_proto(definition)) }))
+    }
+
+    async fn get_workflow_definition(
+        &self,
+        request: Request<pb::GetWorkflowDefinitionRequest>,
+    ) -> Result<Response<pb::GetWorkflowDefinitionResponse>, Status> {
+        caller_of(&request).authorize_any(Permission::Read)?;
+        let definition = self.engine.definition(&request.into_inner().name).await?;
+        Ok(Response::new(pb::GetWorkflowDefinitionResponse { definition: Some(definition_to_proto(definition)) }))
+    }
+
+    async fn list_workflow_definitions(
+        &self,
+        request: Request<pb::ListWorkflowDefinitionsRequest>,
+    ) -> Result<Response<pb::ListWorkflowDefinitionsResponse>, Status> {
+        caller_of(&request).authorize_any(Permission::Read)?;
+        let r = request.into_inner();
+        let page = self.engine.definitions(&r.name, r.page_size, &r.page_token).await?;
+        Ok(Response::new(pb::ListWorkflowDefinitionsResponse {
+            definitions: page.items.into_iter().map(definition_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 }

@@ -2,6 +2,7 @@
 //! and retry policy. The state machine is `omninode-core`'s
 //! ([`WorkflowState`]), shared with the reducer.
 
+pub mod definition;
 pub mod retry;
 pub mod workflow;
 

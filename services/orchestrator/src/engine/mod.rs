@@ -5,6 +5,7 @@
 //! any workflow. The store is the arbiter of every state change.
 
 mod claimer;
+mod definitions;
 mod runner;
 
 use std::{

@@ -4,6 +4,8 @@
 //! changes are also conditional on its lease's fencing token (see [`lease`]),
 //! so an owner that lost its lease cannot overwrite the new owner's progress.
 
+mod definition_entity;
+mod definitions;
 mod entity;
 pub mod lease;
 
