@@ -151,7 +151,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(access) => client::grpc_health(&addr, &service, &access).await,
                     Err(err) => Err(err),
                 },
-                None => client::http_ready(env.port("METRICS_PORT", DEFAULT_METRICS_PORT)?).await,
+                None => match client::Access::from_env(&env) {
+                    Ok(access) => client::http_ready(env.port("METRICS_PORT", DEFAULT_METRICS_PORT)?, &access).await,
+                    Err(err) => Err(err),
+                },
             };
             return Ok(match verdict {
                 Ok(()) => ExitCode::SUCCESS,

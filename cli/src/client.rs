@@ -206,14 +206,29 @@ pub async fn grpc_health(addr: &str, service: &str, access: &Access) -> anyhow::
 }
 
 /// Ok when `GET /ready` on this host's `port` answers 200.
-pub async fn http_ready(port: u16) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let check = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+pub async fn http_ready(port: u16, access: &Access) -> anyhow::Result<()> {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    async fn ask(mut stream: impl AsyncRead + AsyncWrite + Unpin) -> std::io::Result<Vec<u8>> {
         stream.write_all(b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
+        Ok(answer)
+    }
+    // With TLS_CA_FILE the admin port speaks TLS, like every listener of the process.
+    let tls = access.tls.rustls().transpose().map_err(|e| anyhow::anyhow!("TLS_CA_FILE: {e}"))?;
+    let server_name = access.tls.server_name().unwrap_or("127.0.0.1").to_owned();
+    let check = async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        match tls {
+            None => ask(stream).await,
+            Some(config) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(server_name)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let stream =
+                    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, stream).await?;
+                ask(stream).await
+            }
+        }
     };
     let answer = tokio::time::timeout(HEALTH_TIMEOUT, check)
         .await

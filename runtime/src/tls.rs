@@ -290,6 +290,13 @@ impl ClientTls {
         self.ca.is_some()
     }
 
+    /// A rustls configuration for clients that are not tonic's (HTTP to the
+    /// admin port): `None` when TLS is off.
+    pub fn rustls(&self) -> Option<Result<tokio_rustls::rustls::ClientConfig, String>> {
+        let ca = self.ca.as_ref()?;
+        Some(client_config(ca, self.identity.as_ref().map(|(cert, key)| (cert.as_slice(), key.as_slice()))))
+    }
+
     /// `TLS_SERVER_NAME`, when set.
     pub fn server_name(&self) -> Option<&str> {
         self.server_name.as_deref()

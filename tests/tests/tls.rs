@@ -157,6 +157,18 @@ async fn mtls_on_every_hop_with_refusals_and_rotation() {
         .expect("HTTPS to the admin port");
     assert!(status.contains("200"), "{status}");
 
+    // `omninode health` (the image's HEALTHCHECK) over TLS, both ways.
+    let (client_cert, client_key) = (files.write("client.crt", &client.0), files.write("client.key", &client.1));
+    let access = omninode::client::Access::from_env(&omninode_runtime::Env::from_pairs([
+        ("TLS_CA_FILE", ca_file.display().to_string()),
+        ("TLS_CLIENT_CERT_FILE", client_cert.display().to_string()),
+        ("TLS_CLIENT_KEY_FILE", client_key.display().to_string()),
+        ("TLS_SERVER_NAME", "localhost".to_owned()),
+    ]))
+    .unwrap();
+    omninode::client::http_ready(mesh.admin_addr().port(), &access).await.expect("health over HTTPS");
+    omninode::client::grpc_health(&format!("127.0.0.1:{stamping}"), "", &access).await.expect("gRPC health over mTLS");
+
     // Refusals.
     assert!(!stamps(stamping, &authority.pem, None).await, "no client certificate");
     assert!(!stamps(stamping, &authority.pem, Some(&stranger)).await, "a certificate from another CA");
