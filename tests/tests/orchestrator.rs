@@ -276,8 +276,8 @@ async fn full_queue_is_resource_exhausted_and_writes_nothing(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(page.workflows.len(), 3, "the refused start wrote nothing");
-    // The backlog gauge is refreshed every second from the database.
-    wait_until("the queue gauge shows the two waiting", Duration::from_secs(5), || async {
+    // The backlog gauge is set on admission and refreshed every second from the database.
+    wait_until("the queue gauge shows the two waiting", Duration::from_secs(15), || async {
         mesh.admin_get("/metrics").await.1.lines().any(|l| l == "workflow_queue_size 2").then_some(())
     })
     .await;

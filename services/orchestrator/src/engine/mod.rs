@@ -184,7 +184,11 @@ impl WorkflowEngine {
                         metrics::counter!("workflow_claimed_total").increment(1);
                         self.spawn_worker(workflow.id.clone(), Fence { attempt: 1 }, slot);
                     }
-                    None => self.inner.wake.notify_one(),
+                    None => {
+                        self.inner.wake.notify_one();
+                        // The backlog just grew: say so now, not at the next periodic refresh.
+                        self.report_backlog().await;
+                    }
                 }
                 Ok((workflow, true))
             }
