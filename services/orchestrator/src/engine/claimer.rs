@@ -39,7 +39,7 @@ async fn claim_until(engine: &WorkflowEngine, stop: &CancellationToken) {
     let lease = inner.config.lease;
     // Expired leases are found within a quarter lease: takeover within ~1.25 leases.
     let poll = (lease / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
-    let mut backlog_at = Instant::now() - BACKLOG_REFRESH;
+    let mut backlog_at = Instant::now().checked_sub(BACKLOG_REFRESH).unwrap_or_else(Instant::now);
     let mut failures = 0u32;
     loop {
         let free = inner.slots.available_permits() as u64;
