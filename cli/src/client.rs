@@ -10,7 +10,7 @@ use omninode_runtime::{
     auth::{AuthedChannel, Credential},
     tls::{ClientTls, TlsConfig},
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Largest message the client sends or accepts.
 const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
@@ -33,11 +33,8 @@ impl Access {
 
     /// A connected channel to `url` (`what` names the server in errors).
     async fn channel(&self, url: &str, what: &str, timeout: Option<std::time::Duration>) -> anyhow::Result<Channel> {
-        let url = self.tls.url(url);
-        let endpoint =
-            Endpoint::from_shared(url.clone()).with_context(|| format!("{url:?} is not a valid server URL"))?;
-        let host = endpoint.uri().host().unwrap_or_default().to_owned();
-        let mut endpoint = self.tls.apply(endpoint, &host).context("TLS_CA_FILE / TLS_CLIENT_CERT_FILE")?;
+        let mut endpoint =
+            self.tls.endpoint(url).map_err(|e| anyhow::anyhow!("not a usable server URL (or TLS_* settings): {e}"))?;
         if let Some(timeout) = timeout {
             endpoint = endpoint.connect_timeout(timeout).timeout(timeout);
         }

@@ -85,6 +85,17 @@ impl Env {
         self.optional(name)
     }
 
+    /// Two variables that go together (a certificate and its key): both or
+    /// neither; one alone is refused, naming the missing one.
+    pub fn pair(&self, first: &str, second: &str) -> Result<Option<(String, String)>, ConfigError> {
+        match (self.optional(first)?, self.optional(second)?) {
+            (Some(a), Some(b)) => Ok(Some((a, b))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::new(second, format!("{first} is set: set {second} too"))),
+            (None, Some(_)) => Err(ConfigError::new(first, format!("{second} is set: set {first} too"))),
+        }
+    }
+
     /// The names read so far, set or not.
     pub fn names_read(&self) -> BTreeSet<String> {
         self.asked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()

@@ -92,22 +92,18 @@ impl TlsConfig {
     /// start-up with the variable's name.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let path = |name: &str| -> Result<Option<PathBuf>, ConfigError> { Ok(env.optional(name)?.map(PathBuf::from)) };
-        let (cert, key) = (path("TLS_CERT_FILE")?, path("TLS_KEY_FILE")?);
+        let server_pair = env.pair("TLS_CERT_FILE", "TLS_KEY_FILE")?;
         let client_ca = path("TLS_CLIENT_CA_FILE")?;
         let reload_every = env.millis("TLS_RELOAD_INTERVAL_MS", 5_000)?;
-        let server = match (cert, key) {
-            (None, None) => {
+        let server = match server_pair {
+            None => {
                 if client_ca.is_some() {
                     return Err(ConfigError::new("TLS_CLIENT_CA_FILE", "needs TLS_CERT_FILE and TLS_KEY_FILE"));
                 }
                 None
             }
-            (Some(_), None) => return Err(ConfigError::new("TLS_KEY_FILE", "TLS_CERT_FILE is set: set its key too")),
-            (None, Some(_)) => {
-                return Err(ConfigError::new("TLS_CERT_FILE", "TLS_KEY_FILE is set: set the certificate too"));
-            }
-            (Some(cert), Some(key)) => {
-                let files = ServerFiles { cert, key, client_ca };
+            Some((cert, key)) => {
+                let files = ServerFiles { cert: cert.into(), key: key.into(), client_ca };
                 let config = build_server(&files).map_err(|(variable, problem)| ConfigError::new(variable, problem))?;
                 Some(ServerTls { files, current: Arc::new(RwLock::new(Arc::new(config))), reload_every })
             }
@@ -121,23 +117,14 @@ impl TlsConfig {
                 Some(pem)
             }
         };
-        let identity = match (path("TLS_CLIENT_CERT_FILE")?, path("TLS_CLIENT_KEY_FILE")?) {
-            (Some(cert), Some(key)) => Some(read_pair(&cert, &key, ("TLS_CLIENT_CERT_FILE", "TLS_CLIENT_KEY_FILE"))?),
-            (None, None) => match &server {
-                Some(server) => {
-                    Some(read_pair(&server.files.cert, &server.files.key, ("TLS_CERT_FILE", "TLS_KEY_FILE"))?)
-                }
-                None => None,
-            },
-            (Some(_), None) => {
-                return Err(ConfigError::new("TLS_CLIENT_KEY_FILE", "TLS_CLIENT_CERT_FILE is set: set its key too"));
+        let identity = match (env.pair("TLS_CLIENT_CERT_FILE", "TLS_CLIENT_KEY_FILE")?, &server) {
+            (Some((cert, key)), _) => {
+                Some(read_pair(cert.as_ref(), key.as_ref(), ("TLS_CLIENT_CERT_FILE", "TLS_CLIENT_KEY_FILE"))?)
             }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "TLS_CLIENT_CERT_FILE",
-                    "TLS_CLIENT_KEY_FILE is set: set the certificate too",
-                ));
+            (None, Some(server)) => {
+                Some(read_pair(&server.files.cert, &server.files.key, ("TLS_CERT_FILE", "TLS_KEY_FILE"))?)
             }
+            (None, None) => None,
         };
         let server_name = env.optional("TLS_SERVER_NAME")?;
         Ok(Self { server, client: ClientTls { ca, identity, server_name } })
@@ -255,16 +242,8 @@ impl ServerTls {
                 let (stream, peer) = tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tx.closed() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(err) => {
-                            tracing::warn!(%err, "cannot accept a connection");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
+                    accepted = crate::server::accept(&listener) => accepted,
                 };
-                let _ = stream.set_nodelay(true);
                 let (acceptor, tx) = (tls.acceptor(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -308,6 +287,14 @@ impl ClientTls {
             (true, Some(rest)) => format!("https://{rest}"),
             _ => url.to_owned(),
         }
+    }
+
+    /// An endpoint for `url`: `https` and TLS to the URL's host when TLS is on.
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
+        let url = self.url(url);
+        let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| format!("{url:?}: {e}"))?;
+        let host = endpoint.uri().host().unwrap_or_default().to_owned();
+        self.apply(endpoint, &host).map_err(|e| format!("{url:?}: {e}"))
     }
 
     /// `endpoint` speaking TLS to a server named `host` (or `TLS_SERVER_NAME`)

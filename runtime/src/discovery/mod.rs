@@ -10,7 +10,7 @@ pub mod watcher;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::tls::ClientTls;
 
@@ -66,9 +66,9 @@ impl ConsulTls {
                 }
             }
         };
-        let (cert, key) = (read("CONSUL_CLIENT_CERT")?, read("CONSUL_CLIENT_KEY")?);
+        let identity_files = env.pair("CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY")?;
         let Some(ca) = read("CONSUL_CACERT")? else {
-            if cert.is_some() || key.is_some() {
+            if identity_files.is_some() {
                 return Err(ConfigError::new("CONSUL_CACERT", "a Consul client certificate needs the agent's CA"));
             }
             if addr.starts_with("https://") {
@@ -80,21 +80,16 @@ impl ConsulTls {
             return Ok(None);
         };
         crate::tls::client_config(&ca, None).map_err(|e| ConfigError::new("CONSUL_CACERT", e))?;
-        let identity = match (cert, key) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => {
+        let identity = match identity_files {
+            None => None,
+            Some((cert_path, key_path)) => {
+                let file = |variable: &str, path: &str| {
+                    std::fs::read(path).map_err(|e| ConfigError::new(variable, format!("{path}: {e}")))
+                };
+                let (cert, key) = (file("CONSUL_CLIENT_CERT", &cert_path)?, file("CONSUL_CLIENT_KEY", &key_path)?);
                 crate::tls::client_config(&ca, Some((&cert, &key)))
                     .map_err(|e| ConfigError::new("CONSUL_CLIENT_CERT", e))?;
                 Some((cert, key))
-            }
-            (Some(_), None) => {
-                return Err(ConfigError::new("CONSUL_CLIENT_KEY", "CONSUL_CLIENT_CERT is set: set its key too"));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "CONSUL_CLIENT_CERT",
-                    "CONSUL_CLIENT_KEY is set: set the certificate too",
-                ));
             }
         };
         Ok(Some(Self { ca, identity }))
@@ -147,20 +142,10 @@ impl Discovery {
         stop: CancellationToken,
     ) -> Result<Channel, String> {
         match self {
-            Discovery::Static => {
-                let url = tls.url(static_url);
-                let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| format!("{static_url:?}: {e}"))?;
-                Ok(match dns::named_host(&url) {
-                    Some((scheme, host, port)) => dns::balanced_channel(&scheme, &host, port, tls.clone(), stop),
-                    None => {
-                        let host = endpoint.uri().host().unwrap_or_default().to_owned();
-                        tls.apply(endpoint, &host)
-                            .map_err(|e| format!("{static_url:?}: {e}"))?
-                            .tcp_nodelay(true)
-                            .connect_lazy()
-                    }
-                })
-            }
+            Discovery::Static => Ok(match dns::named_host(&tls.url(static_url)) {
+                Some((scheme, host, port)) => dns::balanced_channel(&scheme, &host, port, tls.clone(), stop),
+                None => tls.endpoint(static_url)?.tcp_nodelay(true).connect_lazy(),
+            }),
             Discovery::Consul(config) => {
                 Ok(watcher::balanced_channel(config.client(), consul_name, config.wait, tls.clone(), stop))
             }

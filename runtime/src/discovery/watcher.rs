@@ -6,8 +6,8 @@
 use std::{collections::HashMap, time::Duration};
 
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 use tonic::transport::channel::Change;
-use tonic::transport::{Channel, Endpoint};
 
 use super::consul::ConsulClient;
 use crate::tls::ClientTls;
@@ -52,12 +52,10 @@ pub fn balanced_channel(
                         if known.get(id) == Some(address) {
                             continue;
                         }
-                        let Ok(endpoint) = Endpoint::from_shared(tls.url(&format!("http://{address}"))) else {
+                        let Ok(endpoint) = tls.endpoint(&format!("http://{address}")) else {
                             tracing::warn!(%address, "Consul returned an unusable address");
                             continue;
                         };
-                        let host = endpoint.uri().host().unwrap_or_default().to_owned();
-                        let Ok(endpoint) = tls.apply(endpoint, &host) else { continue };
                         let endpoint = endpoint.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true);
                         tracing::info!(service = %name, %id, %address, "instance joined");
                         if changes.send(Change::Insert(id.clone(), endpoint)).await.is_err() {

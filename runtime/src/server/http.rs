@@ -51,17 +51,8 @@ pub async fn serve(
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(%err, "cannot accept a gateway connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = super::accept(&listener) => accepted,
         };
-        let _ = stream.set_nodelay(true);
         let (builder, router, watcher) = (builder.clone(), router.clone(), graceful.watcher());
         let acceptor = tls.as_ref().map(ServerTls::acceptor);
         tokio::spawn(async move {

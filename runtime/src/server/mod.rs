@@ -146,6 +146,24 @@ impl Runtime {
     }
 }
 
+/// The next connection of `listener`, with `TCP_NODELAY`. A failed accept
+/// (out of file descriptors and the like) is logged and retried after a
+/// pause rather than spun on.
+pub(crate) async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, peer);
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Reflection that advertises exactly what the server serves: `services`,
 /// health and both reflection versions (grpcurl 1.8 asks v1alpha, newer
 /// clients v1).
