@@ -3,11 +3,19 @@
 //!
 //! ```text
 //! PENDING ──▶ PROCESSING ──▶ COMPLETED
-//!    │            ├────────▶ FAILED
-//!    │            └────────▶ CANCELLED
+//!    │            ├────────▶ FAILED ──▶ PENDING   (RetryWorkflow)
+//!    │            ├────────▶ CANCELLED
+//!    │            └────────▶ WAITING  (an approval or a timer step)
 //!    ├──▶ FAILED      (invalid input)
 //!    └──▶ CANCELLED   (cancelled before it started)
+//!
+//! WAITING ──▶ PROCESSING (the timer fired) | PENDING (approved)
+//!         ──▶ FAILED (rejected, timed out) | CANCELLED
+//! PENDING, PROCESSING, WAITING ──▶ PAUSED ──▶ PENDING (resumed) | CANCELLED
 //! ```
+//!
+//! Completed, failed and cancelled workflows are terminal: nothing runs them
+//! again, except that RetryWorkflow may move a FAILED one back to PENDING.
 
 use std::{fmt, str::FromStr};
 
@@ -20,6 +28,10 @@ pub enum WorkflowState {
     Completed,
     Failed,
     Cancelled,
+    /// Waiting for an approval or a timer: no worker and no lease hold it.
+    Waiting,
+    /// Paused by request: nothing runs it until it is resumed.
+    Paused,
 }
 
 /// A move the state machine does not allow.
@@ -31,10 +43,18 @@ pub struct IllegalTransition {
 }
 
 impl WorkflowState {
-    pub const ALL: [WorkflowState; 5] =
-        [Self::Pending, Self::Processing, Self::Completed, Self::Failed, Self::Cancelled];
+    pub const ALL: [WorkflowState; 7] = [
+        Self::Pending,
+        Self::Processing,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Waiting,
+        Self::Paused,
+    ];
 
-    /// Completed, failed and cancelled workflows never change again.
+    /// Completed, failed and cancelled workflows: nothing runs them again
+    /// (but RetryWorkflow may move a FAILED one back to PENDING).
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
@@ -43,7 +63,11 @@ impl WorkflowState {
     pub fn check_transition(self, to: WorkflowState) -> Result<(), IllegalTransition> {
         use WorkflowState::*;
         match (self, to) {
-            (Pending, Processing | Failed | Cancelled) | (Processing, Completed | Failed | Cancelled) => Ok(()),
+            (Pending, Processing | Failed | Cancelled | Paused)
+            | (Processing, Completed | Failed | Cancelled | Waiting | Paused)
+            | (Waiting, Processing | Pending | Failed | Cancelled | Paused)
+            | (Paused, Pending | Cancelled)
+            | (Failed, Pending) => Ok(()),
             _ => Err(IllegalTransition { from: self, to }),
         }
     }
@@ -55,6 +79,8 @@ impl WorkflowState {
             Self::Completed => "COMPLETED",
             Self::Failed => "FAILED",
             Self::Cancelled => "CANCELLED",
+            Self::Waiting => "WAITING",
+            Self::Paused => "PAUSED",
         }
     }
 }
@@ -86,6 +112,17 @@ mod tests {
             (Processing, Completed),
             (Processing, Failed),
             (Processing, Cancelled),
+            (Processing, Waiting),
+            (Waiting, Processing),
+            (Waiting, Pending),
+            (Waiting, Failed),
+            (Waiting, Cancelled),
+            (Pending, Paused),
+            (Processing, Paused),
+            (Waiting, Paused),
+            (Paused, Pending),
+            (Paused, Cancelled),
+            (Failed, Pending),
         ];
         for from in WorkflowState::ALL {
             for to in WorkflowState::ALL {

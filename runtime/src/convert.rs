@@ -36,6 +36,8 @@ pub fn workflow_state_to_proto(state: WorkflowState) -> orchestrator::WorkflowSt
         WorkflowState::Completed => orchestrator::WorkflowState::Completed,
         WorkflowState::Failed => orchestrator::WorkflowState::Failed,
         WorkflowState::Cancelled => orchestrator::WorkflowState::Cancelled,
+        WorkflowState::Waiting => orchestrator::WorkflowState::Waiting,
+        WorkflowState::Paused => orchestrator::WorkflowState::Paused,
     }
 }
 
@@ -51,6 +53,8 @@ pub fn workflow_state_from_proto(raw: i32) -> Result<Option<WorkflowState>, Stri
         orchestrator::WorkflowState::Completed => Some(WorkflowState::Completed),
         orchestrator::WorkflowState::Failed => Some(WorkflowState::Failed),
         orchestrator::WorkflowState::Cancelled => Some(WorkflowState::Cancelled),
+        orchestrator::WorkflowState::Waiting => Some(WorkflowState::Waiting),
+        orchestrator::WorkflowState::Paused => Some(WorkflowState::Paused),
     })
 }
 

@@ -93,6 +93,8 @@ pub mod reason {
     pub const WORKFLOW_TERMINAL: &str = "WORKFLOW_TERMINAL";
     /// A workflow state change the state machine does not allow.
     pub const ILLEGAL_TRANSITION: &str = "ILLEGAL_TRANSITION";
+    /// A signal (approve, reject, retry, pause, resume) the workflow's state does not allow.
+    pub const WRONG_WORKFLOW_STATE: &str = "WRONG_WORKFLOW_STATE";
     /// A RunWorkflow did not see its workflow end in time.
     pub const WORKFLOW_TIMEOUT: &str = "WORKFLOW_TIMEOUT";
     /// An aggregate changed concurrently (retried internally).
@@ -122,6 +124,7 @@ pub mod reason {
         QUEUE_FULL,
         WORKFLOW_TERMINAL,
         ILLEGAL_TRANSITION,
+        WRONG_WORKFLOW_STATE,
         WORKFLOW_TIMEOUT,
         VERSION_MISMATCH,
         SHUTTING_DOWN,

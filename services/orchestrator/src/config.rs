@@ -36,6 +36,63 @@ pub struct OrchestratorConfig {
     /// renewal; another instance takes over a workflow whose owner died
     /// within about 1.25 of it (default 5000, at least 100).
     pub lease: Duration,
+    /// `LLM_BASE_URL`, `LLM_API_KEY`, `LLM_MODEL`: the chat-completions
+    /// endpoint of `llm` steps; unset fails such a step, saying so.
+    pub llm: Option<LlmConfig>,
+}
+
+/// An OpenAI-compatible chat-completions endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LlmConfig {
+    /// `LLM_BASE_URL`: up to the `/chat/completions` path (e.g. `https://api.openai.com/v1`).
+    pub base_url: String,
+    /// `LLM_API_KEY`: sent as a bearer token.
+    pub api_key: Option<String>,
+    /// `LLM_MODEL`: the model of steps that name none (default `gpt-4o-mini`).
+    pub model: String,
+}
+
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+impl LlmConfig {
+    fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let api_key = env.credential("LLM_API_KEY")?;
+        let model = env.string("LLM_MODEL", "gpt-4o-mini")?;
+        let Some(base_url) = env.optional("LLM_BASE_URL")? else {
+            if api_key.is_some() {
+                return Err(ConfigError::new("LLM_BASE_URL", "LLM_API_KEY is set: set LLM_BASE_URL too"));
+            }
+            return Ok(None);
+        };
+        check_url("LLM_BASE_URL", &base_url)?;
+        // A key sent in clear text to another machine is readable on the way.
+        if api_key.is_some() && base_url.starts_with("http://") && !is_loopback_url(&base_url) {
+            return Err(ConfigError::new(
+                "LLM_BASE_URL",
+                "is plain http:// to another host while LLM_API_KEY is set; use https:// (the key would travel in clear text)",
+            ));
+        }
+        Ok(Some(Self { base_url, api_key, model }))
+    }
+}
+
+/// Whether an http(s) URL names this machine (localhost, 127.0.0.0/8, ::1).
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl OrchestratorConfig {
@@ -61,6 +118,7 @@ impl OrchestratorConfig {
             onextree_url,
             max_content_bytes: omninode_runtime::config::max_content_bytes(env)?,
             lease: Duration::from_millis(env.parse_in("ORCHESTRATOR_LEASE_MS", 5_000, 100, 3_600_000)?),
+            llm: LlmConfig::from_env(env)?,
         })
     }
 }
@@ -82,6 +140,24 @@ mod tests {
         let config = OrchestratorConfig::from_env(&Env::default()).unwrap();
         assert_eq!((config.port, config.concurrency, config.max_queue), (8060, 10, 1000));
         assert_eq!(config.onextree_url, None);
+        assert_eq!(config.llm, None);
+    }
+
+    #[test]
+    fn an_llm_key_never_travels_in_clear_text_to_another_host() {
+        let env = |url: &str| Env::from_pairs([("LLM_BASE_URL", url), ("LLM_API_KEY", "sk-1")]);
+        let err = OrchestratorConfig::from_env(&env("http://llm.example.com/v1")).unwrap_err();
+        assert_eq!(err.variable, "LLM_BASE_URL");
+        assert!(err.to_string().contains("clear text"), "{err}");
+        for fine in ["https://llm.example.com/v1", "http://127.0.0.1:9000/v1", "http://localhost/v1", "http://[::1]:80"] {
+            let llm = OrchestratorConfig::from_env(&env(fine)).unwrap().llm.unwrap();
+            assert_eq!((llm.base_url.as_str(), llm.api_key.as_deref()), (fine, Some("sk-1")));
+            assert!(!format!("{llm:?}").contains("sk-1"), "the key never reaches a log");
+        }
+        let keyless = Env::from_pairs([("LLM_BASE_URL", "http://llm.internal:8000/v1")]);
+        assert!(OrchestratorConfig::from_env(&keyless).unwrap().llm.is_some(), "no key, nothing to leak");
+        let err = OrchestratorConfig::from_env(&Env::from_pairs([("LLM_API_KEY", "sk-1")])).unwrap_err();
+        assert_eq!(err.variable, "LLM_BASE_URL");
     }
 
     #[test]
@@ -93,6 +169,9 @@ mod tests {
             ("ONEXTREE_SERVICE_URL", "ftp://x"),
             ("ORCHESTRATOR_STEP_TIMEOUT_MS", "0"),
             ("ORCHESTRATOR_LEASE_MS", "50"),
+            ("LLM_BASE_URL", "api.example.com/v1"),
+            ("LLM_API_KEY", "__REPLACE_WITH_LLM_API_KEY__"),
+            ("LLM_API_KEY", "   "),
         ] {
             let err = OrchestratorConfig::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.variable, name);

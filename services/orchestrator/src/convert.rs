@@ -11,8 +11,8 @@ use omninode_runtime::convert::{
 use crate::{
     domain::{
         WorkflowState,
-        definition::{Definition, StepDefinition, StepKind, StepRetry, TimerWait},
-        workflow::{StepOutcome, Workflow, WorkflowInput},
+        definition::{BUILT_IN, Definition, StepDefinition, StepKind, StepRetry, TimerWait},
+        workflow::{StepOutcome, StepRecord, Transition, Workflow, WorkflowInput},
     },
     engine::StartRequest,
     error::OrchestratorError,
@@ -31,6 +31,7 @@ pub(crate) fn start_request(
     input: Option<pb::WorkflowInput>,
     correlation_id: String,
     idempotency_key: String,
+    definition: String,
 ) -> Result<StartRequest, OrchestratorError> {
     let input = input.ok_or_else(|| OrchestratorError::Validation("input is required".into()))?;
     let format = stamp_format_from_proto(input.format).map_err(OrchestratorError::Validation)?.unwrap_or_default();
@@ -46,6 +47,8 @@ pub(crate) fn start_request(
         },
         correlation_id: (!correlation_id.is_empty()).then_some(correlation_id),
         idempotency_key: (!idempotency_key.is_empty()).then_some(idempotency_key),
+        // The built-in pipeline may be named too.
+        definition: (!definition.is_empty() && definition != BUILT_IN).then_some(definition),
     })
 }
 
@@ -77,19 +80,11 @@ pub fn workflow_to_proto(w: Workflow) -> pb::Workflow {
         file_hash: w.file_hash.unwrap_or_default(),
         stamp_id: w.stamp_id.unwrap_or_default(),
         error_message: w.error_message.unwrap_or_default(),
-        steps: w
-            .steps
-            .into_iter()
-            .map(|s| pb::WorkflowStep {
-                name: s.name,
-                outcome: outcome_to_proto(s.outcome) as i32,
-                started_at: Some(timestamp(s.started_at)),
-                duration_ms: s.duration_ms,
-                attempts: s.attempts,
-                message: s.message,
-                owner: s.owner,
-            })
-            .collect(),
+        steps: w.steps.into_iter().map(step_to_proto).collect(),
+        transitions: w.transitions.into_iter().map(transition_to_proto).collect(),
+        definition: w.definition.unwrap_or_else(|| BUILT_IN.to_owned()),
+        current_step: w.current_step.unwrap_or_default(),
+        wake_at: w.wake_at.map(timestamp),
         intelligence_data: w.intelligence_data.unwrap_or_default(),
         stamped_content: w.stamped_content.unwrap_or_default(),
         created_at: Some(timestamp(w.created_at)),
@@ -97,6 +92,59 @@ pub fn workflow_to_proto(w: Workflow) -> pb::Workflow {
         completed_at: w.completed_at.map(timestamp),
         execution_time_ms: w.execution_time_ms.unwrap_or_default(),
     }
+}
+
+fn step_to_proto(s: StepRecord) -> pb::WorkflowStep {
+    pb::WorkflowStep {
+        name: s.name,
+        outcome: outcome_to_proto(s.outcome) as i32,
+        started_at: Some(timestamp(s.started_at)),
+        duration_ms: s.duration_ms,
+        attempts: s.attempts,
+        message: s.message,
+        owner: s.owner,
+        output: s.output.map(json_to_value),
+        actor: s.actor,
+        attempt_history: s
+            .tries
+            .into_iter()
+            .zip(1..)
+            .map(|(a, attempt)| pb::StepAttempt {
+                attempt,
+                started_at: Some(timestamp(a.started_at)),
+                duration_ms: a.duration_ms,
+                error: a.error,
+            })
+            .collect(),
+    }
+}
+
+fn transition_to_proto(t: Transition) -> pb::WorkflowTransition {
+    pb::WorkflowTransition {
+        from_state: workflow_state_to_proto(t.from) as i32,
+        to_state: workflow_state_to_proto(t.to) as i32,
+        at: Some(timestamp(t.at)),
+        reason: t.reason,
+        actor: t.actor,
+    }
+}
+
+/// A JSON value as `google.protobuf.Value`.
+fn json_to_value(json: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match json {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(items) => {
+            Kind::ListValue(prost_types::ListValue { values: items.into_iter().map(json_to_value).collect() })
+        }
+        serde_json::Value::Object(map) => Kind::StructValue(prost_types::Struct {
+            fields: map.into_iter().map(|(k, v)| (k, json_to_value(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
 }
 
 /// A definition from its proto form: name, description and steps (a step

@@ -24,6 +24,9 @@ pub enum OrchestratorError {
         "idempotency key {key:?} was already used in namespace {namespace} for workflow {workflow_id} with different input"
     )]
     IdempotencyConflict { namespace: String, key: String, workflow_id: String },
+    /// A signal the workflow's current state does not allow.
+    #[error("workflow {id} is {state}: {why}")]
+    WrongState { id: String, state: WorkflowState, why: String },
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
     #[error("workflow {0} did not finish in time")]
@@ -45,6 +48,7 @@ impl ServiceError for OrchestratorError {
             Self::QueueFull(_) => reason::QUEUE_FULL,
             Self::AlreadyTerminal { .. } => reason::WORKFLOW_TERMINAL,
             Self::IdempotencyConflict { .. } => reason::OPERATION_ID_CONFLICT,
+            Self::WrongState { .. } => reason::WRONG_WORKFLOW_STATE,
             Self::IllegalTransition(_) => reason::ILLEGAL_TRANSITION,
             Self::Timeout(_) => reason::WORKFLOW_TIMEOUT,
             Self::ShuttingDown => reason::SHUTTING_DOWN,
@@ -57,7 +61,9 @@ impl ServiceError for OrchestratorError {
             Self::Validation(_) | Self::NamespaceInvalid(_) => ErrorCode::InvalidArgument,
             Self::NotFound(_) | Self::DefinitionNotFound(_) => ErrorCode::NotFound,
             Self::QueueFull(_) => ErrorCode::ResourceExhausted,
-            Self::AlreadyTerminal { .. } | Self::IllegalTransition(_) => ErrorCode::FailedPrecondition,
+            Self::AlreadyTerminal { .. } | Self::WrongState { .. } | Self::IllegalTransition(_) => {
+                ErrorCode::FailedPrecondition
+            }
             Self::IdempotencyConflict { .. } => ErrorCode::AlreadyExists,
             Self::Timeout(_) => ErrorCode::DeadlineExceeded,
             Self::ShuttingDown | Self::Store(_) => ErrorCode::Unavailable,

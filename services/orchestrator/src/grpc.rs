@@ -8,7 +8,7 @@ use omninode_proto::orchestrator::v1::{
     orchestrator_service_server::{OrchestratorService, OrchestratorServiceServer},
 };
 use omninode_runtime::{
-    auth::{Permission, caller_of},
+    auth::{Caller, Permission, caller_of},
     paging::Page,
 };
 use prost::Message as _;
@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     convert::{checked_id, definition_from_proto, definition_to_proto, start_request, state_filter, workflow_to_proto},
-    engine::WorkflowEngine,
+    engine::{Signal, WorkflowEngine},
 };
 
 /// `omninode.orchestrator.v1.OrchestratorService` over a [`WorkflowEngine`].
@@ -37,6 +37,18 @@ impl OrchestratorGrpc {
     }
 }
 
+impl OrchestratorGrpc {
+    /// Applies a signal for the caller of `request`, who needs write access
+    /// to the workflow's namespace; the workflow as it is after.
+    async fn signal<T>(&self, request: &Request<T>, id: &str, signal: Signal) -> Result<pb::Workflow, Status> {
+        let caller = caller_of(request);
+        let id = checked_id(id)?;
+        caller.authorize(Permission::Write, &self.engine.get(&id).await?.namespace)?;
+        let identity = (caller.identity != Caller::anonymous().identity).then_some(caller.identity.as_str());
+        Ok(workflow_to_proto(self.engine.signal(&id, signal, identity).await?))
+    }
+}
+
 /// Room left in a message for everything but the listed items.
 const RESPONSE_MARGIN: usize = 4096;
 
@@ -50,7 +62,7 @@ impl OrchestratorService for OrchestratorGrpc {
     ) -> Result<Response<pb::StartWorkflowResponse>, Status> {
         caller_of(&request).authorize_request(Permission::Write, &request.get_ref().namespace)?;
         let r = request.into_inner();
-        let start = start_request(r.namespace, r.input, r.correlation_id, r.idempotency_key)?;
+        let start = start_request(r.namespace, r.input, r.correlation_id, r.idempotency_key, r.definition)?;
         let (workflow, created) = self.engine.submit(start).await?;
         Ok(Response::new(pb::StartWorkflowResponse { workflow: Some(workflow_to_proto(workflow)), created }))
     }
@@ -61,7 +73,7 @@ impl OrchestratorService for OrchestratorGrpc {
     ) -> Result<Response<pb::RunWorkflowResponse>, Status> {
         caller_of(&request).authorize_request(Permission::Write, &request.get_ref().namespace)?;
         let r = request.into_inner();
-        let start = start_request(r.namespace, r.input, r.correlation_id, r.idempotency_key)?;
+        let start = start_request(r.namespace, r.input, r.correlation_id, r.idempotency_key, r.definition)?;
         let (workflow, created) = self.engine.run(start).await?;
         Ok(Response::new(pb::RunWorkflowResponse { workflow: Some(workflow_to_proto(workflow)), created }))
     }
@@ -103,6 +115,59 @@ impl OrchestratorService for OrchestratorGrpc {
         caller.authorize(Permission::Write, &self.engine.get(&id).await?.namespace)?;
         let workflow = self.engine.cancel(&id, &r.reason).await?;
         Ok(Response::new(pb::CancelWorkflowResponse { workflow: Some(workflow_to_proto(workflow)) }))
+    }
+
+    async fn approve_step(
+        &self,
+        request: Request<pb::ApproveStepRequest>,
+    ) -> Result<Response<pb::ApproveStepResponse>, Status> {
+        let r = request.get_ref();
+        let signal =
+            Signal::Decide { step: r.step_name.clone(), approved: true, approver: r.approver.clone(), comment: r.comment.clone() };
+        let workflow = self.signal(&request, &r.workflow_id, signal).await?;
+        Ok(Response::new(pb::ApproveStepResponse { workflow: Some(workflow) }))
+    }
+
+    async fn reject_step(
+        &self,
+        request: Request<pb::RejectStepRequest>,
+    ) -> Result<Response<pb::RejectStepResponse>, Status> {
+        let r = request.get_ref();
+        let signal = Signal::Decide {
+            step: r.step_name.clone(),
+            approved: false,
+            approver: r.approver.clone(),
+            comment: r.comment.clone(),
+        };
+        let workflow = self.signal(&request, &r.workflow_id, signal).await?;
+        Ok(Response::new(pb::RejectStepResponse { workflow: Some(workflow) }))
+    }
+
+    async fn retry_workflow(
+        &self,
+        request: Request<pb::RetryWorkflowRequest>,
+    ) -> Result<Response<pb::RetryWorkflowResponse>, Status> {
+        let r = request.get_ref();
+        let workflow = self.signal(&request, &r.workflow_id, Signal::Retry { reason: r.reason.clone() }).await?;
+        Ok(Response::new(pb::RetryWorkflowResponse { workflow: Some(workflow) }))
+    }
+
+    async fn pause_workflow(
+        &self,
+        request: Request<pb::PauseWorkflowRequest>,
+    ) -> Result<Response<pb::PauseWorkflowResponse>, Status> {
+        let r = request.get_ref();
+        let workflow = self.signal(&request, &r.workflow_id, Signal::Pause { reason: r.reason.clone() }).await?;
+        Ok(Response::new(pb::PauseWorkflowResponse { workflow: Some(workflow) }))
+    }
+
+    async fn resume_workflow(
+        &self,
+        request: Request<pb::ResumeWorkflowRequest>,
+    ) -> Result<Response<pb::ResumeWorkflowResponse>, Status> {
+        let r = request.get_ref();
+        let workflow = self.signal(&request, &r.workflow_id, Signal::Resume { reason: r.reason.clone() }).await?;
+        Ok(Response::new(pb::ResumeWorkflowResponse { workflow: Some(workflow) }))
     }
 
     type WatchWorkflowStream = WatchStream;

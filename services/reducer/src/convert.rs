@@ -17,7 +17,8 @@ pub fn item_from(envelope: EventEnvelope) -> Option<Item> {
         }
         Payload::WorkflowStateChanged(change) => {
             let state = workflow_state_from_proto(change.to_state).ok().flatten()?;
-            ItemKind::Workflow { workflow_id: change.workflow_id, state }
+            let from = workflow_state_from_proto(change.from_state).ok().flatten();
+            ItemKind::Workflow { workflow_id: change.workflow_id, state, from }
         }
         Payload::AggregateUpdated(_) => return None,
     };

@@ -1,8 +1,11 @@
-//! Clients of the services a workflow calls. Their methods speak domain
+//! Clients of the services a workflow calls (stamping, OnexTree, and the
+//! HTTP and chat-completions endpoints a definition's steps name). Their methods speak domain
 //! types; transport errors become a [`CallError`] that says whether a retry
 //! may help.
 
+pub mod http;
 pub mod intelligence;
+pub mod llm;
 pub mod stamping;
 
 /// A failed call to another service.

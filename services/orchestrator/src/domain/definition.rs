@@ -13,6 +13,8 @@ pub const BUILT_IN: &str = "stamping";
 pub const MAX_STEPS: usize = 50;
 /// Longest a step may wait or run (30 days).
 pub const MAX_TIMEOUT_MS: u32 = 30 * 24 * 3600 * 1000;
+/// Longest a timer may wait (366 days).
+pub const MAX_TIMER_MS: u64 = 366 * 24 * 3600 * 1000;
 
 /// A stored definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +25,18 @@ pub struct Definition {
     pub description: String,
     pub steps: Vec<StepDefinition>,
     pub created_at: DateTime<Utc>,
+}
+
+impl Definition {
+    /// `name@version`: how a workflow pins the definition it runs.
+    pub fn reference(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// The step named `name`, with its index.
+    pub fn step(&self, name: &str) -> Option<(usize, &StepDefinition)> {
+        self.steps.iter().enumerate().find(|(_, step)| step.name == name)
+    }
 }
 
 /// One step of a definition.
@@ -70,6 +84,20 @@ pub struct DefinitionProblem {
     pub step: Option<String>,
     pub field: String,
     pub problem: String,
+}
+
+impl StepKind {
+    /// The kind's name, as in the contract's `oneof`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Hash => "hash",
+            Self::Stamp { .. } => "stamp",
+            Self::Http { .. } => "http",
+            Self::Approval { .. } => "approval",
+            Self::Timer(_) => "timer",
+            Self::Llm { .. } => "llm",
+        }
+    }
 }
 
 impl std::fmt::Display for DefinitionProblem {
@@ -182,8 +210,8 @@ fn check_kind(step: &StepDefinition, earlier: &HashSet<&str>) -> Result<(), Defi
             }
             check_template(here, "http.body", body, earlier)
         }
-        StepKind::Timer(TimerWait::Duration { ms }) if *ms == 0 => {
-            Err(problem(here, "timer.duration_ms", "must be more than 0 (or set timer.until)"))
+        StepKind::Timer(TimerWait::Duration { ms }) if *ms == 0 || *ms > MAX_TIMER_MS => {
+            Err(problem(here, "timer.duration_ms", format!("must be 1 to {MAX_TIMER_MS} (366 days), or set timer.until")))
         }
         StepKind::Timer(_) => Ok(()),
         StepKind::Llm { prompt, system, .. } => {

@@ -4,6 +4,7 @@
 
 pub mod definition;
 pub mod retry;
+pub mod template;
 pub mod workflow;
 
 pub use omninode_core::{IllegalTransition, WorkflowState};

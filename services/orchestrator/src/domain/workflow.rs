@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use omninode_core::{IllegalTransition, StampFormat, WorkflowState, time::now};
 
-/// The one workflow type the orchestrator runs today.
+/// The workflow type of the built-in stamping pipeline (a definition's
+/// workflows carry the definition's name).
 pub const STAMPING_WORKFLOW: &str = "metadata_stamping";
 
 /// Step names, in the order they run.
@@ -43,8 +44,18 @@ pub enum StepOutcome {
     Cancelled,
 }
 
-/// One recorded step.
+/// One attempt of a step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    /// Why it failed; empty when it succeeded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+/// One recorded step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub name: String,
     pub outcome: StepOutcome,
@@ -56,6 +67,40 @@ pub struct StepRecord {
     /// The orchestrator instance (lease owner) that ran the step.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub owner: String,
+    /// What a definition's step produced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// Who decided an approval step.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub actor: String,
+    /// Every attempt of a definition's step, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tries: Vec<Attempt>,
+}
+
+impl StepRecord {
+    /// A record with no output, actor or attempt history.
+    pub fn new(
+        name: &str,
+        outcome: StepOutcome,
+        started_at: DateTime<Utc>,
+        duration_ms: u64,
+        attempts: u32,
+        message: String,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            outcome,
+            started_at,
+            duration_ms,
+            attempts,
+            message,
+            owner: String::new(),
+            output: None,
+            actor: String::new(),
+            tries: Vec::new(),
+        }
+    }
 }
 
 /// One recorded state change.
@@ -66,10 +111,13 @@ pub struct Transition {
     pub at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// Who asked for it (approve, reject, retry, pause, resume, cancel).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub actor: String,
 }
 
 /// A workflow and everything recorded about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Workflow {
     pub id: String,
     pub namespace: String,
@@ -93,6 +141,15 @@ pub struct Workflow {
     pub execution_time_ms: Option<u64>,
     /// Incremented by every stored change.
     pub version: i32,
+    /// The definition run (`name@version`); `None` for the built-in stamping pipeline.
+    pub definition: Option<String>,
+    /// The index of the step a definition's workflow is at.
+    pub cursor: u32,
+    /// The name of that step (`None` past the last one, and for the built-in pipeline).
+    pub current_step: Option<String>,
+    /// The deadline of the wait at `cursor`: when the timer fires or the
+    /// approval times out. Kept through a pause; cleared when the step ends.
+    pub wake_at: Option<DateTime<Utc>>,
 }
 
 impl Workflow {
@@ -121,19 +178,49 @@ impl Workflow {
             updated_at: now,
             execution_time_ms: None,
             version: 1,
+            definition: None,
+            cursor: 0,
+            current_step: None,
+            wake_at: None,
         }
+    }
+
+    /// The output of the last successful run of step `name`.
+    pub fn output_of(&self, name: &str) -> Option<&serde_json::Value> {
+        self.steps.iter().rev().find(|s| s.name == name && s.outcome == StepOutcome::Succeeded)?.output.as_ref()
     }
 
     /// Moves the workflow to `to`, recording why; refuses an illegal move.
     pub fn transition(&mut self, to: WorkflowState, reason: impl Into<String>) -> Result<(), IllegalTransition> {
+        self.transition_by(to, reason, "")
+    }
+
+    /// [`Workflow::transition`] asked for by `actor`.
+    pub fn transition_by(
+        &mut self,
+        to: WorkflowState,
+        reason: impl Into<String>,
+        actor: &str,
+    ) -> Result<(), IllegalTransition> {
         self.state.check_transition(to)?;
         let now = now();
         let reason = reason.into();
-        self.transitions.push(Transition { from: self.state, to, at: now, reason: reason.clone() });
+        let from = self.state;
+        self.transitions.push(Transition { from, to, at: now, reason: reason.clone(), actor: actor.to_owned() });
         match to {
-            WorkflowState::Processing => self.started_at = Some(now),
+            WorkflowState::Processing if self.started_at.is_none() => self.started_at = Some(now),
             WorkflowState::Failed | WorkflowState::Cancelled => self.error_message = Some(reason),
+            // A retry: the workflow is open again.
+            WorkflowState::Pending if from.is_terminal() => {
+                self.error_message = None;
+                self.completed_at = None;
+                self.execution_time_ms = None;
+            }
             _ => {}
+        }
+        if to.is_terminal() {
+            // A wait's deadline lasts through a pause, not past the end.
+            self.wake_at = None;
         }
         if to.is_terminal() {
             self.completed_at = Some(now);

@@ -6,7 +6,11 @@
 
 mod claimer;
 mod definitions;
+mod flow;
 mod runner;
+mod signals;
+
+pub use signals::Signal;
 
 use std::{
     collections::HashMap,
@@ -29,10 +33,11 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    clients::{intelligence::IntelligenceClient, stamping::StampingClient},
+    clients::{http::HttpClient, intelligence::IntelligenceClient, llm::LlmClient, stamping::StampingClient},
     config::OrchestratorConfig,
     domain::{
         WorkflowState,
+        definition::Definition,
         workflow::{Workflow, WorkflowInput},
     },
     error::OrchestratorError,
@@ -51,9 +56,11 @@ pub struct StartRequest {
     pub input: WorkflowInput,
     pub correlation_id: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The definition to run (`name` or `name@version`); `None` runs the built-in stamping pipeline.
+    pub definition: Option<String>,
 }
 
-/// Runs stamping workflows. Cheap to clone.
+/// Runs workflows: the built-in stamping pipeline and stored definitions. Cheap to clone.
 #[derive(Clone)]
 pub struct WorkflowEngine {
     inner: Arc<Inner>,
@@ -71,6 +78,12 @@ struct Inner {
     config: OrchestratorConfig,
     stamping: StampingClient,
     intelligence: Option<IntelligenceClient>,
+    /// The client of `http` steps.
+    http: HttpClient,
+    /// The endpoint of `llm` steps, when configured.
+    llm: Option<LlmClient>,
+    /// Definitions read so far by `name@version` (versions are immutable).
+    definitions: Mutex<HashMap<String, Arc<Definition>>>,
     /// This process's lease owner id: the instance id and a random suffix,
     /// unique even when two processes share an instance id.
     owner: String,
@@ -125,12 +138,17 @@ impl WorkflowEngine {
         stop: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
         let intelligence = config.onextree_url.as_deref().map(IntelligenceClient::new);
+        let http = HttpClient::default();
+        let llm = config.llm.as_ref().map(|llm| LlmClient::new(llm, http.clone()));
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let engine = Self {
             inner: Arc::new(Inner {
                 store,
                 stamping,
                 intelligence,
+                http,
+                llm,
+                definitions: Mutex::new(HashMap::new()),
                 owner: format!("{instance_id}/{}", &suffix[..8]),
                 slots: Arc::new(Semaphore::new(config.concurrency)),
                 wake: Notify::new(),
@@ -153,20 +171,30 @@ impl WorkflowEngine {
     /// Accepts a workflow (PENDING): claimed at once when a worker is free,
     /// else queued for whichever instance frees up first. With a known
     /// idempotency key, returns the workflow it started instead (`false`).
+    /// A named definition is pinned to its version now.
     pub async fn submit(&self, request: StartRequest) -> Result<(Workflow, bool), OrchestratorError> {
         let namespace = resolve_namespace(&request.namespace).map_err(OrchestratorError::NamespaceInvalid)?;
         self.check_request(&request)?;
-        let input_hash = input_hash(&request.input);
+        let input_hash = input_hash(&request.input, request.definition.as_deref());
         if let Some(key) = &request.idempotency_key
             && let Some(existing) = self.inner.store.find_by_key(&namespace, key).await?
         {
             return same_input(existing, &input_hash, key);
         }
-        let workflow = Workflow {
+        let definition = match request.definition.as_deref() {
+            Some(reference) => Some(self.definition(reference).await?),
+            None => None,
+        };
+        let mut workflow = Workflow {
             correlation_id: request.correlation_id,
             idempotency_key: request.idempotency_key,
             ..Workflow::pending(namespace, request.input, input_hash)
         };
+        if let Some(definition) = definition {
+            workflow.workflow_type.clone_from(&definition.name);
+            workflow.definition = Some(definition.reference());
+            workflow.current_step = definition.steps.first().map(|s| s.name.clone());
+        }
         let config = &self.inner.config;
         let slot = match self.inner.stopping.is_cancelled() {
             true => None,
@@ -200,12 +228,13 @@ impl WorkflowEngine {
         }
     }
 
-    /// Starts a workflow and waits until it is terminal.
+    /// Starts a workflow and waits until it stops running: terminal,
+    /// WAITING (an approval or a timer) or PAUSED.
     pub async fn run(&self, request: StartRequest) -> Result<(Workflow, bool), OrchestratorError> {
         let (workflow, created) = self.submit(request).await?;
         // Allow the worker's whole-workflow timeout to fire first.
         let patience = self.inner.config.workflow_timeout + Duration::from_secs(5);
-        Ok((self.wait_terminal(&workflow.id, patience).await?, created))
+        Ok((self.wait_until(&workflow.id, patience, is_settled).await?, created))
     }
 
     pub async fn get(&self, id: &str) -> Result<Workflow, OrchestratorError> {
@@ -286,12 +315,26 @@ impl WorkflowEngine {
 
     /// Waits up to `patience` for the workflow to be terminal.
     pub async fn wait_terminal(&self, id: &str, patience: Duration) -> Result<Workflow, OrchestratorError> {
+        self.wait_until(id, patience, |w| w.state.is_terminal()).await
+    }
+
+    /// Waits up to `patience` for the workflow to satisfy `done` (or be terminal).
+    async fn wait_until(
+        &self,
+        id: &str,
+        patience: Duration,
+        done: fn(&Workflow) -> bool,
+    ) -> Result<Workflow, OrchestratorError> {
         use futures::StreamExt;
         let mut stream = self.watch(id);
         let wait = async {
             let mut last = None;
             while let Some(item) = stream.next().await {
-                last = Some(item?);
+                let workflow = item?;
+                if done(&workflow) {
+                    return Ok(workflow);
+                }
+                last = Some(workflow);
             }
             last.ok_or_else(|| OrchestratorError::NotFound(id.to_owned()))
         };
@@ -320,9 +363,11 @@ impl WorkflowEngine {
             limits::check_text("context key", key, MAX_FIELD).map_err(OrchestratorError::Validation)?;
             limits::check_note("context value", value, limits::MAX_NOTE).map_err(OrchestratorError::Validation)?;
         }
-        for (field, value) in
-            [("idempotency_key", &request.idempotency_key), ("correlation_id", &request.correlation_id)]
-        {
+        for (field, value) in [
+            ("idempotency_key", &request.idempotency_key),
+            ("correlation_id", &request.correlation_id),
+            ("definition", &request.definition),
+        ] {
             if let Some(value) = value {
                 limits::check_text(field, value, MAX_FIELD).map_err(OrchestratorError::Validation)?;
             }
@@ -369,9 +414,20 @@ fn same_input(existing: Workflow, input_hash: &str, key: &str) -> Result<(Workfl
     }
 }
 
-fn input_hash(input: &WorkflowInput) -> String {
-    let canonical = serde_json::to_vec(input).expect("WorkflowInput serialises");
-    blake3::hash(&canonical).to_hex().to_string()
+/// What an idempotency key is bound to: the input, and the definition as named.
+fn input_hash(input: &WorkflowInput, definition: Option<&str>) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&serde_json::to_vec(input).expect("WorkflowInput serialises"));
+    if let Some(definition) = definition {
+        hasher.update(b"\0definition=");
+        hasher.update(definition.as_bytes());
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// Stopped running: terminal, waiting for a decision or a timer, or paused.
+fn is_settled(workflow: &Workflow) -> bool {
+    workflow.state.is_terminal() || matches!(workflow.state, WorkflowState::Waiting | WorkflowState::Paused)
 }
 
 impl Versioned for Workflow {

@@ -1,9 +1,10 @@
-//! Running one workflow: validate_input → hash_generation → stamp_creation →
-//! onextree_intelligence, each step recorded and stored as it ends, with
-//! per-attempt timeouts, retries of transient failures, a whole-workflow
-//! timeout, and cancellation between and during steps.
+//! Running one workflow: the built-in pipeline validate_input →
+//! hash_generation → stamp_creation → onextree_intelligence (a definition's
+//! steps are [`super::flow`]'s), each step recorded and stored as it ends,
+//! with per-attempt timeouts, retries of transient failures, a
+//! whole-workflow timeout, and cancellation between and during steps.
 
-use std::{future::Future, time::Instant};
+use std::{future::Future, time::Duration, time::Instant};
 
 use omninode_core::{limits, time::now, validate::hash_content};
 use tokio::sync::OwnedSemaphorePermit;
@@ -14,23 +15,33 @@ use crate::{
     clients::CallError,
     domain::{
         WorkflowState,
-        workflow::{StepOutcome, StepRecord, Workflow, step},
+        retry::RetryPolicy,
+        workflow::{Attempt, StepOutcome, StepRecord, Workflow, step},
     },
     error::OrchestratorError,
     store::{Fence, Updated},
 };
 
 /// How an attempted step ended.
-enum Attempted<T> {
+pub(super) enum Attempted<T> {
     Done(T),
     Failed(String),
     /// The workflow was cancelled while the step ran.
     Cancelled,
 }
 
+/// How patient a step is: its retries and the limit of one attempt.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Budget {
+    pub policy: RetryPolicy,
+    pub timeout: Duration,
+    /// Where the limit is set, for the message of an attempt that ran out of time.
+    pub timeout_source: &'static str,
+}
+
 /// Whether the workflow may go on after a store write.
 #[must_use]
-enum Flow {
+pub(super) enum Flow {
     Continue,
     /// Another writer (a cancel) moved the workflow: stop quietly.
     Stop,
@@ -68,17 +79,24 @@ impl WorkflowEngine {
 
     async fn drive(&self, id: &str, token: &CancellationToken) -> Result<(), OrchestratorError> {
         let Some(mut workflow) = self.inner.store.get(id).await? else { return Ok(()) };
-        if workflow.state.is_terminal() {
+        if workflow.state.is_terminal() || workflow.state == WorkflowState::Paused {
             return Ok(());
         }
+        // Each run between waits is bounded; waiting (for an approval, a timer) is not.
         let limit = self.inner.config.workflow_timeout;
-        if tokio::time::timeout(limit, self.steps(&mut workflow, token)).await.is_ok() {
+        let run = async {
+            match workflow.definition {
+                None => self.steps(&mut workflow, token).await,
+                Some(_) => self.flow(&mut workflow, token).await,
+            }
+        };
+        if tokio::time::timeout(limit, run).await.is_ok() {
             return Ok(());
         }
         // Timed out: fail it from what is stored (the interrupted step was not).
         let reason = format!("workflow timed out after {} ms (ORCHESTRATOR_WORKFLOW_TIMEOUT_MS)", limit.as_millis());
         let Some(mut stored) = self.inner.store.get(id).await? else { return Ok(()) };
-        if stored.state.is_terminal() {
+        if !matches!(stored.state, WorkflowState::Pending | WorkflowState::Processing) {
             return Ok(());
         }
         let from = stored.state;
@@ -100,16 +118,7 @@ impl WorkflowEngine {
                 "picked up by {} after its previous owner stopped; steps run again (they are idempotent)",
                 self.inner.owner
             );
-            let record = StepRecord {
-                name: step::RESUME.into(),
-                outcome: StepOutcome::Succeeded,
-                started_at: now(),
-                duration_ms: 0,
-                attempts: 1,
-                message: note,
-                owner: String::new(),
-            };
-            workflow.steps.push(record);
+            workflow.steps.push(StepRecord::new(step::RESUME, StepOutcome::Succeeded, now(), 0, 1, note));
         } else {
             let started = (now(), Instant::now());
             let check = self.validate_input(workflow);
@@ -117,7 +126,7 @@ impl WorkflowEngine {
                 Ok(()) => (StepOutcome::Succeeded, String::new()),
                 Err(reason) => (StepOutcome::Failed, reason.clone()),
             };
-            workflow.steps.push(step_record(step::VALIDATE_INPUT, outcome, started, 1, message));
+            workflow.steps.push(step_record(step::VALIDATE_INPUT, outcome, started, Vec::new(), message));
             let flow = match check {
                 Err(reason) => self.end(workflow, WorkflowState::Failed, format!("invalid input: {reason}")).await?,
                 Ok(()) => self.start_processing(workflow).await?,
@@ -165,7 +174,8 @@ impl WorkflowEngine {
         token: &CancellationToken,
     ) -> Result<Flow, OrchestratorError> {
         let started = (now(), Instant::now());
-        let skip = |message: &str| step_record(step::INTELLIGENCE, StepOutcome::Skipped, started, 0, message.into());
+        let skip =
+            |message: &str| step_record(step::INTELLIGENCE, StepOutcome::Skipped, started, Vec::new(), message.into());
         let Some(client) = self.inner.intelligence.clone().filter(|_| workflow.input.enable_intelligence) else {
             let why = if workflow.input.enable_intelligence {
                 "ONEXTREE_SERVICE_URL is not set"
@@ -176,15 +186,13 @@ impl WorkflowEngine {
             return Ok(Flow::Continue);
         };
         let snapshot = workflow.clone();
-        let (attempts, result) = self.with_retries(token, || client.analyze(&snapshot)).await;
+        let (tries, result) = self.with_retries(token, &self.budget(), || client.analyze(&snapshot)).await;
         let record = match result {
             Attempted::Done(data) => {
                 workflow.intelligence_data = Some(data);
-                step_record(step::INTELLIGENCE, StepOutcome::Succeeded, started, attempts, String::new())
+                step_record(step::INTELLIGENCE, StepOutcome::Succeeded, started, tries, String::new())
             }
-            Attempted::Failed(message) => {
-                step_record(step::INTELLIGENCE, StepOutcome::Degraded, started, attempts, message)
-            }
+            Attempted::Failed(message) => step_record(step::INTELLIGENCE, StepOutcome::Degraded, started, tries, message),
             Attempted::Cancelled => return Ok(Flow::Stop),
         };
         workflow.steps.push(record);
@@ -205,16 +213,16 @@ impl WorkflowEngine {
         Fut: Future<Output = Result<T, CallError>>,
     {
         let started = (now(), Instant::now());
-        let (attempts, result) = self.with_retries(token, call).await;
+        let (tries, result) = self.with_retries(token, &self.budget(), call).await;
         match result {
             Attempted::Done(value) => {
-                let record = step_record(name, StepOutcome::Succeeded, started, attempts, String::new());
+                let record = step_record(name, StepOutcome::Succeeded, started, tries, String::new());
                 workflow.steps.push(record);
                 Ok(Some(value))
             }
             Attempted::Failed(message) => {
-                let reason = format!("{name} failed after {attempts} attempt(s): {message}");
-                workflow.steps.push(step_record(name, StepOutcome::Failed, started, attempts, message));
+                let reason = format!("{name} failed after {} attempt(s): {message}", tries.len());
+                workflow.steps.push(step_record(name, StepOutcome::Failed, started, tries, message));
                 // Stored or overtaken by a cancel: either way the workflow has ended.
                 let _ = self.end(workflow, WorkflowState::Failed, reason).await?;
                 Ok(None)
@@ -223,33 +231,51 @@ impl WorkflowEngine {
         }
     }
 
-    /// Calls until success, a permanent failure, the last attempt, or cancellation.
-    async fn with_retries<T, F, Fut>(&self, token: &CancellationToken, mut call: F) -> (u32, Attempted<T>)
+    /// The built-in pipeline's budget: the orchestrator's settings.
+    pub(super) fn budget(&self) -> Budget {
+        let config = &self.inner.config;
+        Budget { policy: config.retry, timeout: config.step_timeout, timeout_source: "ORCHESTRATOR_STEP_TIMEOUT_MS" }
+    }
+
+    /// Calls until success, a permanent failure, the last attempt, or
+    /// cancellation; returns every attempt made.
+    pub(super) async fn with_retries<T, F, Fut>(
+        &self,
+        token: &CancellationToken,
+        budget: &Budget,
+        mut call: F,
+    ) -> (Vec<Attempt>, Attempted<T>)
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        let (policy, timeout) = (self.inner.config.retry, self.inner.config.step_timeout);
-        let mut attempt = 0;
+        let Budget { policy, timeout, timeout_source } = *budget;
+        let mut tries = Vec::new();
         loop {
-            attempt += 1;
+            let (started_at, clock) = (now(), Instant::now());
             let result = tokio::select! {
-                _ = token.cancelled() => return (attempt, Attempted::Cancelled),
+                _ = token.cancelled() => return (tries, Attempted::Cancelled),
                 result = tokio::time::timeout(timeout, call()) => result.unwrap_or_else(|_| {
-                    Err(CallError::retryable(format!("no answer within {} ms (ORCHESTRATOR_STEP_TIMEOUT_MS)", timeout.as_millis())))
+                    Err(CallError::retryable(format!("no answer within {} ms ({timeout_source})", timeout.as_millis())))
                 }),
             };
+            let duration_ms = clock.elapsed().as_millis() as u64;
             let error = match result {
-                Ok(value) => return (attempt, Attempted::Done(value)),
+                Ok(value) => {
+                    tries.push(Attempt { started_at, duration_ms, error: String::new() });
+                    return (tries, Attempted::Done(value));
+                }
                 Err(error) => error,
             };
+            tries.push(Attempt { started_at, duration_ms, error: error.message.clone() });
+            let attempt = tries.len() as u32;
             if !error.retryable || attempt >= policy.max_attempts {
-                return (attempt, Attempted::Failed(error.message));
+                return (tries, Attempted::Failed(error.message));
             }
             let pause = policy.delay(attempt, fastrand::f64());
             tracing::debug!(attempt, pause_ms = pause.as_millis() as u64, error = %error.message, "retrying");
             tokio::select! {
-                _ = token.cancelled() => return (attempt, Attempted::Cancelled),
+                _ = token.cancelled() => return (tries, Attempted::Cancelled),
                 _ = tokio::time::sleep(pause) => {}
             }
         }
@@ -278,7 +304,7 @@ impl WorkflowEngine {
     }
 
     /// A terminal move, stored and counted.
-    async fn end(
+    pub(super) async fn end(
         &self,
         workflow: &mut Workflow,
         to: WorkflowState,
@@ -294,7 +320,7 @@ impl WorkflowEngine {
     }
 
     /// Stores a worker's change under its fencing token.
-    async fn save(&self, workflow: &mut Workflow, expected: WorkflowState) -> Result<Flow, OrchestratorError> {
+    pub(super) async fn save(&self, workflow: &mut Workflow, expected: WorkflowState) -> Result<Flow, OrchestratorError> {
         let Some(fence) = self.fence(&workflow.id) else { return Ok(Flow::Stop) };
         for step in workflow.steps.iter_mut().filter(|step| step.owner.is_empty()) {
             step.owner.clone_from(&self.inner.owner);
@@ -322,15 +348,22 @@ impl WorkflowEngine {
     }
 }
 
-fn step_record(
+/// The record of a step started at `started` (time, clock) after `tries`.
+pub(super) fn step_record(
     name: &str,
     outcome: StepOutcome,
     (started_at, clock): (chrono::DateTime<chrono::Utc>, Instant),
-    attempts: u32,
+    tries: Vec<Attempt>,
     message: String,
 ) -> StepRecord {
     let duration_ms = clock.elapsed().as_millis() as u64;
     metrics::histogram!("workflow_step_duration_ms", "step" => name.to_owned(), "outcome" => format!("{outcome:?}"))
         .record(duration_ms as f64);
-    StepRecord { name: name.to_owned(), outcome, started_at, duration_ms, attempts, message, owner: String::new() }
+    // A step run in place (validation) is one attempt; a skipped one none.
+    let attempts = match (tries.len(), outcome) {
+        (0, StepOutcome::Skipped) => 0,
+        (0, _) => 1,
+        (n, _) => n as u32,
+    };
+    StepRecord { tries, ..StepRecord::new(name, outcome, started_at, duration_ms, attempts, message) }
 }

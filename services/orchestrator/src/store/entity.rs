@@ -30,6 +30,10 @@ pub struct Model {
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<DateTimeUtc>,
     pub lease_attempt: i64,
+    pub definition: Option<String>,
+    pub step_cursor: i32,
+    pub current_step: Option<String>,
+    pub wake_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

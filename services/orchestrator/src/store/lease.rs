@@ -1,6 +1,7 @@
 //! Leases: the database is the coordinator of orchestrator instances (no
 //! cluster protocol of our own). A runnable workflow — PENDING or PROCESSING
-//! with no lease or an expired one — is claimed in batches (PostgreSQL:
+//! with no lease or an expired one, or WAITING with its wake time passed (a
+//! timer to fire, an approval timed out) — is claimed in batches (PostgreSQL:
 //! `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent claimers never take the
 //! same row; SQLite: one process, serialised by its write gate). A claim sets
 //! the owner and expiry and bumps `lease_attempt`, the fencing token every
@@ -53,14 +54,27 @@ pub(crate) fn expiry(lease: Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
 }
 
-fn unfinished() -> [&'static str; 2] {
-    [WorkflowState::Pending.as_str(), WorkflowState::Processing.as_str()]
+/// The states a lease holds on (WAITING only for the moment a claimed
+/// wake-up takes to move on).
+fn unfinished() -> [&'static str; 3] {
+    [WorkflowState::Pending.as_str(), WorkflowState::Processing.as_str(), WorkflowState::Waiting.as_str()]
 }
 
-/// Runnable and nobody's: unfinished, with no lease or an expired one.
+/// Whether a workflow in `state` keeps its worker's lease when stored:
+/// waiting, paused and terminal workflows hold no lease.
+pub(super) fn holds_lease(state: WorkflowState) -> bool {
+    matches!(state, WorkflowState::Pending | WorkflowState::Processing)
+}
+
+/// Runnable and nobody's: PENDING or PROCESSING, or WAITING and due, with
+/// no lease or an expired one.
 fn runnable(now: DateTime<Utc>) -> Condition {
+    let running = [WorkflowState::Pending.as_str(), WorkflowState::Processing.as_str()];
+    let due = Condition::all()
+        .add(Column::CurrentState.eq(WorkflowState::Waiting.as_str()))
+        .add(Column::WakeAt.lte(now));
     Condition::all()
-        .add(Column::CurrentState.is_in(unfinished()))
+        .add(Condition::any().add(Column::CurrentState.is_in(running)).add(due))
         .add(Condition::any().add(Column::LeaseExpiresAt.is_null()).add(Column::LeaseExpiresAt.lt(now)))
 }
 

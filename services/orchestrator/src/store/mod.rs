@@ -148,7 +148,10 @@ impl WorkflowStore {
 
     /// Writes `workflow` (version + 1) if its stored state is still
     /// `expected` and, for a worker (`fence`), its lease is still the one it
-    /// claimed. A terminal state ends the lease.
+    /// claimed. Only running (PENDING, PROCESSING) keeps a lease: any other
+    /// state ends it, and so does a change by a request (`fence` = `None`,
+    /// e.g. an approval queueing the workflow again), so that any instance
+    /// claims the workflow at once.
     pub async fn update(
         &self,
         workflow: &mut Workflow,
@@ -160,7 +163,7 @@ impl WorkflowStore {
         active.id = NotSet;
         active.created_at = NotSet;
         active.version = NotSet;
-        if workflow.state.is_terminal() {
+        if fence.is_none() || !lease::holds_lease(workflow.state) {
             active.lease_owner = Set(None);
             active.lease_expires_at = Set(None);
         }
@@ -170,25 +173,35 @@ impl WorkflowStore {
             .col_expr(Column::Version, Expr::col(Column::Version).add(1))
             .filter(Column::Id.eq(&workflow.id))
             .filter(Column::CurrentState.eq(expected.as_str()));
-        if let Some(fence) = fence {
-            query = query.filter(Column::LeaseAttempt.eq(fence.attempt));
-        }
+        query = match fence {
+            Some(fence) => query.filter(Column::LeaseAttempt.eq(fence.attempt)),
+            // A request's change fences off whichever worker ran the workflow
+            // (a paused step's worker must not write after a resume).
+            None => query.col_expr(Column::LeaseAttempt, Expr::col(Column::LeaseAttempt).add(1)),
+        };
         let result = query.exec(&txn).await?;
         if result.rows_affected != 1 {
             txn.rollback().await?;
             let Some(fence) = fence else { return Ok(Updated::Moved) };
-            let attempt: Option<i64> = Entity::find_by_id(&workflow.id)
+            let now: Option<(String, i64)> = Entity::find_by_id(&workflow.id)
                 .select_only()
+                .column(Column::CurrentState)
                 .column(Column::LeaseAttempt)
                 .into_tuple()
                 .one(&self.db)
                 .await?;
-            return Ok(if attempt == Some(fence.attempt) { Updated::Moved } else { Updated::Fenced });
+            return Ok(match now {
+                Some((state, attempt)) if state == expected.as_str() && attempt != fence.attempt => Updated::Fenced,
+                _ => Updated::Moved,
+            });
         }
         let moved = workflow.state != expected;
         if moved {
             self.outbox.append(&txn, vec![state_changed(workflow, Some(expected))]).await?;
             lease::notify_change(&txn, &workflow.id).await?;
+            if workflow.state == WorkflowState::Pending {
+                lease::notify_claimers(&txn).await?;
+            }
         }
         txn.commit().await?;
         if moved {
@@ -254,6 +267,10 @@ fn to_active(w: &Workflow) -> Result<ActiveModel, DbErr> {
         lease_owner: NotSet,
         lease_expires_at: NotSet,
         lease_attempt: NotSet,
+        definition: Set(w.definition.clone()),
+        step_cursor: Set(i32::try_from(w.cursor).unwrap_or(i32::MAX)),
+        current_step: Set(w.current_step.clone()),
+        wake_at: Set(w.wake_at),
     })
 }
 
@@ -280,5 +297,9 @@ fn from_model(m: Model) -> Result<Workflow, DbErr> {
         updated_at: m.updated_at,
         execution_time_ms: m.execution_time_ms.map(|ms| u64::try_from(ms).unwrap_or_default()),
         version: m.version,
+        definition: m.definition,
+        cursor: u32::try_from(m.step_cursor).unwrap_or_default(),
+        current_step: m.current_step,
+        wake_at: m.wake_at,
     })
 }

@@ -10,8 +10,8 @@ use omninode_core::WorkflowState;
 pub enum ItemKind {
     /// A stamp record was created.
     Stamp { file_size: u64, content_type: String },
-    /// A workflow reached `state`.
-    Workflow { workflow_id: String, state: WorkflowState },
+    /// A workflow reached `state` (from `from`, unless it is new).
+    Workflow { workflow_id: String, state: WorkflowState, from: Option<WorkflowState> },
 }
 
 /// One event to aggregate.
@@ -68,9 +68,19 @@ impl Aggregate {
                 self.total_size_bytes += file_size;
                 *self.file_type_counts.entry(content_type.clone()).or_default() += 1;
             }
-            ItemKind::Workflow { state, .. } => {
+            ItemKind::Workflow { state, from, .. } => {
                 if new_workflow {
                     self.unique_workflows += 1;
+                }
+                // Retried: it left its terminal state (FAILED) and no longer counts there.
+                if let Some(from) = from.filter(|from| from.is_terminal() && !state.is_terminal()) {
+                    let key = from.as_str();
+                    if let Some(count) = self.workflow_state_counts.get_mut(key) {
+                        *count = count.saturating_sub(1);
+                        if *count == 0 {
+                            self.workflow_state_counts.remove(key);
+                        }
+                    }
                 }
                 if state.is_terminal() {
                     *self.workflow_state_counts.entry(state.as_str().to_owned()).or_default() += 1;
@@ -100,10 +110,16 @@ mod tests {
         agg.add(&stamp(10, "text/plain"), false);
         agg.add(&stamp(5, "text/plain"), false);
         agg.add(&stamp(7, "text/x-python"), false);
-        let wf = |state| ItemKind::Workflow { workflow_id: "w".into(), state };
-        agg.add(&wf(WorkflowState::Pending), true);
-        agg.add(&wf(WorkflowState::Processing), false);
-        agg.add(&wf(WorkflowState::Completed), false);
+        let wf = |state, from| ItemKind::Workflow { workflow_id: "w".into(), state, from };
+        agg.add(&wf(WorkflowState::Pending, None), true);
+        agg.add(&wf(WorkflowState::Processing, Some(WorkflowState::Pending)), false);
+        agg.add(&wf(WorkflowState::Failed, Some(WorkflowState::Processing)), false);
+        assert_eq!(agg.workflow_state_counts.get("FAILED"), Some(&1));
+        // RetryWorkflow: FAILED → PENDING → … → COMPLETED counts once, as COMPLETED.
+        agg.add(&wf(WorkflowState::Pending, Some(WorkflowState::Failed)), false);
+        agg.add(&wf(WorkflowState::Processing, Some(WorkflowState::Pending)), false);
+        agg.add(&wf(WorkflowState::Completed, Some(WorkflowState::Processing)), false);
+        assert!(!agg.workflow_state_counts.contains_key("FAILED"), "{:?}", agg.workflow_state_counts);
         assert_eq!((agg.total_stamps, agg.total_size_bytes), (3, 22));
         assert_eq!(agg.file_type_counts["text/plain"], 2);
         assert_eq!(agg.unique_workflows, 1);
