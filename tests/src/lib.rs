@@ -2,6 +2,7 @@
 //! on SQLite (a temporary file) or PostgreSQL (a fresh database per test).
 
 pub mod consul;
+pub mod http_double;
 pub mod kafka;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
