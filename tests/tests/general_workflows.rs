@@ -13,6 +13,9 @@ use omninode_integration_tests::{
 use omninode_proto::orchestrator::v1::{
     self as pb, orchestrator_service_client::OrchestratorServiceClient, step_definition::Kind,
 };
+use omninode_proto::events::v1::{EventEnvelope, event_envelope::Payload};
+use omninode_runtime::events::topics::{DEFAULT_TOPIC_PREFIX, all_topics};
+use prost::Message as _;
 use serde_json::{Value, json};
 use tonic::{Code, transport::Channel};
 
@@ -270,6 +273,8 @@ async fn approvals_are_decided_once_or_time_out(backend: Backend) {
     let notify = http("notify", "POST", &format!("{}/hook", double.url()), r#"{"by":"${steps.review.output.approver}"}"#);
     define(&mut client, "release-notes", vec![approval("review", 0), notify]).await;
     define(&mut client, "quick", vec![approval("review", 400)]).await;
+    let topics = all_topics(DEFAULT_TOPIC_PREFIX);
+    let mut events = mesh.mesh().bus.as_ref().expect("the in-process bus").subscribe(&topics, 10_000);
 
     // RunWorkflow returns once the workflow waits.
     let run = pb::RunWorkflowRequest { input: start_request("", "x").input, definition: "release-notes".into(), ..run_in("flows.test") };
@@ -319,6 +324,23 @@ async fn approvals_are_decided_once_or_time_out(backend: Backend) {
     assert_eq!(rejected.transitions.last().unwrap().actor, "bob");
     assert_eq!(output(record(&rejected, "review"))["approved"], json!(false));
     assert_eq!(double.requests().len(), 1);
+    // The state-change events say which step waits and who decided it.
+    let mut changes = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+        let envelope = EventEnvelope::decode(event.payload.as_slice()).unwrap();
+        if let Some(Payload::WorkflowStateChanged(change)) = envelope.payload
+            && change.workflow_id == id
+        {
+            changes.push((change.to_state, change.step, change.actor, change.definition));
+            if change.to_state == pb::WorkflowState::Failed as i32 {
+                break;
+            }
+        }
+    }
+    let gate = "release-notes@1".to_owned();
+    let (waiting, failed) = (pb::WorkflowState::Waiting as i32, pb::WorkflowState::Failed as i32);
+    assert!(changes.contains(&(waiting, "review".into(), String::new(), gate.clone())), "{changes:?}");
+    assert_eq!(changes.last(), Some(&(failed, "review".into(), "bob".into(), gate)), "{changes:?}");
 
     // Timed out: nobody decided within the step's timeout.
     let id = start(&mut client, "quick", "x").await;

@@ -7,12 +7,21 @@ use omninode_runtime::{
     events::{EventKind, NewEvent},
 };
 
-use crate::domain::{WorkflowState, workflow::Workflow};
+use crate::domain::{WorkflowState, definition::BUILT_IN, workflow::Workflow};
 
 /// The `workflow-state-changed` event of `workflow` arriving in its state.
 pub(crate) fn state_changed(workflow: &Workflow, from: Option<WorkflowState>) -> NewEvent {
     let to_proto = |state: WorkflowState| workflow_state_to_proto(state) as i32;
-    let reason = workflow.transitions.last().map(|t| t.reason.clone()).unwrap_or_default();
+    let last = workflow.transitions.last();
+    let reason = last.map(|t| t.reason.clone()).unwrap_or_default();
+    let actor = last.map(|t| t.actor.clone()).unwrap_or_default();
+    // An approval's decision names the step it decided (the cursor has moved past it).
+    let step = match (from, workflow.state) {
+        (Some(WorkflowState::Waiting), WorkflowState::Pending | WorkflowState::Failed) if !actor.is_empty() => {
+            workflow.steps.last().map(|s| s.name.clone())
+        }
+        _ => workflow.current_step.clone(),
+    };
     let at = workflow.updated_at;
     NewEvent {
         kind: EventKind::WorkflowStateChanged,
@@ -28,6 +37,9 @@ pub(crate) fn state_changed(workflow: &Workflow, from: Option<WorkflowState>) ->
             file_hash: workflow.file_hash.clone().unwrap_or_default(),
             stamp_id: workflow.stamp_id.clone().unwrap_or_default(),
             changed_at: Some(to_timestamp(at)),
+            step: step.unwrap_or_default(),
+            actor,
+            definition: workflow.definition.clone().unwrap_or_else(|| BUILT_IN.to_owned()),
         }),
     }
 }
