@@ -43,15 +43,8 @@ pub struct IllegalTransition {
 }
 
 impl WorkflowState {
-    pub const ALL: [WorkflowState; 7] = [
-        Self::Pending,
-        Self::Processing,
-        Self::Completed,
-        Self::Failed,
-        Self::Cancelled,
-        Self::Waiting,
-        Self::Paused,
-    ];
+    pub const ALL: [WorkflowState; 7] =
+        [Self::Pending, Self::Processing, Self::Completed, Self::Failed, Self::Cancelled, Self::Waiting, Self::Paused];
 
     /// Completed, failed and cancelled workflows: nothing runs them again
     /// (but RetryWorkflow may move a FAILED one back to PENDING).

@@ -34,7 +34,10 @@ fn notify(url: &str) -> pb::StepDefinition {
 
 async fn define(client: &mut Client, name: &str, steps: Vec<pb::StepDefinition>) {
     let definition = pb::WorkflowDefinition { name: name.into(), steps, ..Default::default() };
-    client.create_workflow_definition(pb::CreateWorkflowDefinitionRequest { definition: Some(definition) }).await.unwrap();
+    client
+        .create_workflow_definition(pb::CreateWorkflowDefinitionRequest { definition: Some(definition) })
+        .await
+        .unwrap();
 }
 
 async fn start(client: &mut Client, definition: &str) -> String {

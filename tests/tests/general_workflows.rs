@@ -6,14 +6,14 @@
 use std::time::Duration;
 
 use omninode_integration_tests::{
-    Backend, ServiceKind, TestDatabase, TestMesh, http_request,
+    Backend, ServiceKind, TestDatabase, TestMesh,
     http_double::{HttpDouble, Reply},
-    on_both_backends, reason, wait_until,
+    http_request, on_both_backends, reason, wait_until,
 };
+use omninode_proto::events::v1::{EventEnvelope, event_envelope::Payload};
 use omninode_proto::orchestrator::v1::{
     self as pb, orchestrator_service_client::OrchestratorServiceClient, step_definition::Kind,
 };
-use omninode_proto::events::v1::{EventEnvelope, event_envelope::Payload};
 use omninode_runtime::events::topics::{DEFAULT_TOPIC_PREFIX, all_topics};
 use prost::Message as _;
 use serde_json::{Value, json};
@@ -218,8 +218,12 @@ async fn http_steps_retry_time_out_fail_and_retry_from_the_failed_step(backend: 
         ..http(name, "POST", &format!("{}{path}", double.url()), "{}")
     };
     define(&mut client, "flaky", vec![with("call", "/flaky", 3, 0)]).await;
-    define(&mut client, "down", vec![with("first", "/ok", 1, 0), with("call", "/down", 2, 0), with("last", "/ok", 1, 0)])
-        .await;
+    define(
+        &mut client,
+        "down",
+        vec![with("first", "/ok", 1, 0), with("call", "/down", 2, 0), with("last", "/ok", 1, 0)],
+    )
+    .await;
     define(&mut client, "slow", vec![with("call", "/slow", 1, 200)]).await;
     define(&mut client, "gone", vec![with("call", "/gone", 5, 0)]).await;
 
@@ -239,7 +243,8 @@ async fn http_steps_retry_time_out_fail_and_retry_from_the_failed_step(backend: 
     assert_eq!(first_calls, 1);
     // Fixed on the other side: RetryWorkflow runs from the failed step, keeping the history.
     healed.store(true, std::sync::atomic::Ordering::SeqCst);
-    let retried = client.retry_workflow(pb::RetryWorkflowRequest { workflow_id: id.clone(), reason: "hook is back".into() });
+    let retried =
+        client.retry_workflow(pb::RetryWorkflowRequest { workflow_id: id.clone(), reason: "hook is back".into() });
     let retried = retried.await.unwrap().into_inner().workflow.unwrap();
     assert_ne!(state(&retried), pb::WorkflowState::Failed);
     let done = reach(&client, &id, pb::WorkflowState::Completed).await;
@@ -270,14 +275,19 @@ async fn http_steps_retry_time_out_fail_and_retry_from_the_failed_step(backend: 
 async fn approvals_are_decided_once_or_time_out(backend: Backend) {
     let double = HttpDouble::start(|_, _| Reply::json(200, json!({"ok": true}))).await;
     let (mesh, mut client) = mesh_with(backend, &[ServiceKind::Stamping, ServiceKind::Orchestrator], &[]).await;
-    let notify = http("notify", "POST", &format!("{}/hook", double.url()), r#"{"by":"${steps.review.output.approver}"}"#);
+    let notify =
+        http("notify", "POST", &format!("{}/hook", double.url()), r#"{"by":"${steps.review.output.approver}"}"#);
     define(&mut client, "release-notes", vec![approval("review", 0), notify]).await;
     define(&mut client, "quick", vec![approval("review", 400)]).await;
     let topics = all_topics(DEFAULT_TOPIC_PREFIX);
     let mut events = mesh.mesh().bus.as_ref().expect("the in-process bus").subscribe(&topics, 10_000);
 
     // RunWorkflow returns once the workflow waits.
-    let run = pb::RunWorkflowRequest { input: start_request("", "x").input, definition: "release-notes".into(), ..run_in("flows.test") };
+    let run = pb::RunWorkflowRequest {
+        input: start_request("", "x").input,
+        definition: "release-notes".into(),
+        ..run_in("flows.test")
+    };
     let waiting = client.run_workflow(run).await.unwrap().into_inner().workflow.unwrap();
     assert_eq!(state(&waiting), pb::WorkflowState::Waiting);
     assert_eq!((waiting.current_step.as_str(), waiting.wake_at), ("review", None));
@@ -309,7 +319,12 @@ async fn approvals_are_decided_once_or_time_out(backend: Backend) {
     assert_eq!(double.requests()[0].json(), json!({"by": "alice"}));
     let approval_move = done.transitions.iter().find(|t| t.from_state == pb::WorkflowState::Waiting as i32).unwrap();
     assert_eq!((approval_move.actor.as_str(), approval_move.to_state), ("alice", pb::WorkflowState::Pending as i32));
-    let late = pb::RejectStepRequest { workflow_id: id.clone(), step_name: "review".into(), approver: "bob".into(), comment: String::new() };
+    let late = pb::RejectStepRequest {
+        workflow_id: id.clone(),
+        step_name: "review".into(),
+        approver: "bob".into(),
+        comment: String::new(),
+    };
     let late = client.reject_step(late).await.unwrap_err();
     assert_eq!((late.code(), reason(&late)), (Code::FailedPrecondition, "WRONG_WORKFLOW_STATE"));
     assert!(late.message().contains("COMPLETED"), "{}", late.message());
@@ -317,7 +332,12 @@ async fn approvals_are_decided_once_or_time_out(backend: Backend) {
     // Rejected: the workflow fails, saying who and why; nothing after the approval runs.
     let id = start(&mut client, "release-notes", "x").await;
     reach(&client, &id, pb::WorkflowState::Waiting).await;
-    let reject = pb::RejectStepRequest { workflow_id: id.clone(), step_name: "review".into(), approver: "bob".into(), comment: "not yet".into() };
+    let reject = pb::RejectStepRequest {
+        workflow_id: id.clone(),
+        step_name: "review".into(),
+        approver: "bob".into(),
+        comment: "not yet".into(),
+    };
     let rejected = client.reject_step(reject).await.unwrap().into_inner().workflow.unwrap();
     assert_eq!(state(&rejected), pb::WorkflowState::Failed);
     assert!(rejected.error_message.contains("step review rejected: not yet"), "{}", rejected.error_message);
@@ -350,19 +370,29 @@ async fn approvals_are_decided_once_or_time_out(backend: Backend) {
     assert!(failed.error_message.contains("approval step review timed out"), "{}", failed.error_message);
 
     // The built-in pipeline has no approvals.
-    let builtin = client.run_workflow(pb::RunWorkflowRequest { input: start_request("", "x").input, ..run_in("flows.test") });
+    let builtin =
+        client.run_workflow(pb::RunWorkflowRequest { input: start_request("", "x").input, ..run_in("flows.test") });
     let builtin = builtin.await.unwrap().into_inner().workflow.unwrap();
-    let request = pb::ApproveStepRequest { workflow_id: builtin.workflow_id, step_name: "review".into(), approver: "a".into(), comment: String::new() };
+    let request = pb::ApproveStepRequest {
+        workflow_id: builtin.workflow_id,
+        step_name: "review".into(),
+        approver: "a".into(),
+        comment: String::new(),
+    };
     let err = client.approve_step(request).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     mesh.shutdown().await;
 }
 
 async fn pause_holds_a_workflow_until_resume(backend: Backend) {
-    let double = HttpDouble::start(|_, _| Reply::json(200, json!({}))).await;
+    let double = HttpDouble::start(|request, _| match request.uri.as_str() {
+        "/slow" => Reply::json(200, json!({})).after(Duration::from_millis(800)),
+        _ => Reply::json(200, json!({})),
+    })
+    .await;
     let (mesh, mut client) = mesh_with(backend, &[ServiceKind::Orchestrator], &[]).await;
     let notify = http("notify", "POST", &format!("{}/hook", double.url()), "{}");
-    define(&mut client, "later", vec![timer("wait", 1_000), notify]).await;
+    define(&mut client, "later", vec![timer("wait", 1_000), notify.clone()]).await;
     let id = start(&mut client, "later", "x").await;
     let waiting = reach(&client, &id, pb::WorkflowState::Waiting).await;
     assert_eq!(waiting.current_step, "wait");
@@ -389,6 +419,28 @@ async fn pause_holds_a_workflow_until_resume(backend: Backend) {
     assert!(err.message().contains("COMPLETED"), "{}", err.message());
     let pause = pb::PauseWorkflowRequest { workflow_id: id.clone(), reason: String::new() };
     assert_eq!(client.pause_workflow(pause).await.unwrap_err().code(), Code::FailedPrecondition);
+
+    // Paused while a step runs: the step is interrupted, nothing after it runs, and it runs again on resume.
+    let slow = http("slow", "POST", &format!("{}/slow", double.url()), "{}");
+    define(&mut client, "busy", vec![slow, notify]).await;
+    let id = start(&mut client, "busy", "x").await;
+    reach(&client, &id, pb::WorkflowState::Processing).await;
+    wait_until("the slow call arrives", Duration::from_secs(10), || {
+        std::future::ready(double.requests().iter().any(|r| r.uri == "/slow").then_some(()))
+    })
+    .await;
+    let pause = pb::PauseWorkflowRequest { workflow_id: id.clone(), reason: String::new() };
+    client.pause_workflow(pause).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let paused = get(&mut client, &id).await;
+    assert_eq!(state(&paused), pb::WorkflowState::Paused, "{paused:?}");
+    assert_eq!(paused.current_step, "slow");
+    let hooks_before = double.requests().iter().filter(|r| r.uri == "/hook").count();
+    assert_eq!(hooks_before, 1, "only the first workflow's notify so far");
+    client.resume_workflow(pb::ResumeWorkflowRequest { workflow_id: id.clone(), reason: String::new() }).await.unwrap();
+    let done = reach(&client, &id, pb::WorkflowState::Completed).await;
+    assert_eq!(double.requests().iter().filter(|r| r.uri == "/slow").count(), 2, "the interrupted step ran again");
+    assert_eq!(done.steps.iter().filter(|s| s.name == "slow").count(), 1);
     mesh.shutdown().await;
 }
 
@@ -396,14 +448,21 @@ async fn llm_steps_ask_a_chat_completions_endpoint(backend: Backend) {
     let llm = HttpDouble::start(|request, _| {
         let asked = request.json();
         let prompt = asked["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_owned();
-        Reply::json(200, json!({"choices": [{"message": {"role": "assistant", "content": format!("summary of: {prompt}")}}]}))
+        Reply::json(
+            200,
+            json!({"choices": [{"message": {"role": "assistant", "content": format!("summary of: {prompt}")}}]}),
+        )
     })
     .await;
     let hook = HttpDouble::start(|_, _| Reply::json(200, json!({}))).await;
     let base = format!("{}/v1", llm.url());
     let vars = [("LLM_BASE_URL", base.as_str()), ("LLM_API_KEY", "sk-test"), ("LLM_MODEL", "small")];
     let (mesh, mut client) = mesh_with(backend, &[ServiceKind::Orchestrator], &vars).await;
-    let ask = pb::LlmStep { model: String::new(), prompt: "Summarise ${input.content}".into(), system: "Be brief about ${input.file_path}.".into() };
+    let ask = pb::LlmStep {
+        model: String::new(),
+        prompt: "Summarise ${input.content}".into(),
+        system: "Be brief about ${input.file_path}.".into(),
+    };
     let notify = http("notify", "POST", &format!("{}/hook", hook.url()), r#"{"summary":"${steps.ask.output}"}"#);
     define(&mut client, "summarise", vec![step("ask", Kind::Llm(ask)), notify]).await;
     let id = start(&mut client, "summarise", "the \"notes\"").await;

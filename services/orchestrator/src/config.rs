@@ -149,7 +149,8 @@ mod tests {
         let err = OrchestratorConfig::from_env(&env("http://llm.example.com/v1")).unwrap_err();
         assert_eq!(err.variable, "LLM_BASE_URL");
         assert!(err.to_string().contains("clear text"), "{err}");
-        for fine in ["https://llm.example.com/v1", "http://127.0.0.1:9000/v1", "http://localhost/v1", "http://[::1]:80"] {
+        for fine in ["https://llm.example.com/v1", "http://127.0.0.1:9000/v1", "http://localhost/v1", "http://[::1]:80"]
+        {
             let llm = OrchestratorConfig::from_env(&env(fine)).unwrap().llm.unwrap();
             assert_eq!((llm.base_url.as_str(), llm.api_key.as_deref()), (fine, Some("sk-1")));
             assert!(!format!("{llm:?}").contains("sk-1"), "the key never reaches a log");

@@ -122,8 +122,12 @@ impl OrchestratorService for OrchestratorGrpc {
         request: Request<pb::ApproveStepRequest>,
     ) -> Result<Response<pb::ApproveStepResponse>, Status> {
         let r = request.get_ref();
-        let signal =
-            Signal::Decide { step: r.step_name.clone(), approved: true, approver: r.approver.clone(), comment: r.comment.clone() };
+        let signal = Signal::Decide {
+            step: r.step_name.clone(),
+            approved: true,
+            approver: r.approver.clone(),
+            comment: r.comment.clone(),
+        };
         let workflow = self.signal(&request, &r.workflow_id, signal).await?;
         Ok(Response::new(pb::ApproveStepResponse { workflow: Some(workflow) }))
     }

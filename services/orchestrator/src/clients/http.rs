@@ -30,11 +30,8 @@ pub struct HttpClient {
 
 impl Default for HttpClient {
     fn default() -> Self {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let connector =
+            hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
         Self { http: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector) }
     }
 }

@@ -210,9 +210,11 @@ fn check_kind(step: &StepDefinition, earlier: &HashSet<&str>) -> Result<(), Defi
             }
             check_template(here, "http.body", body, earlier)
         }
-        StepKind::Timer(TimerWait::Duration { ms }) if *ms == 0 || *ms > MAX_TIMER_MS => {
-            Err(problem(here, "timer.duration_ms", format!("must be 1 to {MAX_TIMER_MS} (366 days), or set timer.until")))
-        }
+        StepKind::Timer(TimerWait::Duration { ms }) if *ms == 0 || *ms > MAX_TIMER_MS => Err(problem(
+            here,
+            "timer.duration_ms",
+            format!("must be 1 to {MAX_TIMER_MS} (366 days), or set timer.until"),
+        )),
         StepKind::Timer(_) => Ok(()),
         StepKind::Llm { prompt, system, .. } => {
             if prompt.trim().is_empty() {

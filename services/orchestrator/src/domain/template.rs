@@ -53,9 +53,8 @@ fn lookup(expression: &str, workflow: &Workflow) -> Result<Value, String> {
             .ok_or_else(|| format!("${{{expression}}}: the input has no context key {key:?}")),
         ["workflow", "id"] => text(&workflow.id),
         ["steps", name, "output", path @ ..] => {
-            let mut value = workflow
-                .output_of(name)
-                .ok_or_else(|| format!("${{{expression}}}: step {name:?} has no output"))?;
+            let mut value =
+                workflow.output_of(name).ok_or_else(|| format!("${{{expression}}}: step {name:?} has no output"))?;
             for (depth, field) in path.iter().enumerate() {
                 let next = match value {
                     Value::Object(map) => map.get(*field),
@@ -129,7 +128,10 @@ mod tests {
             .expect("a JSON body stays JSON");
         assert_eq!(body["doc"], "say \"hi\"\nnow");
         assert_eq!(render("http://h/${steps.call.output.body.id}", &wf, Target::Url).unwrap(), "http://h/x%2F1");
-        assert_eq!(render("${input.context.ticket} ${workflow.id}", &wf, Target::Text).unwrap(), format!("T-1 {}", wf.id));
+        assert_eq!(
+            render("${input.context.ticket} ${workflow.id}", &wf, Target::Text).unwrap(),
+            format!("T-1 {}", wf.id)
+        );
         assert_eq!(render(r#"{"s":${steps.call.output.status}}"#, &wf, Target::Json).unwrap(), r#"{"s":200}"#);
         assert_eq!(render("${steps.call.output.body.items.1.n}", &wf, Target::Text).unwrap(), "true");
         assert_eq!(render("no templates", &wf, Target::Text).unwrap(), "no templates");

@@ -43,7 +43,11 @@ impl WorkflowEngine {
     }
 
     /// Runs a definition's workflow from where it is until it ends or waits.
-    pub(super) async fn flow(&self, workflow: &mut Workflow, token: &CancellationToken) -> Result<(), OrchestratorError> {
+    pub(super) async fn flow(
+        &self,
+        workflow: &mut Workflow,
+        token: &CancellationToken,
+    ) -> Result<(), OrchestratorError> {
         let definition = match self.pinned(workflow).await {
             Ok(definition) => definition,
             Err(OrchestratorError::Store(err)) => return Err(OrchestratorError::Store(err)),
@@ -135,9 +139,13 @@ impl WorkflowEngine {
         until: Option<DateTime<Utc>>,
     ) -> Result<(), OrchestratorError> {
         let reason = match (&step.kind, until) {
-            (StepKind::Approval { .. }, Some(at)) => format!("step {} waits for an approval until {}", step.name, at.to_rfc3339()),
+            (StepKind::Approval { .. }, Some(at)) => {
+                format!("step {} waits for an approval until {}", step.name, at.to_rfc3339())
+            }
             (StepKind::Approval { .. }, None) => format!("step {} waits for an approval", step.name),
-            (_, at) => format!("timer step {} waits until {}", step.name, at.map(|at| at.to_rfc3339()).unwrap_or_default()),
+            (_, at) => {
+                format!("timer step {} waits until {}", step.name, at.map(|at| at.to_rfc3339()).unwrap_or_default())
+            }
         };
         workflow.wake_at = until;
         let from = workflow.state;
@@ -290,7 +298,9 @@ fn approval_deadline(workflow: &Workflow, step: &StepDefinition) -> Option<DateT
 /// waiting), else its duration from now, or its fixed time.
 fn fire_time(workflow: &Workflow, wait: &TimerWait) -> DateTime<Utc> {
     workflow.wake_at.unwrap_or_else(|| match wait {
-        TimerWait::Duration { ms } => now() + chrono::Duration::milliseconds(i64::try_from(*ms).unwrap_or(i64::MAX / 2)),
+        TimerWait::Duration { ms } => {
+            now() + chrono::Duration::milliseconds(i64::try_from(*ms).unwrap_or(i64::MAX / 2))
+        }
         TimerWait::Until { at } => *at,
     })
 }

@@ -192,7 +192,9 @@ impl WorkflowEngine {
                 workflow.intelligence_data = Some(data);
                 step_record(step::INTELLIGENCE, StepOutcome::Succeeded, started, tries, String::new())
             }
-            Attempted::Failed(message) => step_record(step::INTELLIGENCE, StepOutcome::Degraded, started, tries, message),
+            Attempted::Failed(message) => {
+                step_record(step::INTELLIGENCE, StepOutcome::Degraded, started, tries, message)
+            }
             Attempted::Cancelled => return Ok(Flow::Stop),
         };
         workflow.steps.push(record);
@@ -320,7 +322,11 @@ impl WorkflowEngine {
     }
 
     /// Stores a worker's change under its fencing token.
-    pub(super) async fn save(&self, workflow: &mut Workflow, expected: WorkflowState) -> Result<Flow, OrchestratorError> {
+    pub(super) async fn save(
+        &self,
+        workflow: &mut Workflow,
+        expected: WorkflowState,
+    ) -> Result<Flow, OrchestratorError> {
         let Some(fence) = self.fence(&workflow.id) else { return Ok(Flow::Stop) };
         for step in workflow.steps.iter_mut().filter(|step| step.owner.is_empty()) {
             step.owner.clone_from(&self.inner.owner);
@@ -331,7 +337,7 @@ impl WorkflowEngine {
                 Ok(Flow::Continue)
             }
             Updated::Moved => {
-                tracing::info!(workflow_id = %workflow.id, "workflow changed by another writer (cancelled); stopping");
+                tracing::info!(workflow_id = %workflow.id, "workflow changed by another writer (cancelled, paused); stopping");
                 Ok(Flow::Stop)
             }
             Updated::Fenced => {

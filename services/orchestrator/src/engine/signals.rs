@@ -145,10 +145,17 @@ impl WorkflowEngine {
                     Some(step) => format!(" from step {step}"),
                     None => String::new(),
                 };
-                workflow.transition_by(WorkflowState::Pending, noted(&format!("retried{at}"), reason), &by_caller(caller))?;
+                workflow.transition_by(
+                    WorkflowState::Pending,
+                    noted(&format!("retried{at}"), reason),
+                    &by_caller(caller),
+                )?;
             }
             Signal::Pause { reason } => {
-                if !matches!(workflow.state, WorkflowState::Pending | WorkflowState::Processing | WorkflowState::Waiting) {
+                if !matches!(
+                    workflow.state,
+                    WorkflowState::Pending | WorkflowState::Processing | WorkflowState::Waiting
+                ) {
                     return Err(wrong(workflow, "only a PENDING, PROCESSING or WAITING workflow can be paused".into()));
                 }
                 workflow.transition_by(WorkflowState::Paused, noted("paused", reason), &by_caller(caller))?;

@@ -70,9 +70,8 @@ pub(super) fn holds_lease(state: WorkflowState) -> bool {
 /// no lease or an expired one.
 fn runnable(now: DateTime<Utc>) -> Condition {
     let running = [WorkflowState::Pending.as_str(), WorkflowState::Processing.as_str()];
-    let due = Condition::all()
-        .add(Column::CurrentState.eq(WorkflowState::Waiting.as_str()))
-        .add(Column::WakeAt.lte(now));
+    let due =
+        Condition::all().add(Column::CurrentState.eq(WorkflowState::Waiting.as_str())).add(Column::WakeAt.lte(now));
     Condition::all()
         .add(Condition::any().add(Column::CurrentState.is_in(running)).add(due))
         .add(Condition::any().add(Column::LeaseExpiresAt.is_null()).add(Column::LeaseExpiresAt.lt(now)))
