@@ -175,25 +175,25 @@ impl WorkflowStore {
             .filter(Column::CurrentState.eq(expected.as_str()));
         query = match fence {
             Some(fence) => query.filter(Column::LeaseAttempt.eq(fence.attempt)),
-            // A request's change fences off whichever worker ran the workflow
-            // (a paused step's worker must not write after a resume).
-            None => query.col_expr(Column::LeaseAttempt, Expr::col(Column::LeaseAttempt).add(1)),
+            // A request that makes the workflow runnable again (resume, retry,
+            // approve) fences off any worker still holding an older claim:
+            // a step paused mid-call must not write after the resume.
+            None if workflow.state == WorkflowState::Pending => {
+                query.col_expr(Column::LeaseAttempt, Expr::col(Column::LeaseAttempt).add(1))
+            }
+            None => query,
         };
         let result = query.exec(&txn).await?;
         if result.rows_affected != 1 {
             txn.rollback().await?;
             let Some(fence) = fence else { return Ok(Updated::Moved) };
-            let now: Option<(String, i64)> = Entity::find_by_id(&workflow.id)
+            let attempt: Option<i64> = Entity::find_by_id(&workflow.id)
                 .select_only()
-                .column(Column::CurrentState)
                 .column(Column::LeaseAttempt)
                 .into_tuple()
                 .one(&self.db)
                 .await?;
-            return Ok(match now {
-                Some((state, attempt)) if state == expected.as_str() && attempt != fence.attempt => Updated::Fenced,
-                _ => Updated::Moved,
-            });
+            return Ok(if attempt == Some(fence.attempt) { Updated::Moved } else { Updated::Fenced });
         }
         let moved = workflow.state != expected;
         if moved {
