@@ -97,8 +97,13 @@ fn field_at(message: &MessageDescriptor, path: &str) -> Option<FieldDescriptor> 
 
 fn reference(message: &MessageDescriptor, schemas: &mut BTreeMap<String, Value>) -> Value {
     let name = message.full_name().to_owned();
-    if message.full_name() == "google.protobuf.Timestamp" {
-        return json!({"type": "string", "format": "date-time"});
+    // Well-known types have their own JSON forms.
+    match message.full_name() {
+        "google.protobuf.Timestamp" => return json!({"type": "string", "format": "date-time"}),
+        "google.protobuf.Value" => return json!({"description": "any JSON value"}),
+        "google.protobuf.Struct" => return json!({"type": "object"}),
+        "google.protobuf.ListValue" => return json!({"type": "array"}),
+        _ => {}
     }
     if !schemas.contains_key(&name) {
         schemas.insert(name.clone(), Value::Null); // placeholder: recursion stops here
@@ -129,4 +134,29 @@ fn field_schema(field: &FieldDescriptor, schemas: &mut BTreeMap<String, Value>) 
         Kind::Message(m) => reference(&m, schemas),
     };
     if field.is_list() { json!({"type": "array", "items": single}) } else { single }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{descriptor_pool, routes};
+
+    #[test]
+    fn every_workflow_signal_has_its_route_and_outputs_are_any_json() {
+        let pool = descriptor_pool();
+        let routes = routes(&pool, &["omninode.orchestrator.v1.OrchestratorService"]).unwrap();
+        let doc = document(&routes);
+        for path in [
+            "/v1/workflows/{workflow_id}/steps/{step_name}:approve",
+            "/v1/workflows/{workflow_id}/steps/{step_name}:reject",
+            "/v1/workflows/{workflow_id}:retry",
+            "/v1/workflows/{workflow_id}:pause",
+            "/v1/workflows/{workflow_id}:resume",
+        ] {
+            assert!(doc["paths"][path]["post"].is_object(), "{path} is documented");
+        }
+        let step = &doc["components"]["schemas"]["omninode.orchestrator.v1.WorkflowStep"]["properties"];
+        assert_eq!(step["output"], json!({"description": "any JSON value"}));
+        assert_eq!(step["startedAt"], json!({"type": "string", "format": "date-time"}));
+    }
 }
