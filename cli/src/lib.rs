@@ -292,7 +292,9 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             .map_err(|e| anyhow::anyhow!("gateway upstream {name}: {e}"))?;
             upstreams.insert(name.to_owned(), channel);
         }
-        let router = omninode_gateway::Gateway::new(upstreams, &config, mesh.auth.clone())?.router();
+        let hub = omninode_gateway::events::EventHub::new(config.fanout);
+        hub.spawn(event_feed(&events, bus.as_ref(), runtime.shutdown_token()));
+        let router = omninode_gateway::Gateway::new(upstreams, &config, mesh.auth.clone())?.with_events(hub).router();
         let (stop, tls) = (runtime.shutdown_token(), mesh.tls.server.clone());
         servers.push(tokio::spawn(async move {
             omninode_runtime::server::http::serve(listener, router, tls, stop).await?;
@@ -335,4 +337,57 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
     }
     tracing::info!(?endpoints, instance = %mesh.instance_id, "serving");
     Ok(RunningMesh { runtime, endpoints, database, bus, servers, background })
+}
+
+/// The events the gateway's WebSocket fan-out sends: every topic, from now
+/// on, read from the in-process bus or followed on Kafka (no consumer group:
+/// every gateway sees every event), as encoded envelopes.
+fn event_feed(
+    events: &EventsConfig,
+    bus: Option<&InProcessBus>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+    let (feed, receiver) = tokio::sync::mpsc::channel(10_000);
+    let all = topics::all_topics(&events.topic_prefix);
+    match (bus, &events.kafka) {
+        (Some(bus), _) => {
+            let mut published = bus.subscribe(&all, 10_000);
+            tokio::spawn(async move {
+                while let Some(event) = published.recv().await {
+                    if feed.send(event.payload).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        (None, Some(kafka)) => {
+            let kafka = kafka.clone();
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    let followed = omninode_kafka::tail(&kafka, &all, false, |record| match record {
+                        Ok(record) => {
+                            if feed.try_send(record.payload).is_err() {
+                                metrics::counter!("ws_feed_dropped_total").increment(1);
+                            }
+                            !stop.is_cancelled() && !feed.is_closed()
+                        }
+                        Err(err) => {
+                            tracing::warn!(%err, "the event fan-out cannot read Kafka; retrying");
+                            !stop.is_cancelled()
+                        }
+                    })
+                    .await;
+                    if let Err(err) = followed {
+                        tracing::warn!(%err, "the event fan-out lost Kafka; following again in a second");
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                }
+            });
+        }
+        (None, None) => {}
+    }
+    receiver
 }

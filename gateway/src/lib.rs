@@ -7,9 +7,11 @@
 //! come from it, so a new annotated RPC is served without touching this crate.
 
 pub mod codec;
+pub mod events;
 pub mod guard;
 pub mod openapi;
 pub mod rules;
+pub mod subscribe;
 pub mod template;
 pub mod transcode;
 
@@ -44,6 +46,8 @@ pub struct Gateway {
     cors: Option<Vec<String>>,
     max_message_bytes: usize,
     guard: guard::Guard,
+    /// The live event fan-out, when an event stream is connected.
+    hub: Option<events::EventHub>,
 }
 
 impl Gateway {
@@ -66,7 +70,14 @@ impl Gateway {
             cors: config.cors_origins.clone(),
             max_message_bytes: config.max_message_bytes,
             guard: guard::Guard { max_body_bytes: config.max_body_bytes, allowed_hosts: config.allowed_hosts.clone() },
+            hub: None,
         })
+    }
+
+    /// Serves `/v1/events:subscribe` from `hub`.
+    pub fn with_events(mut self, hub: events::EventHub) -> Self {
+        self.hub = Some(hub);
+        self
     }
 
     /// The axum router serving every route, `/openapi.json` and `/docs`.
@@ -78,6 +89,7 @@ impl Gateway {
         let router = Router::new()
             .route("/openapi.json", axum::routing::get(move || async move { axum::Json((*spec).clone()) }))
             .route("/docs", axum::routing::get(|| async { axum::response::Html(include_str!("docs.html")) }))
+            .route("/v1/events:subscribe", axum::routing::get(subscribe::subscribe))
             .fallback(handle)
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::from_fn_with_state(guard, guard::check))
@@ -305,6 +317,8 @@ pub struct GatewayConfig {
     /// The largest gRPC message exchanged with the services: their own limit
     /// (four times `STAMPING_MAX_CONTENT_BYTES`, as stamping's BatchStamp).
     pub max_message_bytes: usize,
+    /// `GATEWAY_WS_BUFFER`, `GATEWAY_WS_HISTORY`: the live event fan-out.
+    pub fanout: events::FanoutConfig,
 }
 
 impl GatewayConfig {
@@ -326,6 +340,10 @@ impl GatewayConfig {
             cors_origins: env
                 .optional("GATEWAY_CORS_ORIGINS")?
                 .map(|list| list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()),
+            fanout: events::FanoutConfig {
+                buffer: env.parse_in("GATEWAY_WS_BUFFER", 256, 1, 100_000)?,
+                history: env.parse_in("GATEWAY_WS_HISTORY", 10_000, 0, 1_000_000)?,
+            },
         })
     }
 }

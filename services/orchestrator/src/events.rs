@@ -40,6 +40,10 @@ pub(crate) fn state_changed(workflow: &Workflow, from: Option<WorkflowState>) ->
             step: step.unwrap_or_default(),
             actor,
             definition: workflow.definition.clone().unwrap_or_else(|| BUILT_IN.to_owned()),
+            waiting_for: match workflow.state {
+                WorkflowState::Waiting => workflow.waiting_for.unwrap_or_default().to_owned(),
+                _ => String::new(),
+            },
         }),
     }
 }

@@ -147,6 +147,9 @@ pub struct Workflow {
     pub cursor: u32,
     /// The name of that step (`None` past the last one, and for the built-in pipeline).
     pub current_step: Option<String>,
+    /// WAITING: what for ("approval", "timer"); said in the state-change
+    /// event, not stored (the definition says it).
+    pub waiting_for: Option<&'static str>,
     /// The deadline of the wait at `cursor`: when the timer fires or the
     /// approval times out. Kept through a pause; cleared when the step ends.
     pub wake_at: Option<DateTime<Utc>>,
@@ -181,6 +184,7 @@ impl Workflow {
             definition: None,
             cursor: 0,
             current_step: None,
+            waiting_for: None,
             wake_at: None,
         }
     }

@@ -148,6 +148,7 @@ impl WorkflowEngine {
             }
         };
         workflow.wake_at = until;
+        workflow.waiting_for = Some(step.kind.name());
         let from = workflow.state;
         workflow.transition(WorkflowState::Waiting, reason)?;
         let _ = self.save(workflow, from).await?;

@@ -300,6 +300,7 @@ fn from_model(m: Model) -> Result<Workflow, DbErr> {
         definition: m.definition,
         cursor: u32::try_from(m.step_cursor).unwrap_or_default(),
         current_step: m.current_step,
+        waiting_for: None,
         wake_at: m.wake_at,
     })
 }
