@@ -278,6 +278,12 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         let port = config.port;
         let listener =
             runtime.bind(port).await.with_context(|| format!("cannot bind GATEWAY_PORT {port} on {}", mesh.host))?;
+        if let Some(bytes) = config.send_buffer_bytes {
+            // Accepted connections inherit the listener's send buffer.
+            socket2::SockRef::from(&listener)
+                .set_send_buffer_size(bytes)
+                .context("cannot set GATEWAY_SEND_BUFFER_BYTES on the gateway's socket")?;
+        }
         endpoints.gateway = Some(listener.local_addr()?);
         // Each upstream: in this process, else discovered, else its configured URL.
         let local = [endpoints.stamping, endpoints.orchestrator, endpoints.reducer];

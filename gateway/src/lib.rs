@@ -319,6 +319,10 @@ pub struct GatewayConfig {
     pub max_message_bytes: usize,
     /// `GATEWAY_WS_BUFFER`, `GATEWAY_WS_HISTORY`: the live event fan-out.
     pub fanout: events::FanoutConfig,
+    /// `GATEWAY_SEND_BUFFER_BYTES`: the kernel send buffer of each connection
+    /// (unset: the kernel's autotuning, up to `net.ipv4.tcp_wmem`'s maximum).
+    /// Bounds what a subscriber that stopped reading holds beside its queue.
+    pub send_buffer_bytes: Option<usize>,
 }
 
 impl GatewayConfig {
@@ -343,6 +347,10 @@ impl GatewayConfig {
             fanout: events::FanoutConfig {
                 buffer: env.parse_in("GATEWAY_WS_BUFFER", 256, 1, 100_000)?,
                 history: env.parse_in("GATEWAY_WS_HISTORY", 10_000, 0, 1_000_000)?,
+            },
+            send_buffer_bytes: match env.optional("GATEWAY_SEND_BUFFER_BYTES")? {
+                None => None,
+                Some(_) => Some(env.parse_in("GATEWAY_SEND_BUFFER_BYTES", 0, 4096, 64 << 20)?),
             },
         })
     }
