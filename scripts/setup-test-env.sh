@@ -28,6 +28,13 @@ if ! dpkg -s libssl-dev pkg-config >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq libssl-dev pkg-config >/dev/null
 fi
 
+# The console is tested in a real browser: Debian's Chromium, driven over the DevTools protocol.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "installing chromium"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+fi
+
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then

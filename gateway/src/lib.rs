@@ -90,6 +90,9 @@ impl Gateway {
             .route("/openapi.json", axum::routing::get(move || async move { axum::Json((*spec).clone()) }))
             .route("/docs", axum::routing::get(|| async { axum::response::Html(include_str!("docs.html")) }))
             .route("/v1/events:subscribe", axum::routing::get(subscribe::subscribe))
+            // The console is a static page: it calls the API with the credentials its user enters.
+            .route("/console", axum::routing::get(console))
+            .route("/console/", axum::routing::get(console))
             .fallback(handle)
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::from_fn_with_state(guard, guard::check))
@@ -99,6 +102,15 @@ impl Gateway {
             Some(origins) => router.layer(cors_layer(&origins)),
         }
     }
+}
+
+/// The web console: one self-contained page (no CDN; it works offline).
+async fn console() -> Response {
+    let mut response = axum::response::Html(include_str!("console.html")).into_response();
+    let policy = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'";
+    response.headers_mut().insert(http::header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
+    response.headers_mut().insert(http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {

@@ -1,6 +1,7 @@
 //! Test harness: starts real OmniNode Bridge processes on ephemeral ports,
 //! on SQLite (a temporary file) or PostgreSQL (a fresh database per test).
 
+pub mod browser;
 pub mod consul;
 pub mod http_double;
 pub mod kafka;
