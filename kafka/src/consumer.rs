@@ -77,7 +77,8 @@ pub struct TailRecord {
 
 /// Follows every partition of `topics` (no group, nothing committed), from
 /// the beginning or from now on, and hands each record to `each` until it
-/// answers false.
+/// answers false. A topic with no partitions yet (not created) is an error,
+/// so that a caller can try again rather than follow nothing.
 pub async fn tail(
     kafka: &KafkaConfig,
     topics: &[String],
@@ -93,8 +94,12 @@ pub async fn tail(
     let mut assignment = TopicPartitionList::new();
     for topic in topics {
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            assignment.add_partition_offset(topic, partition.id(), start)?;
+        let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions()).map(|p| p.id()).collect();
+        if partitions.is_empty() {
+            return Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition));
+        }
+        for partition in partitions {
+            assignment.add_partition_offset(topic, partition, start)?;
         }
     }
     consumer.assign(&assignment)?;

@@ -245,3 +245,36 @@ async fn credentials_are_required_when_keys_are_set() {
     }
     mesh.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kafka_the_gateway_follows_the_broker() {
+    let broker = omninode_integration_tests::kafka::Broker::start().await;
+    let bootstrap = broker.bootstrap();
+    let vars = [
+        ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.as_str()),
+        ("KAFKA_TOPIC_PREFIX", "wsfeed"),
+        ("OUTBOX_POLL_INTERVAL_MS", "50"),
+    ];
+    let mesh = mesh(&vars).await;
+    assert!(mesh.mesh().bus.is_none(), "events go through Kafka, not the in-process bus");
+    let mut socket = connect(&mesh, "?namespace=ws.kafka&eventType=StampCreated").await;
+    // The gateway follows from the moment it holds the topics' partitions: stamp until one arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (hash, event) = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no event arrived through Kafka");
+        let hash = stamp(&mesh, "ws.kafka", [format!("through kafka {:?}", tokio::time::Instant::now())]).await;
+        if let Some(event) = next_json(&mut socket, Duration::from_secs(2)).await {
+            break (hash, event);
+        }
+    };
+    assert_eq!(event["eventType"], "StampCreated");
+    let later = stamp(&mesh, "ws.kafka", ["one more".to_owned()]).await;
+    let mut seen = vec![event["stampCreated"]["fileHash"].as_str().unwrap().to_owned()];
+    while !seen.contains(&later[0]) {
+        let next = next_json(&mut socket, Duration::from_secs(15)).await.expect("the next event");
+        seen.push(next["stampCreated"]["fileHash"].as_str().unwrap().to_owned());
+    }
+    assert!(seen.contains(&hash[0]) || seen.len() > 1, "{seen:?}");
+    mesh.shutdown().await;
+    drop(broker);
+}
