@@ -99,7 +99,7 @@ impl Gateway {
             .with_state(self);
         match cors {
             None => router,
-            Some(origins) => router.layer(cors_layer(&origins)),
+            Some(origins) => router.layer(omninode_runtime::server::cors_layer(&origins)),
         }
     }
 }
@@ -111,16 +111,6 @@ async fn console() -> Response {
     response.headers_mut().insert(http::header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(policy));
     response.headers_mut().insert(http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
-}
-
-fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
-    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-    let layer = CorsLayer::new().allow_methods(Any).allow_headers(Any).expose_headers(Any);
-    if origins.iter().any(|o| o == "*") {
-        layer.allow_origin(Any)
-    } else {
-        layer.allow_origin(AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
-    }
 }
 
 async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -353,9 +343,7 @@ impl GatewayConfig {
             allowed_hosts: env
                 .optional("GATEWAY_ALLOWED_HOSTS")?
                 .map(|list| list.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect()),
-            cors_origins: env
-                .optional("GATEWAY_CORS_ORIGINS")?
-                .map(|list| list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()),
+            cors_origins: omninode_runtime::config::cors_origins(env)?,
             fanout: events::FanoutConfig {
                 buffer: env.parse_in("GATEWAY_WS_BUFFER", 256, 1, 100_000)?,
                 history: env.parse_in("GATEWAY_WS_HISTORY", 10_000, 0, 1_000_000)?,

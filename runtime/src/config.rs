@@ -170,6 +170,13 @@ pub enum DatabaseTarget {
     Url(String),
 }
 
+/// `GATEWAY_CORS_ORIGINS`, as a list (unset or empty: `None`).
+pub fn cors_origins(env: &Env) -> Result<Option<Vec<String>>, ConfigError> {
+    Ok(env
+        .optional("GATEWAY_CORS_ORIGINS")?
+        .map(|list| list.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()))
+}
+
 /// Settings every service shares, read from the environment.
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
@@ -202,6 +209,10 @@ pub struct MeshConfig {
     pub shutdown_grace: Duration,
     /// `OMNINODE_INSTANCE_ID`: this process's id in logs and events (default host-pid).
     pub instance_id: String,
+    /// `GATEWAY_CORS_ORIGINS`: origins allowed to call from a browser — the
+    /// gateway's REST routes and every gRPC server's gRPC-Web (comma-separated,
+    /// or `*`); unset: no CORS headers.
+    pub cors_origins: Option<Vec<String>>,
 }
 
 impl MeshConfig {
@@ -254,6 +265,7 @@ impl MeshConfig {
             health_check_interval: env.millis("HEALTH_CHECK_INTERVAL_MS", 5000)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 10_000)?,
             instance_id,
+            cors_origins: cors_origins(env)?,
         })
     }
 }

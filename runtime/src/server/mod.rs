@@ -106,8 +106,13 @@ impl Runtime {
         let stop = self.shutdown.clone();
         let grace = self.config.shutdown_grace;
         let tls = self.config.tls.server.clone();
+        let cors = self.config.cors_origins.as_deref().map(cors_layer);
         tokio::spawn(async move {
+            // gRPC-Web (HTTP/1.1 and HTTP/2) beside gRPC, so a browser can call directly.
             let server = Server::builder()
+                .accept_http1(true)
+                .layer(tower::util::option_layer(cors))
+                .layer(tonic_web::GrpcWebLayer::new())
                 .layer(GrpcMetricsLayer)
                 .layer(decode_errors::DecodeErrorLayer)
                 .layer(auth)
@@ -167,6 +172,20 @@ pub(crate) async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, So
 /// Reflection that advertises exactly what the server serves: `services`,
 /// health and both reflection versions (grpcurl 1.8 asks v1alpha, newer
 /// clients v1).
+/// CORS for browsers calling from `origins` (or any, with `*`): every method
+/// and request header, and every response header exposed (gRPC-Web's
+/// `grpc-status`, `grpc-message` and the error reason among them).
+pub fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let layer = CorsLayer::new().allow_methods(Any).allow_headers(Any).expose_headers(Any);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        let origins = origins.iter().filter_map(|o| ::http::HeaderValue::from_str(o).ok());
+        layer.allow_origin(AllowOrigin::list(origins))
+    }
+}
+
 fn reflection(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
     let mut builder = tonic_reflection::server::Builder::configure()
         .include_reflection_service(false)
