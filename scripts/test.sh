@@ -18,8 +18,15 @@ step "format and lint"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "contracts (buf lint)"
+step "contracts (buf lint, buf breaking)"
 (cd proto && buf lint)
+# Wire compatibility with the last release: its tag when there is one, else the committed image.
+last_release="$(git describe --tags --abbrev=0 2>/dev/null || true)"
+if [ -n "$last_release" ]; then
+    (cd proto && buf breaking --against "../.git#tag=$last_release,subdir=proto")
+else
+    (cd proto && buf breaking --against release-baseline.binpb)
+fi
 
 step "deployment files (hadolint, docker compose config, kubernetes-validate)"
 hadolint docker/Dockerfile
@@ -41,6 +48,11 @@ step "smoke test: omninode up + grpcurl"
 # The same feature set as the tests, so nothing is built twice.
 cargo build --locked --workspace --all-targets
 scripts/smoke.sh "$CARGO_TARGET_DIR/debug/omninode"
+
+step "Python SDK: generated code up to date, pytest against a real omninode up"
+scripts/generate-sdks.sh --check
+python3 -m pip install --quiet --disable-pip-version-check -e 'sdks/python[test]'
+OMNINODE_BIN="$CARGO_TARGET_DIR/debug/omninode" python3 -m pytest -q sdks/python/tests
 
 step "benchmark harness (smoke mode: every scenario completes; no timings judged)"
 "$CARGO_TARGET_DIR/debug/omninode-bench" --smoke >/dev/null
