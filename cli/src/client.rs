@@ -1,22 +1,20 @@
-//! Client commands: stamp files and verify stamped files over gRPC.
+//! Client commands: stamp files and verify stamped files over gRPC, through
+//! the `omninode-client` crate (the SDK the CLI shares with Rust users).
 
 use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use futures::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
-use omninode_proto::stamping::v1::{self as pb, stamping_service_client::StampingServiceClient};
+use omninode_proto::stamping::v1 as pb;
 use omninode_runtime::{
-    auth::{AuthedChannel, Credential},
+    auth::Credential,
     tls::{ClientTls, TlsConfig},
 };
 use tonic::transport::Channel;
 
-/// Largest message the client sends or accepts.
-const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
-
-/// A stamping client with this process's credential (`OMNINODE_CLIENT_TOKEN`).
-pub type Stamping = StampingServiceClient<AuthedChannel>;
+/// The mesh as the command line calls it, with this process's credential (`OMNINODE_CLIENT_TOKEN`).
+pub type Stamping = omninode_client::Mesh;
 
 /// How the command line reaches the mesh: its credential
 /// (`OMNINODE_CLIENT_TOKEN`) and TLS settings (`TLS_CA_FILE`, …), read once.
@@ -45,9 +43,18 @@ impl Access {
 /// Connects to the stamping service at `url` (e.g. `http://127.0.0.1:8053`).
 pub async fn connect(url: &str, access: &Access) -> anyhow::Result<Stamping> {
     let channel = access.channel(url, "the stamping service", None).await?;
-    Ok(StampingServiceClient::with_interceptor(channel, access.credential.clone())
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(access.mesh(channel))
+}
+
+impl Access {
+    /// The client over `channel` for every service this command calls.
+    fn mesh(&self, channel: Channel) -> Stamping {
+        let options = match self.credential.token() {
+            Some(token) => omninode_client::Options::default().bearer(token),
+            None => omninode_client::Options::default(),
+        };
+        omninode_client::Mesh::from_channels(channel.clone(), channel.clone(), channel, options)
+    }
 }
 
 /// What `omninode stamp` does with each file.
@@ -66,9 +73,9 @@ pub async fn stamp_files(client: Stamping, files: Vec<PathBuf>, options: StampOp
     let options = Arc::new(options);
     let results: Vec<(PathBuf, anyhow::Result<pb::StampResponse>)> = stream::iter(files)
         .map(|path| {
-            let (mut client, options, bar) = (client.clone(), options.clone(), bar.clone());
+            let (client, options, bar) = (client.clone(), options.clone(), bar.clone());
             async move {
-                let result = stamp_one(&mut client, &path, &options).await;
+                let result = stamp_one(&client, &path, &options).await;
                 bar.inc(1);
                 (path, result)
             }
@@ -96,7 +103,7 @@ pub async fn stamp_files(client: Stamping, files: Vec<PathBuf>, options: StampOp
     Ok(failed)
 }
 
-async fn stamp_one(client: &mut Stamping, path: &PathBuf, options: &StampOptions) -> anyhow::Result<pb::StampResponse> {
+async fn stamp_one(client: &Stamping, path: &PathBuf, options: &StampOptions) -> anyhow::Result<pb::StampResponse> {
     let content = tokio::fs::read_to_string(path).await.context("cannot read as UTF-8 text")?;
     let request = pb::StampRequest {
         namespace: options.namespace.clone(),
@@ -105,7 +112,7 @@ async fn stamp_one(client: &mut Stamping, path: &PathBuf, options: &StampOptions
         format: options.format as i32,
         ..Default::default()
     };
-    let response = client.stamp(request).await.map_err(status_error)?.into_inner();
+    let response = client.stamp_with(request).await?;
     if !options.stdout {
         tokio::fs::write(path, &response.stamped_content).await.context("cannot write the stamped file")?;
     }
@@ -113,7 +120,7 @@ async fn stamp_one(client: &mut Stamping, path: &PathBuf, options: &StampOptions
 }
 
 /// Validates every file; returns how many are not valid.
-pub async fn verify_files(mut client: Stamping, files: Vec<PathBuf>) -> anyhow::Result<usize> {
+pub async fn verify_files(client: Stamping, files: Vec<PathBuf>) -> anyhow::Result<usize> {
     let mut invalid = 0;
     for path in files {
         let content = match tokio::fs::read_to_string(&path).await {
@@ -124,8 +131,7 @@ pub async fn verify_files(mut client: Stamping, files: Vec<PathBuf>) -> anyhow::
                 continue;
             }
         };
-        let request = pb::ValidateRequest { content, expected_hash: String::new() };
-        let verdict = client.validate(request).await.map_err(status_error)?.into_inner();
+        let verdict = client.validate(&content, "").await?;
         if verdict.valid {
             println!("valid   {} {}", verdict.current_hash, path.display());
         } else {
@@ -134,10 +140,6 @@ pub async fn verify_files(mut client: Stamping, files: Vec<PathBuf>) -> anyhow::
         }
     }
     Ok(invalid)
-}
-
-fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
 fn progress_bar(len: usize, hidden: bool) -> ProgressBar {
@@ -154,16 +156,8 @@ fn progress_bar(len: usize, hidden: bool) -> ProgressBar {
 
 /// Prints the aggregates of `namespace` from the reducer at `url`.
 pub async fn print_stats(url: &str, namespace: &str, access: &Access) -> anyhow::Result<()> {
-    use omninode_proto::reducer::v1::{GetNamespaceStatsRequest, reducer_service_client::ReducerServiceClient};
     let channel = access.channel(url, "the reducer", None).await?;
-    let request = GetNamespaceStatsRequest { namespace: namespace.to_owned() };
-    let stats = ReducerServiceClient::with_interceptor(channel, access.credential.clone())
-        .get_namespace_stats(request)
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .stats
-        .unwrap_or_default();
+    let stats = access.mesh(channel).namespace_stats(namespace).await?;
     println!("namespace          {}", stats.namespace);
     println!("stamps             {}", stats.total_stamps);
     println!("bytes              {}", stats.total_size_bytes);

@@ -445,6 +445,11 @@ impl Credential {
     pub fn is_set(&self) -> bool {
         self.0.is_some()
     }
+
+    /// The bearer token, when set.
+    pub fn token(&self) -> Option<&str> {
+        self.0.as_ref().and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+    }
 }
 
 impl tonic::service::Interceptor for Credential {
