@@ -300,19 +300,28 @@ async fn the_queue_bound_holds_across_instances(backend: Backend) {
     let a = TestMesh::start_services(database.clone(), &[ServiceKind::Orchestrator], &settings).await;
     let b = TestMesh::start_services(database.clone(), &[ServiceKind::Orchestrator], &settings).await;
     let mut clients: [OrchestratorServiceClient<Channel>; 2] = [a.orchestrator().await, b.orchestrator().await];
-    for i in 0..5 {
-        clients[i % 2].start_workflow(start_request("bounded", i)).await.unwrap_or_else(|e| panic!("start {i}: {e}"));
-    }
-    for client in &mut clients {
-        let full = client.start_workflow(start_request("bounded", 99)).await.unwrap_err();
-        assert_eq!((full.code(), reason(&full)), (Code::ResourceExhausted, "QUEUE_FULL"), "{full:?}");
-    }
+    // Start until refused: two run (one per instance), three wait, the next is refused. (On a loaded
+    // machine a worker may give a workflow up — a store timeout — and claim a waiting one, so the
+    // refusal is awaited rather than expected at exactly the sixth start.)
+    let mut started = 0;
+    let refused = loop {
+        assert!(started < 20, "the queue never filled");
+        match clients[started % 2].start_workflow(start_request("bounded", started)).await {
+            Ok(_) => started += 1,
+            Err(full) => break full,
+        }
+    };
+    assert_eq!((refused.code(), reason(&refused)), (Code::ResourceExhausted, "QUEUE_FULL"), "{refused:?}");
+    assert!(started >= 5, "at least two claimed and three waiting before the first refusal ({started})");
     let db = &a.mesh().database;
-    assert_eq!(scalar(db, "SELECT COUNT(*) FROM workflow_executions").await, 5, "a refused start stores nothing");
+    let waiting = "SELECT COUNT(*) FROM workflow_executions WHERE lease_owner IS NULL AND current_state = 'PENDING'";
+    assert_eq!(scalar(db, waiting).await, 3, "three wait unclaimed when the queue is full");
+    let other = clients[(started + 1) % 2].start_workflow(start_request("bounded", 99)).await.unwrap_err();
+    assert_eq!((other.code(), reason(&other)), (Code::ResourceExhausted, "QUEUE_FULL"), "either instance refuses");
     assert_eq!(
-        scalar(db, "SELECT COUNT(*) FROM workflow_executions WHERE lease_owner IS NULL").await,
-        3,
-        "two claimed (one per instance), three waiting"
+        scalar(db, "SELECT COUNT(*) FROM workflow_executions").await,
+        started as i64,
+        "a refused start stores nothing"
     );
     a.shutdown().await;
     b.shutdown().await;
