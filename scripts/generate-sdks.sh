@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Generates the client SDKs' code from proto/ with tools installed from the
-# registries (grpcio-tools from PyPI; nothing is downloaded at generation
-# time). The output is committed; `scripts/generate-sdks.sh --check` (run by
+# registries (grpcio-tools from PyPI for Python; buf from PyPI and
+# @bufbuild/protoc-gen-es from npm for TypeScript, per proto/buf.gen.yaml;
+# nothing is downloaded at generation time). The output is committed; `scripts/generate-sdks.sh --check` (run by
 # the test command) regenerates into a scratch directory and fails on any
 # difference.
 set -euo pipefail
@@ -24,16 +25,27 @@ python_sdk() {
     find "$out/omninode" -type d -exec touch {}/__init__.py \;
 }
 
+typescript_sdk() { # output base directory
+    [ -x sdks/typescript/node_modules/.bin/protoc-gen-es ] \
+        || (cd sdks/typescript && npm ci --no-audit --no-fund --silent)
+    buf generate proto --template proto/buf.gen.yaml -o "$1"
+}
+
 if [ "${1:-}" = "--check" ]; then
     scratch="$(mktemp -d)"
     trap 'rm -rf "$scratch"' EXIT
     python_sdk "$scratch/python"
-    if ! diff -r "$scratch/python/omninode" sdks/python/src/omninode; then
-        echo "sdks/python/src/omninode is not what proto/ generates: run scripts/generate-sdks.sh and commit" >&2
+    typescript_sdk "$scratch"
+    stale=0
+    diff -r "$scratch/python/omninode" sdks/python/src/omninode || stale=1
+    diff -r "$scratch/sdks/typescript/src/gen" sdks/typescript/src/gen || stale=1
+    if [ "$stale" = 1 ]; then
+        echo "the generated SDK code is not what proto/ generates: run scripts/generate-sdks.sh and commit" >&2
         exit 1
     fi
     echo "generated SDK code is up to date"
 else
-    rm -rf sdks/python/src/omninode
+    rm -rf sdks/python/src/omninode sdks/typescript/src/gen
     python_sdk "$PWD/sdks/python/src"
+    typescript_sdk .
 fi

@@ -32,6 +32,13 @@ if ! dpkg -s libssl-dev pkg-config >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq libssl-dev pkg-config >/dev/null
 fi
 
+# The TypeScript SDK builds and is tested with Node.js and npm.
+if ! command -v npm >/dev/null 2>&1; then
+    echo "installing nodejs and npm"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+fi
+
 # The console is tested in a real browser: Debian's Chromium, driven over the DevTools protocol.
 if ! command -v chromium >/dev/null 2>&1; then
     echo "installing chromium"

@@ -37,6 +37,9 @@ for profile in core full; do
 done
 (cd deployment/kubernetes && kubernetes-validate --strict --quiet $(ls *.yaml | grep -v '^kustomization.yaml$'))
 
+step "TypeScript SDK: install and build (the browser test imports it)"
+(cd sdks/typescript && npm ci --no-audit --no-fund --silent && npm run build --silent)
+
 step "unit and integration tests (SQLite and PostgreSQL)"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
@@ -49,10 +52,11 @@ step "smoke test: omninode up + grpcurl"
 cargo build --locked --workspace --all-targets
 scripts/smoke.sh "$CARGO_TARGET_DIR/debug/omninode"
 
-step "Python SDK: generated code up to date, pytest against a real omninode up"
+step "SDKs: generated code up to date; pytest and node --test against a real omninode up"
 scripts/generate-sdks.sh --check
 python3 -m pip install --quiet --disable-pip-version-check -e 'sdks/python[test]'
 OMNINODE_BIN="$CARGO_TARGET_DIR/debug/omninode" python3 -m pytest -q sdks/python/tests
+(cd sdks/typescript && OMNINODE_BIN="$CARGO_TARGET_DIR/debug/omninode" node --test test/)
 
 step "benchmark harness (smoke mode: every scenario completes; no timings judged)"
 "$CARGO_TARGET_DIR/debug/omninode-bench" --smoke >/dev/null

@@ -1,0 +1,28 @@
+// The mesh from Node: gRPC over HTTP/2 (the default) or gRPC-Web.
+import { createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { credentials, Mesh, type MeshOptions } from "./index.js";
+
+export * from "./index.js";
+
+export interface NodeEndpoints {
+  stamping?: string;
+  orchestrator?: string;
+  reducer?: string;
+}
+
+/** `omninode up`'s defaults unless told otherwise; `grpcWeb` speaks gRPC-Web over HTTP/1.1. */
+export function connect(endpoints: NodeEndpoints = {}, options: MeshOptions & { grpcWeb?: boolean } = {}): Mesh {
+  const interceptors = [credentials(options)];
+  const transport = (baseUrl: string) =>
+    options.grpcWeb
+      ? createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors })
+      : createGrpcTransport({ baseUrl, interceptors });
+  return new Mesh(
+    {
+      stamping: transport(endpoints.stamping ?? "http://127.0.0.1:8053"),
+      orchestrator: transport(endpoints.orchestrator ?? "http://127.0.0.1:8060"),
+      reducer: transport(endpoints.reducer ?? "http://127.0.0.1:8061"),
+    },
+    options,
+  );
+}
