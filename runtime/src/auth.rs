@@ -494,15 +494,28 @@ pub struct AuthService<S> {
     auth: Arc<Authenticator>,
 }
 
+/// How much of a refused request's body is read before the answer, and for
+/// how long: an HTTP/1.1 client (gRPC-Web) still writing its body when the
+/// answer and the connection's close arrive would see a broken pipe, not the
+/// UNAUTHENTICATED it was sent.
+const REFUSED_BODY_DRAIN: (usize, std::time::Duration) = (64 * 1024, std::time::Duration::from_secs(2));
+
 impl<S, B, R> tower::Service<http::Request<B>> for AuthService<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
-    R: Default,
+    S::Error: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    R: Default + Send + 'static,
 {
     type Response = http::Response<R>;
     type Error = S::Error;
-    type Future = futures::future::Either<S::Future, std::future::Ready<Result<http::Response<R>, S::Error>>>;
+    type Future = futures::future::Either<
+        S::Future,
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<http::Response<R>, S::Error>> + Send>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -520,7 +533,12 @@ where
                 request.extensions_mut().insert(caller);
                 futures::future::Either::Left(self.inner.call(request))
             }
-            Err(err) => futures::future::Either::Right(std::future::ready(Ok(err.into_status().into_http()))),
+            Err(err) => futures::future::Either::Right(Box::pin(async move {
+                let (limit, patience) = REFUSED_BODY_DRAIN;
+                let body = http_body_util::Limited::new(request.into_body(), limit);
+                let _ = tokio::time::timeout(patience, http_body_util::BodyExt::collect(body)).await;
+                Ok(err.into_status().into_http())
+            })),
         }
     }
 }

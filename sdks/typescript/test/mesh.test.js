@@ -1,8 +1,8 @@
 // The TypeScript SDK against a real `omninode up`, over both Node transports.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,20 +11,29 @@ import { connect, Code, OmniNodeError, orchestrator } from "../dist/node.js";
 const binary = process.env.OMNINODE_BIN ?? join(process.env.CARGO_TARGET_DIR ?? "../../target", "debug", "omninode");
 const freePort = () => new Promise((done) => { const s = createServer().listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => done(port)); }); });
 
-let up, endpoints;
-before(async () => {
+/** Starts `omninode up` on free ports with `extra` variables; its endpoints and process. */
+async function startMesh(extra = {}, scheme = "http", options = {}) {
   const [stamping, orch, reducer, gateway, metrics] = await Promise.all([1, 2, 3, 4, 5].map(freePort));
-  endpoints = { stamping: `http://127.0.0.1:${stamping}`, orchestrator: `http://127.0.0.1:${orch}`, reducer: `http://127.0.0.1:${reducer}` };
-  up = spawn(binary, ["up"], {
+  const host = scheme === "https" ? "localhost" : "127.0.0.1";
+  const urls = { stamping: `${scheme}://${host}:${stamping}`, orchestrator: `${scheme}://${host}:${orch}`, reducer: `${scheme}://${host}:${reducer}` };
+  const child = spawn(binary, ["up"], {
     env: { ...process.env, OMNINODE_DATA_DIR: mkdtempSync(join(tmpdir(), "omninode-ts-")), STAMPING_PORT: `${stamping}`, ORCHESTRATOR_PORT: `${orch}`,
-      REDUCER_PORT: `${reducer}`, GATEWAY_PORT: `${gateway}`, METRICS_PORT: `${metrics}`, LOG_FORMAT: "json", RUST_LOG: "warn", DATABASE_URL: "" },
+      REDUCER_PORT: `${reducer}`, GATEWAY_PORT: `${gateway}`, METRICS_PORT: `${metrics}`, LOG_FORMAT: "json", RUST_LOG: "warn", DATABASE_URL: "", ...extra },
     stdio: ["ignore", "ignore", "inherit"],
   });
-  const probe = connect(endpoints, { retries: 0, timeoutMs: 1000 });
+  const probe = connect(urls, { retries: 0, timeoutMs: 1000, ...options });
   for (let i = 0; ; i++) {
-    try { await probe.hash("ready?"); break; } catch (error) { if (i > 150) throw error; await new Promise((r) => setTimeout(r, 200)); }
+    try { await probe.hash("ready?"); break; } catch (error) {
+      if (error.reason === "UNAUTHENTICATED") break;
+      if (i > 150) throw error;
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
-});
+  return { urls, child };
+}
+
+let up, endpoints;
+before(async () => { ({ urls: endpoints, child: up } = await startMesh()); });
 after(() => up?.kill("SIGTERM"));
 
 for (const grpcWeb of [false, true]) {
@@ -60,3 +69,27 @@ for (const grpcWeb of [false, true]) {
     await assert.rejects(mesh.stamp("Bad Namespace", "x"), (error) => error.code === Code.InvalidArgument && error.reason === "NAMESPACE_INVALID");
   });
 }
+
+test("API key and TLS options", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "omninode-ts-tls-"));
+  const run = (...args) => execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });
+  run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=ts test CA", "-keyout", "ca.key", "-out", "ca.crt");
+  run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr");
+  writeFileSync(join(dir, "san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+  run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt");
+  const ca = readFileSync(join(dir, "ca.crt"));
+  const extra = { TLS_CERT_FILE: join(dir, "server.crt"), TLS_KEY_FILE: join(dir, "server.key"), TLS_CA_FILE: join(dir, "ca.crt"),
+    GATEWAY_API_KEYS: "ts-key", OMNINODE_CLIENT_TOKEN: "ts-key" };
+  const secured = await startMesh(extra, "https", { tls: { ca }, apiKey: "ts-key" });
+  try {
+    for (const grpcWeb of [false, true]) {
+      const mesh = connect(secured.urls, { tls: { ca }, apiKey: "ts-key", grpcWeb });
+      const done = await mesh.runWorkflow("sdk.tstls", "# TLS\n");
+      assert.equal(done.state, orchestrator.WorkflowState.COMPLETED, done.errorMessage);
+      const anonymous = connect(secured.urls, { tls: { ca }, retries: 0, grpcWeb });
+      await assert.rejects(anonymous.stamp("sdk.tstls", "x"), (error) => { assert.equal(`${grpcWeb} ${Code[error.code]} ${error.reason}`, `${grpcWeb} Unauthenticated UNAUTHENTICATED`, error.message); return true; });
+    }
+  } finally {
+    secured.child.kill("SIGTERM");
+  }
+});
