@@ -48,6 +48,7 @@ pub struct Gateway {
     guard: guard::Guard,
     /// The live event fan-out, when an event stream is connected.
     hub: Option<events::EventHub>,
+    unknown_fields: transcode::UnknownFields,
 }
 
 impl Gateway {
@@ -71,6 +72,7 @@ impl Gateway {
             max_message_bytes: config.max_message_bytes,
             guard: guard::Guard { max_body_bytes: config.max_body_bytes, allowed_hosts: config.allowed_hosts.clone() },
             hub: None,
+            unknown_fields: config.unknown_fields,
         })
     }
 
@@ -139,7 +141,7 @@ async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, header
             error_response(&Status::new(Code::NotFound, format!("no route for {path}")), None)
         };
     };
-    let request = match transcode::request_message(route, &bindings, uri.query(), &body) {
+    let request = match transcode::request_message(route, &bindings, uri.query(), &body, gateway.unknown_fields) {
         Ok(request) => request,
         Err(bad) => return error_response(&Status::new(Code::InvalidArgument, bad.0), None),
     };
@@ -325,6 +327,9 @@ pub struct GatewayConfig {
     /// (unset: the kernel's autotuning, up to `net.ipv4.tcp_wmem`'s maximum).
     /// Bounds what a subscriber that stopped reading holds beside its queue.
     pub send_buffer_bytes: Option<usize>,
+    /// `GATEWAY_REJECT_UNKNOWN_FIELDS`: refuse JSON fields a request message
+    /// does not have (default false: they are ignored).
+    pub unknown_fields: transcode::UnknownFields,
 }
 
 impl GatewayConfig {
@@ -347,6 +352,10 @@ impl GatewayConfig {
             fanout: events::FanoutConfig {
                 buffer: env.parse_in("GATEWAY_WS_BUFFER", 256, 1, 100_000)?,
                 history: env.parse_in("GATEWAY_WS_HISTORY", 10_000, 0, 1_000_000)?,
+            },
+            unknown_fields: match env.flag("GATEWAY_REJECT_UNKNOWN_FIELDS", false)? {
+                true => transcode::UnknownFields::Reject,
+                false => transcode::UnknownFields::Ignore,
             },
             send_buffer_bytes: match env.optional("GATEWAY_SEND_BUFFER_BYTES")? {
                 None => None,

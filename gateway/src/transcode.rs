@@ -16,23 +16,34 @@ use crate::rules::Route;
 #[error("{0}")]
 pub struct BadRequest(pub String);
 
+/// What a JSON body's fields that the message does not have do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownFields {
+    /// Ignored, so that older clients keep working as messages grow (grpc-gateway's default).
+    #[default]
+    Ignore,
+    /// Refused with 400 naming the field (`GATEWAY_REJECT_UNKNOWN_FIELDS=true`).
+    Reject,
+}
+
 /// Builds the RPC request from the matched `route`.
 pub fn request_message(
     route: &Route,
     bindings: &[(String, String)],
     query: Option<&str>,
     body: &[u8],
+    unknown: UnknownFields,
 ) -> Result<DynamicMessage, BadRequest> {
     let desc = route.method.input();
     let mut message = match route.body.as_str() {
         "" => DynamicMessage::new(desc.clone()),
         "*" if body.is_empty() => DynamicMessage::new(desc.clone()),
-        "*" => from_json(desc.clone(), body)?,
+        "*" => from_json(desc.clone(), body, unknown)?,
         field => {
             let mut message = DynamicMessage::new(desc.clone());
             if !body.is_empty() {
                 let fd = desc.get_field_by_name(field).ok_or_else(|| BadRequest(format!("no body field {field}")))?;
-                let value = field_from_json(&fd, body)?;
+                let value = field_from_json(&fd, body, unknown)?;
                 message.set_field(&fd, value);
             }
             message
@@ -55,17 +66,18 @@ pub fn request_message(
     Ok(message)
 }
 
-fn from_json(desc: MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, BadRequest> {
+fn from_json(desc: MessageDescriptor, body: &[u8], unknown: UnknownFields) -> Result<DynamicMessage, BadRequest> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let message = DynamicMessage::deserialize_with_options(desc, &mut deserializer, &DeserializeOptions::new())
+    let options = DeserializeOptions::new().deny_unknown_fields(unknown == UnknownFields::Reject);
+    let message = DynamicMessage::deserialize_with_options(desc, &mut deserializer, &options)
         .map_err(|e| BadRequest(format!("invalid JSON body: {e}")))?;
     deserializer.end().map_err(|e| BadRequest(format!("invalid JSON body: {e}")))?;
     Ok(message)
 }
 
-fn field_from_json(fd: &FieldDescriptor, body: &[u8]) -> Result<Value, BadRequest> {
+fn field_from_json(fd: &FieldDescriptor, body: &[u8], unknown: UnknownFields) -> Result<Value, BadRequest> {
     match fd.kind() {
-        Kind::Message(desc) if !fd.is_list() && !fd.is_map() => Ok(Value::Message(from_json(desc, body)?)),
+        Kind::Message(desc) if !fd.is_list() && !fd.is_map() => Ok(Value::Message(from_json(desc, body, unknown)?)),
         _ => Err(BadRequest(format!("body field {} must be a message", fd.name()))),
     }
 }
@@ -133,9 +145,11 @@ fn form_urlencoded(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The JSON of a response message (or of its `response_body` field).
+/// The JSON of a response message (or of its `response_body` field), every
+/// field written, default values included (`"created": false`, zero counts,
+/// enum zero values), as grpc-gateway does by default.
 pub fn response_json(message: &DynamicMessage, response_body: &str) -> serde_json::Value {
-    let options = SerializeOptions::new();
+    let options = SerializeOptions::new().skip_default_fields(false);
     let to_json = |m: &DynamicMessage| {
         m.serialize_with_options(serde_json::value::Serializer, &options).unwrap_or(serde_json::Value::Null)
     };

@@ -4,7 +4,10 @@
 //! panics; a matched path yields exactly the template's variables; a bad body
 //! is a `BadRequest`, never a crash.
 
-use omninode_gateway::{rules, transcode::request_message};
+use omninode_gateway::{
+    rules,
+    transcode::{UnknownFields, request_message},
+};
 use proptest::prelude::*;
 
 fn routes() -> Vec<rules::Route> {
@@ -41,7 +44,9 @@ fn check_path(routes: &[rules::Route], path: &str) {
 fn check_body(routes: &[rules::Route], query: Option<&str>, body: &[u8]) {
     for route in routes {
         // Ok or a BadRequest: both fine; a panic fails the test.
-        let _ = request_message(route, &[], query, body);
+        for unknown in [UnknownFields::Ignore, UnknownFields::Reject] {
+            let _ = request_message(route, &[], query, body, unknown);
+        }
     }
 }
 

@@ -25,7 +25,36 @@ async fn call(gateway: SocketAddr, method: &str, path: &str, body: Value) -> (u1
     (status, headers, body)
 }
 
-on_both_backends!(stamping_routes_round_trip, errors_map_to_http_and_google_rpc_status, workflow_and_stats_routes);
+on_both_backends!(
+    stamping_routes_round_trip,
+    errors_map_to_http_and_google_rpc_status,
+    workflow_and_stats_routes,
+    json_is_complete_and_unknown_fields_are_a_setting
+);
+
+/// Responses carry every field, defaults included; unknown request fields
+/// are ignored unless `GATEWAY_REJECT_UNKNOWN_FIELDS` is set.
+async fn json_is_complete_and_unknown_fields_are_a_setting(backend: Backend) {
+    let services = [ServiceKind::Stamping, ServiceKind::Gateway];
+    let mesh = TestMesh::start_services(TestDatabase::new(backend).await, &services, &[]).await;
+    let gw = mesh.mesh().endpoints.gateway.unwrap();
+    let (status, _, verdict) =
+        call(gw, "POST", "/v1/validate", json!({"content": "plain", "olderClientField": 1})).await;
+    assert_eq!(status, 200, "an unknown field is ignored: {verdict}");
+    assert_eq!(verdict["valid"], json!(false), "false is written, not left out: {verdict}");
+    assert_eq!(verdict["stamps"], json!([]), "{verdict}");
+    let (_, _, hashed) = call(gw, "POST", "/v1/hash", json!({"content": ""})).await;
+    assert!(hashed.as_object().unwrap().contains_key("hash"), "{hashed}");
+    mesh.shutdown().await;
+
+    let strict = [("GATEWAY_REJECT_UNKNOWN_FIELDS", "true")];
+    let mesh = TestMesh::start_services(TestDatabase::new(backend).await, &services, &strict).await;
+    let gw = mesh.mesh().endpoints.gateway.unwrap();
+    let (status, _, error) = call(gw, "POST", "/v1/validate", json!({"content": "x", "olderClientField": 1})).await;
+    assert_eq!((status, error["code"].clone()), (400, json!(3)), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("olderClientField"), "{error}");
+    mesh.shutdown().await;
+}
 
 async fn stamping_routes_round_trip(backend: Backend) {
     let mesh = TestMesh::start_services(TestDatabase::new(backend).await, ALL, &[]).await;
@@ -44,7 +73,11 @@ async fn stamping_routes_round_trip(backend: Backend) {
 
     let (status, _, again) =
         call(gw, "POST", "/v1/namespaces/gw.docs/stamps", json!({"content": "hello rest\n", "filePath": "r.md"})).await;
-    assert_eq!((status, again["created"].clone()), (200, Value::Null), "a repeat creates nothing: {again}");
+    assert_eq!(
+        (status, again["created"].clone()),
+        (200, json!(false)),
+        "a repeat creates nothing, and says so: {again}"
+    );
 
     let (status, _, got) = call(gw, "GET", &format!("/v1/namespaces/gw.docs/stamps/{hash}"), Value::Null).await;
     assert_eq!(status, 200);
@@ -87,7 +120,6 @@ async fn errors_map_to_http_and_google_rpc_status(backend: Backend) {
         ("POST", "/v1/namespaces/Bad%20NS/stamps", json!({"content": "x"}), 400, 3),
         ("GET", "/v1/namespaces/gw/stamps/xyz", Value::Null, 400, 3),
         ("POST", "/v1/validate", json!({"content": 5}), 400, 3),
-        ("POST", "/v1/validate", json!({"noSuchField": "x"}), 400, 3),
         ("GET", "/v1/nothing/here", Value::Null, 404, 5),
         ("DELETE", "/v1/validate", Value::Null, 405, 12),
         ("GET", "/v1/workflows/not-a-uuid", Value::Null, 400, 3),
