@@ -153,6 +153,17 @@ impl Interceptor for Credentials {
 
 type Authed = InterceptedService<Channel, Credentials>;
 
+/// One unary call, `unary!(self, service.method, request)`, through
+/// [`Mesh::call`] (deadline and retries) on a clone of that service's client.
+macro_rules! unary {
+    ($mesh:expr, $service:ident . $method:ident, $request:expr) => {
+        $mesh.call($request, |r| {
+            let mut client = $mesh.$service.clone();
+            async move { client.$method(r).await }
+        })
+    };
+}
+
 /// The whole mesh. Cheap to clone; channels connect lazily and reconnect by themselves.
 #[derive(Debug, Clone)]
 pub struct Mesh {
@@ -215,13 +226,7 @@ impl Mesh {
     /// The normalised BLAKE3 hash a stamp of `content` records.
     pub async fn hash(&self, content: &[u8]) -> Result<String, Error> {
         let request = spb::HashRequest { content: content.to_vec(), normalize: true };
-        Ok(self
-            .call(request, |r| {
-                let mut client = self.stamping.clone();
-                async move { client.hash(r).await }
-            })
-            .await?
-            .hash)
+        Ok(unary!(self, stamping.hash, request).await?.hash)
     }
 
     /// Stamps `content` (lightweight format) in `namespace`.
@@ -237,11 +242,7 @@ impl Mesh {
 
     /// A Stamp with every field of the request.
     pub async fn stamp_with(&self, request: spb::StampRequest) -> Result<spb::StampResponse, Error> {
-        self.call(request, |r| {
-            let mut client = self.stamping.clone();
-            async move { client.stamp(r).await }
-        })
-        .await
+        unary!(self, stamping.stamp, request).await
     }
 
     /// Stamps `(content, file_path)` pairs in one call.
@@ -255,30 +256,17 @@ impl Mesh {
             .map(|(content, file_path)| spb::BatchStampItem { content, file_path, ..Default::default() })
             .collect();
         let request = spb::BatchStampRequest { namespace: namespace.into(), items, ..Default::default() };
-        self.call(request, |r| {
-            let mut client = self.stamping.clone();
-            async move { client.batch_stamp(r).await }
-        })
-        .await
+        unary!(self, stamping.batch_stamp, request).await
     }
 
     pub async fn validate(&self, content: &str, expected_hash: &str) -> Result<spb::ValidateResponse, Error> {
         let request = spb::ValidateRequest { content: content.into(), expected_hash: expected_hash.into() };
-        self.call(request, |r| {
-            let mut client = self.stamping.clone();
-            async move { client.validate(r).await }
-        })
-        .await
+        unary!(self, stamping.validate, request).await
     }
 
     pub async fn get_stamp(&self, namespace: &str, file_hash: &str) -> Result<spb::StampRecord, Error> {
         let request = spb::GetStampRequest { namespace: namespace.into(), file_hash: file_hash.into() };
-        let response = self
-            .call(request, |r| {
-                let mut client = self.stamping.clone();
-                async move { client.get_stamp(r).await }
-            })
-            .await?;
+        let response = unary!(self, stamping.get_stamp, request).await?;
         response.stamp.ok_or_else(|| Error::setup("GetStamp answered without a record".into()))
     }
 
@@ -288,12 +276,7 @@ impl Mesh {
         pages(move |page_token| {
             let request = spb::ListStampsRequest { namespace: namespace.clone(), page_size, page_token };
             async move {
-                let page = self
-                    .call(request, |r| {
-                        let mut client = self.stamping.clone();
-                        async move { client.list_stamps(r).await }
-                    })
-                    .await?;
+                let page = unary!(self, stamping.list_stamps, request).await?;
                 Ok((page.stamps, page.next_page_token))
             }
         })
@@ -312,13 +295,8 @@ impl Mesh {
             definition: definition.into(),
             ..Default::default()
         };
-        let response = self
-            .call(request, |r| {
-                let mut client = self.orchestrator.clone();
-                async move { client.start_workflow(r).await }
-            })
-            .await?;
-        response.workflow.ok_or_else(|| Error::setup("StartWorkflow answered without a workflow".into()))
+        let response = unary!(self, orchestrator.start_workflow, request).await?;
+        answered(response.workflow, "StartWorkflow")
     }
 
     /// Starts a workflow and returns it once it stops running (terminal, WAITING or PAUSED).
@@ -329,35 +307,20 @@ impl Mesh {
             definition: definition.into(),
             ..Default::default()
         };
-        let response = self
-            .call(request, |r| {
-                let mut client = self.orchestrator.clone();
-                async move { client.run_workflow(r).await }
-            })
-            .await?;
-        response.workflow.ok_or_else(|| Error::setup("RunWorkflow answered without a workflow".into()))
+        let response = unary!(self, orchestrator.run_workflow, request).await?;
+        answered(response.workflow, "RunWorkflow")
     }
 
     pub async fn get_workflow(&self, workflow_id: &str) -> Result<opb::Workflow, Error> {
         let request = opb::GetWorkflowRequest { workflow_id: workflow_id.into() };
-        let response = self
-            .call(request, |r| {
-                let mut client = self.orchestrator.clone();
-                async move { client.get_workflow(r).await }
-            })
-            .await?;
-        response.workflow.ok_or_else(|| Error::setup("GetWorkflow answered without a workflow".into()))
+        let response = unary!(self, orchestrator.get_workflow, request).await?;
+        answered(response.workflow, "GetWorkflow")
     }
 
     pub async fn cancel_workflow(&self, workflow_id: &str, reason: &str) -> Result<opb::Workflow, Error> {
         let request = opb::CancelWorkflowRequest { workflow_id: workflow_id.into(), reason: reason.into() };
-        let response = self
-            .call(request, |r| {
-                let mut client = self.orchestrator.clone();
-                async move { client.cancel_workflow(r).await }
-            })
-            .await?;
-        response.workflow.ok_or_else(|| Error::setup("CancelWorkflow answered without a workflow".into()))
+        let response = unary!(self, orchestrator.cancel_workflow, request).await?;
+        answered(response.workflow, "CancelWorkflow")
     }
 
     /// The workflow now, then every change, ending after a terminal state.
@@ -382,12 +345,7 @@ impl Mesh {
             let request =
                 opb::ListWorkflowsRequest { namespace: namespace.clone(), page_size, page_token, ..Default::default() };
             async move {
-                let page = self
-                    .call(request, |r| {
-                        let mut client = self.orchestrator.clone();
-                        async move { client.list_workflows(r).await }
-                    })
-                    .await?;
+                let page = unary!(self, orchestrator.list_workflows, request).await?;
                 Ok((page.workflows, page.next_page_token))
             }
         })
@@ -395,14 +353,14 @@ impl Mesh {
 
     pub async fn namespace_stats(&self, namespace: &str) -> Result<rpb::NamespaceStats, Error> {
         let request = rpb::GetNamespaceStatsRequest { namespace: namespace.into() };
-        let response = self
-            .call(request, |r| {
-                let mut client = self.reducer.clone();
-                async move { client.get_namespace_stats(r).await }
-            })
-            .await?;
+        let response = unary!(self, reducer.get_namespace_stats, request).await?;
         response.stats.ok_or_else(|| Error::setup("GetNamespaceStats answered without stats".into()))
     }
+}
+
+/// The workflow an orchestrator call answered with (`rpc` names the call when it did not).
+fn answered(workflow: Option<opb::Workflow>, rpc: &str) -> Result<opb::Workflow, Error> {
+    workflow.ok_or_else(|| Error::setup(format!("{rpc} answered without a workflow")))
 }
 
 /// Items of page after page, `fetch(token)` answering a page and the next token.
