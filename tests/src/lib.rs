@@ -278,6 +278,25 @@ where
     }
 }
 
+/// Waits up to `patience` until workflow `id` is in `wanted` (read errors, as
+/// while an orchestrator restarts, count as not yet), and returns it.
+pub async fn workflow_reaches(
+    client: &OrchestratorServiceClient<Channel>,
+    id: &str,
+    wanted: omninode_proto::orchestrator::v1::WorkflowState,
+    patience: Duration,
+) -> omninode_proto::orchestrator::v1::Workflow {
+    use omninode_proto::orchestrator::v1::GetWorkflowRequest;
+    wait_until(&format!("workflow {id} reaches {wanted:?}"), patience, || {
+        let (mut client, id) = (client.clone(), id.to_owned());
+        async move {
+            let workflow = client.get_workflow(GetWorkflowRequest { workflow_id: id }).await.ok()?;
+            workflow.into_inner().workflow.filter(|w| w.state == wanted as i32)
+        }
+    })
+    .await
+}
+
 /// One `omninode serve <service>` process, started from the test crate's
 /// copy of the binary (`env!("CARGO_BIN_EXE_omninode-node")` in a test), on
 /// ephemeral ports, so a test can kill it, pause it or stop it gracefully.

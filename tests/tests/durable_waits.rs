@@ -10,7 +10,7 @@ use std::time::Duration;
 use omninode_integration_tests::{
     Backend, NodeProcess, TestDatabase,
     http_double::{HttpDouble, Reply},
-    orchestrator_client, wait_until,
+    orchestrator_client, workflow_reaches,
 };
 use omninode_proto::orchestrator::v1::{
     self as pb, orchestrator_service_client::OrchestratorServiceClient, step_definition::Kind,
@@ -51,15 +51,7 @@ async fn start(client: &mut Client, definition: &str) -> String {
 }
 
 async fn reach(client: &Client, id: &str, wanted: pb::WorkflowState) -> pb::Workflow {
-    wait_until(&format!("{id} reaches {wanted:?}"), Duration::from_secs(30), || {
-        let (mut client, id) = (client.clone(), id.to_owned());
-        async move {
-            let workflow = client.get_workflow(pb::GetWorkflowRequest { workflow_id: id }).await.ok()?;
-            let workflow = workflow.into_inner().workflow?;
-            (workflow.state == wanted as i32).then_some(workflow)
-        }
-    })
-    .await
+    workflow_reaches(client, id, wanted, Duration::from_secs(30)).await
 }
 
 fn spawn(database: &TestDatabase, name: &str) -> NodeProcess {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use omninode_integration_tests::{
     Backend, ServiceKind, TestDatabase, TestMesh,
     http_double::{HttpDouble, Reply},
-    http_request, on_both_backends, reason, wait_until,
+    http_request, on_both_backends, reason, wait_until, workflow_reaches,
 };
 use omninode_proto::events::v1::{EventEnvelope, event_envelope::Payload};
 use omninode_proto::orchestrator::v1::{
@@ -87,14 +87,7 @@ async fn get(client: &mut Client, id: &str) -> pb::Workflow {
 
 /// Waits until the workflow is in `wanted`.
 async fn reach(client: &Client, id: &str, wanted: pb::WorkflowState) -> pb::Workflow {
-    wait_until(&format!("workflow {id} reaches {wanted:?}"), Duration::from_secs(20), || {
-        let (mut client, id) = (client.clone(), id.to_owned());
-        async move {
-            let workflow = get(&mut client, &id).await;
-            (state(&workflow) == wanted).then_some(workflow)
-        }
-    })
-    .await
+    workflow_reaches(client, id, wanted, Duration::from_secs(20)).await
 }
 
 fn record<'a>(workflow: &'a pb::Workflow, name: &str) -> &'a pb::WorkflowStep {
