@@ -92,7 +92,7 @@ pub(crate) async fn subscribe(
 fn query_filter(query: &str) -> Result<(Filter, Option<String>), String> {
     let mut filter = Filter::default();
     let mut after = None;
-    for (name, value) in form_pairs(query) {
+    for (name, value) in crate::transcode::form_urlencoded(query) {
         match name.as_str() {
             "namespace" => filter.namespaces.insert(value),
             "workflowId" | "workflow_id" => filter.workflow_ids.insert(value),
@@ -108,19 +108,6 @@ fn query_filter(query: &str) -> Result<(Filter, Option<String>), String> {
     }
     filter.check()?;
     Ok((filter, after))
-}
-
-fn form_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode =
-                |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
-            (decode(name), decode(value))
-        })
-        .collect()
 }
 
 async fn serve(socket: WebSocket, hub: EventHub, caller: Caller, filter: Filter, after: Option<String>) {

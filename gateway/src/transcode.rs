@@ -132,7 +132,8 @@ fn scalar(fd: &FieldDescriptor, text: &str) -> Result<Value, BadRequest> {
     })
 }
 
-fn form_urlencoded(query: &str) -> Vec<(String, String)> {
+/// The decoded `name=value` pairs of a query string (`+` is a space).
+pub(crate) fn form_urlencoded(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
