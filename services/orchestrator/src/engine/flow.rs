@@ -113,12 +113,8 @@ impl WorkflowEngine {
                 record.output = Some(json!({"approved": false, "timed_out": true}));
                 workflow.steps.push(record);
                 let reason = format!("approval step {} timed out: {message}", step.name);
-                let from = workflow.state;
-                workflow.transition(WorkflowState::Failed, reason)?;
-                let flow = self.save(workflow, from).await?;
-                if let Flow::Continue = flow {
-                    self.finished(workflow);
-                }
+                // Stored or overtaken by another writer: either way nothing more runs here.
+                let _ = self.end(workflow, WorkflowState::Failed, reason).await?;
                 Ok(Flow::Stop)
             }
             // Not a waiting step (cannot happen with an immutable definition): run on.
