@@ -7,9 +7,13 @@
 //! come from it, so a new annotated RPC is served without touching this crate.
 
 pub mod codec;
+pub mod docs;
+pub mod errors;
 pub mod events;
 pub mod guard;
 pub mod openapi;
+pub mod raw;
+pub mod request_id;
 pub mod rules;
 pub mod subscribe;
 pub mod template;
@@ -19,22 +23,22 @@ use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{DefaultBodyLimit, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
-use omninode_runtime::{ServiceError, auth::Authenticator, names};
+use omninode_runtime::{ErrorCode, ServiceError, auth::Authenticator, names, reason};
 use prost::Message as _;
-use prost_reflect::DynamicMessage;
-use serde_json::json;
+use prost_reflect::{DynamicMessage, MethodDescriptor};
 use tonic::{Code, Status, transport::Channel};
 
 use crate::{codec::RawCodec, rules::Route};
 
 /// Request headers forwarded to the upstream as gRPC metadata (the
 /// credentials too: every service authorizes the caller itself).
-const FORWARDED: [&str; 5] = ["x-correlation-id", "traceparent", "tracestate", "x-api-key", "authorization"];
+const FORWARDED: [&str; 6] =
+    ["x-correlation-id", "x-request-id", "traceparent", "tracestate", "x-api-key", "authorization"];
 
 /// Routes and the channels to the services behind them.
 #[derive(Clone)]
@@ -70,7 +74,7 @@ impl Gateway {
             auth,
             cors: config.cors_origins.clone(),
             max_message_bytes: config.max_message_bytes,
-            guard: guard::Guard { max_body_bytes: config.max_body_bytes, allowed_hosts: config.allowed_hosts.clone() },
+            guard: guard::Guard { allowed_hosts: config.allowed_hosts.clone() },
             hub: None,
             unknown_fields: config.unknown_fields,
         })
@@ -90,7 +94,11 @@ impl Gateway {
         let cors = self.cors.clone();
         let router = Router::new()
             .route("/openapi.json", axum::routing::get(move || async move { axum::Json((*spec).clone()) }))
-            .route("/docs", axum::routing::get(|| async { axum::response::Html(include_str!("docs.html")) }))
+            .route("/docs", axum::routing::get(|| docs::asset("docs.html")))
+            .route(
+                "/docs/{asset}",
+                axum::routing::get(|axum::extract::Path(name): axum::extract::Path<String>| docs::asset_named(name)),
+            )
             .route("/v1/events:subscribe", axum::routing::get(subscribe::subscribe))
             // The console is a static page: it calls the API with the credentials its user enters.
             .route("/console", axum::routing::get(console))
@@ -98,6 +106,7 @@ impl Gateway {
             .fallback(handle)
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::from_fn_with_state(guard, guard::check))
+            .layer(axum::middleware::from_fn(request_id::assign))
             .with_state(self);
         match cors {
             None => router,
@@ -115,7 +124,7 @@ async fn console() -> Response {
     response
 }
 
-async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     if let Err(denied) = gateway.auth.authenticate(&headers) {
         return error_response(&denied.into_status(), None);
     }
@@ -128,50 +137,184 @@ async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, header
     });
     let Some((route, bindings)) = found else {
         return if !allowed.is_empty() {
-            let mut response = error_response(
-                &Status::new(Code::Unimplemented, format!("method {method} is not allowed on {path}")),
-                Some(StatusCode::METHOD_NOT_ALLOWED),
-            );
+            let message = format!("method {method} is not allowed on {path}");
+            let status = errors::refusal(ErrorCode::InvalidArgument, reason::METHOD_NOT_ALLOWED, message);
+            let mut response =
+                error_response(&with_code(status, Code::Unimplemented), Some(StatusCode::METHOD_NOT_ALLOWED));
             allowed.sort_unstable();
             allowed.dedup();
             let allow = HeaderValue::from_str(&allowed.join(", ")).expect("method names are header-safe");
             response.headers_mut().insert(http::header::ALLOW, allow);
             response
         } else {
-            error_response(&Status::new(Code::NotFound, format!("no route for {path}")), None)
+            let status = errors::refusal(ErrorCode::NotFound, reason::ROUTE_NOT_FOUND, format!("no route for {path}"));
+            error_response(&status, None)
         };
     };
-    let request = match transcode::request_message(route, &bindings, uri.query(), &body, gateway.unknown_fields) {
-        Ok(request) => request,
-        Err(bad) => return error_response(&Status::new(Code::InvalidArgument, bad.0), None),
-    };
+    let media = raw::media(&headers);
+    let sends_body = matches!(method, Method::POST | Method::PUT | Method::PATCH);
+    match (&media, &route.raw) {
+        (raw::Media::Json, _) => {}
+        (raw::Media::Raw(_) | raw::Media::Multipart(_), Some(_)) => {
+            // A form or text/plain post needs no CORS preflight: a cross-site
+            // page could send one, so files come only from pages allowed to.
+            if let Some(origin) = raw::cross_site_origin(&headers, gateway.cors.as_deref()) {
+                let message = format!(
+                    "a file upload from origin {:?} is refused: not this site, not in GATEWAY_CORS_ORIGINS",
+                    omninode_core::limits::prefix(&origin, 100)
+                );
+                let status = errors::refusal(ErrorCode::PermissionDenied, reason::HOST_NOT_ALLOWED, message);
+                return error_response(&status, None);
+            }
+        }
+        (raw::Media::Raw(essence) | raw::Media::Multipart(essence) | raw::Media::Other(essence), raw) if sends_body => {
+            let takes = match raw {
+                Some(_) => "JSON (application/json), a file (application/octet-stream, text/*) or multipart/form-data",
+                None => "JSON (Content-Type: application/json)",
+            };
+            let shown = match &media {
+                raw::Media::Multipart(_) => "multipart/form-data",
+                _ => essence.as_str(),
+            };
+            let message = format!("the body must be {takes}, not {:?}", omninode_core::limits::prefix(shown, 100));
+            let status = errors::refusal(ErrorCode::InvalidArgument, reason::UNSUPPORTED_MEDIA_TYPE, message);
+            return error_response(&status, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        _ => {}
+    }
     let service = route.method.parent_service().full_name().to_owned();
     let Some(channel) = gateway.upstreams.get(&service).cloned() else {
-        return error_response(&Status::new(Code::Unavailable, format!("no upstream for {service}")), None);
+        let status = errors::refusal(
+            ErrorCode::Unavailable,
+            reason::DEPENDENCY_UNAVAILABLE,
+            format!("no upstream for {service}"),
+        );
+        return error_response(&status, None);
     };
-    if route.method.is_server_streaming() {
-        return match stream((channel, gateway.max_message_bytes), route, request, &headers).await {
+    let upstream = (channel, gateway.max_message_bytes);
+    if route.method.is_client_streaming() {
+        return match (&media, &route.raw) {
+            (raw::Media::Raw(_), Some(raw)) => match upload(upstream, route, raw, body, &headers).await {
+                Ok(response) => response,
+                Err(status) => error_response(&status, None),
+            },
+            _ => {
+                let message = "stream the content as the body (Content-Type: application/octet-stream)";
+                let status = errors::refusal(ErrorCode::InvalidArgument, reason::UNSUPPORTED_MEDIA_TYPE, message);
+                error_response(&status, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE))
+            }
+        };
+    }
+    let limit = gateway.max_body_bytes;
+    let too_large = || {
+        let message = format!("the body is over the {limit}-byte limit (GATEWAY_MAX_BODY_BYTES)");
+        let status = errors::refusal(ErrorCode::ResourceExhausted, reason::PAYLOAD_TOO_LARGE, message);
+        error_response(&status, Some(StatusCode::PAYLOAD_TOO_LARGE))
+    };
+    let declared = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return too_large();
+    }
+    let Ok(body) = axum::body::to_bytes(body, limit).await else { return too_large() };
+    let prepared = match (&media, &route.raw) {
+        (raw::Media::Raw(essence), Some(raw)) => {
+            raw::single(route, raw, &bindings, uri.query(), &headers, essence, body).map(|m| (route.method.clone(), m))
+        }
+        (raw::Media::Multipart(boundary), Some(raw)) => {
+            raw::multipart(route, raw, &bindings, uri.query(), &headers, boundary.clone(), body).await
+        }
+        _ => transcode::request_message(route, &bindings, uri.query(), &body, gateway.unknown_fields)
+            .map(|m| (route.method.clone(), m)),
+    };
+    let (rpc, request) = match prepared {
+        Ok(prepared) => prepared,
+        Err(bad) => return error_response(&errors::bad_request(bad.0), None),
+    };
+    if rpc.is_server_streaming() {
+        return match stream(upstream, route, request, &headers).await {
             Ok(response) => response,
             Err(status) => error_response(&status, None),
         };
     }
-    match call((channel, gateway.max_message_bytes), route, request, &headers).await {
+    match call(upstream, &rpc, request, &headers).await {
         Ok((metadata, message)) => {
             // A create answers 201, unless it says it created nothing (an idempotent repeat).
             let created =
                 !matches!(message.get_field_by_name("created").as_deref(), Some(prost_reflect::Value::Bool(false)));
             let code = match route.success_status {
+                _ if rpc != route.method => StatusCode::OK,
                 201 if !created => StatusCode::OK,
                 status => StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
             };
-            let mut response =
-                (code, axum::Json(transcode::response_json(&message, &route.response_body))).into_response();
+            let file = route.raw.as_ref().and_then(|r| r.response_field.as_ref()).filter(|_| rpc == route.method);
+            let mut response = match file {
+                Some(field) if raw::wants_raw(&headers) => {
+                    let file_type = match &media {
+                        raw::Media::Raw(essence) if essence.starts_with("text/") => essence.as_str(),
+                        _ => "text/plain",
+                    };
+                    raw::response(code, &message, field, file_type)
+                }
+                _ => (code, axum::Json(transcode::response_json(&message, &route.response_body))).into_response(),
+            };
             copy_metadata(&metadata, response.headers_mut());
             response
         }
         Err(status) => error_response(&status, None),
     }
 }
+
+/// `status` with another code, its message and details kept.
+fn with_code(status: Status, code: Code) -> Status {
+    Status::with_details_and_metadata(
+        code,
+        status.message(),
+        status.details().to_vec().into(),
+        status.metadata().clone(),
+    )
+}
+
+/// A client-streaming RPC from a raw body of any length: each piece of the
+/// body as it arrives (at most [`UPLOAD_CHUNK`] bytes) is one request
+/// message, so the gateway holds no more than a few pieces at a time.
+async fn upload(
+    upstream: Upstream,
+    route: &Route,
+    raw: &rules::RawContent,
+    body: Body,
+    headers: &HeaderMap,
+) -> Result<Response, Status> {
+    use futures_util::StreamExt;
+    let (input, field) = (route.method.input(), raw.request_field.clone());
+    let pieces = body.into_data_stream().take_while(|piece| std::future::ready(piece.is_ok())).flat_map(move |piece| {
+        let mut piece = piece.unwrap_or_default();
+        let mut messages = Vec::new();
+        while !piece.is_empty() {
+            let chunk = piece.split_to(piece.len().min(UPLOAD_CHUNK));
+            let mut message = DynamicMessage::new(input.clone());
+            message.set_field(&field, prost_reflect::Value::Bytes(chunk));
+            messages.push(Bytes::from(message.encode_to_vec()));
+        }
+        futures_util::stream::iter(messages)
+    });
+    let (mut grpc, path, call) = prepare(upstream, &route.method, (), headers).await?;
+    let (metadata, extensions, ()) = call.into_parts();
+    let request = tonic::Request::from_parts(metadata, extensions, pieces);
+    let response = grpc.client_streaming(request, path, RawCodec).await?;
+    let (metadata, bytes, _) = response.into_parts();
+    let message = DynamicMessage::decode(route.method.output(), bytes)
+        .map_err(|e| Status::internal(format!("undecodable upstream answer: {e}")))?;
+    let file = raw.response_field.as_ref().filter(|_| raw::wants_raw(headers));
+    let mut response = match file {
+        Some(field) => raw::response(StatusCode::OK, &message, field, "text/plain"),
+        None => axum::Json(transcode::response_json(&message, &route.response_body)).into_response(),
+    };
+    copy_metadata(&metadata, response.headers_mut());
+    Ok(response)
+}
+
+/// The largest request message of a streamed upload.
+const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// A server stream as Server-Sent Events: one `data:` JSON message per
 /// response, and an `error` event carrying a google.rpc.Status if it fails.
@@ -183,7 +326,7 @@ async fn stream(
 ) -> Result<Response, Status> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures_util::StreamExt;
-    let (mut grpc, path, call) = prepare(channel, route, request, headers).await?;
+    let (mut grpc, path, call) = prepare(channel, &route.method, Bytes::from(request.encode_to_vec()), headers).await?;
     let stream = grpc.server_streaming(call, path, RawCodec).await?.into_inner();
     let (output, response_body) = (route.method.output(), route.response_body.clone());
     let events = stream.map(move |item| {
@@ -199,17 +342,16 @@ async fn stream(
 }
 
 fn error_event(status: &Status) -> axum::response::sse::Event {
-    let body = json!({"code": status.code() as i32, "message": status.message(), "details": []});
-    axum::response::sse::Event::default().event("error").data(body.to_string())
+    axum::response::sse::Event::default().event("error").data(errors::status_json(status).to_string())
 }
 
 async fn call(
     channel: Upstream,
-    route: &Route,
+    rpc: &MethodDescriptor,
     request: DynamicMessage,
     headers: &HeaderMap,
 ) -> Result<(tonic::metadata::MetadataMap, DynamicMessage), Status> {
-    let (mut grpc, path, call) = prepare(channel, route, request, headers).await?;
+    let (mut grpc, path, call) = prepare(channel, rpc, Bytes::from(request.encode_to_vec()), headers).await?;
     let deadline = deadline(headers);
     let response = match deadline {
         Some(limit) => {
@@ -224,7 +366,7 @@ async fn call(
         None => grpc.unary(call, path, RawCodec).await?,
     };
     let (metadata, bytes, _) = response.into_parts();
-    let message = DynamicMessage::decode(route.method.output(), bytes)
+    let message = DynamicMessage::decode(rpc.output(), bytes)
         .map_err(|e| Status::internal(format!("undecodable upstream answer: {e}")))?;
     Ok((metadata, message))
 }
@@ -232,23 +374,23 @@ async fn call(
 /// An upstream channel and the largest message it sends or takes.
 type Upstream = (Channel, usize);
 
-type Prepared = (tonic::client::Grpc<Channel>, http::uri::PathAndQuery, tonic::Request<Bytes>);
+type Prepared<T> = (tonic::client::Grpc<Channel>, http::uri::PathAndQuery, tonic::Request<T>);
 
 /// A ready client, the RPC path, and the request with forwarded metadata and deadline.
-async fn prepare(
+async fn prepare<T>(
     (channel, max_message_bytes): Upstream,
-    route: &Route,
-    request: DynamicMessage,
+    rpc: &MethodDescriptor,
+    request: T,
     headers: &HeaderMap,
-) -> Result<Prepared, Status> {
+) -> Result<Prepared<T>, Status> {
     // The services' own limits: a large Stamp or RunWorkflow answer must not fail here after it committed.
     let mut grpc = tonic::client::Grpc::new(channel)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     grpc.ready().await.map_err(|e| Status::unavailable(format!("upstream unavailable: {e}")))?;
-    let path = format!("/{}/{}", route.method.parent_service().full_name(), route.method.name());
+    let path = format!("/{}/{}", rpc.parent_service().full_name(), rpc.name());
     let path = http::uri::PathAndQuery::from_str(&path).map_err(|e| Status::internal(e.to_string()))?;
-    let mut call = tonic::Request::new(Bytes::from(request.encode_to_vec()));
+    let mut call = tonic::Request::new(request);
     for name in FORWARDED {
         if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
             call.metadata_mut().insert(name, value);
@@ -298,7 +440,7 @@ fn copy_metadata(metadata: &tonic::metadata::MetadataMap, headers: &mut HeaderMa
 /// A `google.rpc.Status` JSON body with grpc-gateway's HTTP status.
 pub(crate) fn error_response(status: &Status, http: Option<StatusCode>) -> Response {
     let code = http.unwrap_or_else(|| omninode_runtime::error::http_status(status.code()));
-    let body = json!({"code": status.code() as i32, "message": status.message(), "details": []});
+    let body = errors::status_json(status);
     let mut response = (code, axum::Json(body)).into_response();
     copy_metadata(status.metadata(), response.headers_mut());
     response

@@ -1,88 +1,391 @@
 //! The OpenAPI 3.1 document of the gateway, generated from the same
-//! descriptors and annotations that drive the routes.
+//! descriptors and annotations that drive the routes: descriptions from the
+//! proto comments, the formats and patterns the services enforce, required
+//! markers, examples, and the two ways to authenticate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
+use omninode_core::{limits, namespace::MAX_NAMESPACE_LEN};
+use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor};
 use serde_json::{Map, Value, json};
 
 use crate::rules::Route;
 
+/// A namespace as the services accept it: lowercase dotted segments.
+const NAMESPACE: &str = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$";
+/// A BLAKE3 hash.
+const HASH: &str = "^[0-9a-f]{64}$";
+/// Text without NUL characters (every string field).
+const NO_NUL: &str = "^[^\\u0000]*$";
+/// One line of text: no control characters.
+const ONE_LINE: &str = "^[^\\u0000-\\u001f\\u007f]*$";
+
+/// Comments of the contracts' elements, by file and source path.
+struct Comments(HashMap<(String, Vec<i32>), String>);
+
+impl Comments {
+    fn of(pool: &DescriptorPool) -> Self {
+        let mut map = HashMap::new();
+        for file in pool.files() {
+            let proto = file.file_descriptor_proto();
+            for location in proto.source_code_info.iter().flat_map(|info| &info.location) {
+                let text = location.leading_comments().trim();
+                if !text.is_empty() {
+                    let text = text.lines().map(str::trim).collect::<Vec<_>>().join("\n");
+                    map.insert((file.name().to_owned(), location.path.clone()), text);
+                }
+            }
+        }
+        Self(map)
+    }
+
+    fn get(&self, file: &str, path: &[i32]) -> Option<&str> {
+        self.0.get(&(file.to_owned(), path.to_vec())).map(String::as_str)
+    }
+
+    fn message(&self, m: &MessageDescriptor) -> Option<&str> {
+        self.get(m.parent_file().name(), m.path())
+    }
+
+    fn field(&self, f: &FieldDescriptor) -> Option<&str> {
+        self.get(f.parent_file().name(), f.path())
+    }
+
+    fn method(&self, m: &MethodDescriptor) -> Option<&str> {
+        self.get(m.parent_file().name(), m.path())
+    }
+}
+
+/// The schema builder: comments and the component schemas built so far.
+struct Schemas {
+    comments: Comments,
+    components: BTreeMap<String, Value>,
+}
+
 /// The document for `routes`.
 pub fn document(routes: &[Route]) -> Value {
+    let Some(pool) = routes.first().map(|r| r.method.parent_pool().clone()) else {
+        return json!({"openapi": "3.1.0", "info": {"title": "OmniNode Bridge REST API", "version": env!("CARGO_PKG_VERSION")}, "paths": {}});
+    };
+    let mut schemas = Schemas { comments: Comments::of(&pool), components: BTreeMap::new() };
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-    let mut schemas: BTreeMap<String, Value> = BTreeMap::new();
+    let mut tags: BTreeMap<String, Value> = BTreeMap::new();
     for route in routes {
+        let method = &route.method;
+        let service = method.parent_service();
+        let service_doc = schemas.comments.get(service.parent_file().name(), service.path()).unwrap_or_default();
+        tags.entry(service.name().to_owned())
+            .or_insert_with(|| json!({"name": service.name(), "description": service_doc}));
+        let operation = schemas.operation(route);
+        paths
+            .entry(route.template.openapi_path())
+            .or_default()
+            .insert(route.http_method.as_str().to_ascii_lowercase(), operation);
+    }
+    let mut components = std::mem::take(&mut schemas.components);
+    components.insert("google.rpc.Status".to_owned(), status_schema());
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "OmniNode Bridge REST API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "HTTP/JSON for the OmniNode Bridge gRPC services, generated from their contracts \
+                (`google.api.http` annotations). Every response writes every field, default values included. \
+                Errors are a `google.rpc.Status` whose `details` carry a `google.rpc.ErrorInfo` (the reason) \
+                and, for an invalid field, a `google.rpc.BadRequest`. Every answer has an `X-Request-Id`.",
+        },
+        "tags": tags.into_values().collect::<Vec<_>>(),
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                           "description": "A key of `OMNINODE_API_KEYS`."},
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                               "description": "A JWT signed with `OMNINODE_JWT_SECRET` (HS256)."},
+            },
+        },
+        // Either credential; none when the mesh runs without authentication.
+        "security": [{"apiKey": []}, {"bearerAuth": []}, {}],
+    })
+}
+
+impl Schemas {
+    fn operation(&mut self, route: &Route) -> Value {
         let method = &route.method;
         let input = method.input();
         let bound: Vec<&str> = route.template.variables();
         let mut parameters: Vec<Value> = bound
             .iter()
             .map(|path| {
-                let schema =
-                    field_at(&input, path).map(|f| field_schema(&f, &mut schemas)).unwrap_or(json!({"type": "string"}));
-                json!({"name": path, "in": "path", "required": true, "schema": schema})
+                let field = field_at(&input, path);
+                let mut schema = field.as_ref().map(|f| self.field(f)).unwrap_or(json!({"type": "string"}));
+                // A path segment is never empty, and a namespace in a path is never the default.
+                if path.ends_with("namespace") {
+                    schema["pattern"] = json!(NAMESPACE);
+                }
+                schema["minLength"] = json!(1);
+                let description = field.as_ref().and_then(|f| self.comments.field(f)).unwrap_or_default();
+                json!({"name": path, "in": "path", "required": true, "schema": schema, "description": description})
             })
             .collect();
-        if route.body != "*" {
-            for field in input.fields() {
-                let top_bound = bound.iter().any(|b| b.split('.').next() == Some(field.name()));
-                if top_bound || field.name() == route.body || matches!(field.kind(), Kind::Message(_)) {
-                    continue;
-                }
-                let schema = field_schema(&field, &mut schemas);
-                parameters.push(json!({"name": field.json_name(), "in": "query", "required": false, "schema": schema}));
-            }
-        }
-        let success = route.success_status.to_string();
-        let output = reference(&method.output(), &mut schemas);
-        let content = if method.is_server_streaming() {
-            json!({"text/event-stream": {"schema": {"type": "string", "description": format!("Server-Sent Events; each `data:` is a {} in JSON", method.output().name())}}})
-        } else {
-            json!({"application/json": {"schema": output}})
+        let query_fields = match (route.body.as_str(), &route.raw) {
+            ("*", None) => Vec::new(),
+            _ => input.fields().collect::<Vec<_>>(),
         };
+        let raw_field = route.raw.as_ref().map(|r| r.request_field.name().to_owned());
+        for field in query_fields {
+            let top_bound = bound.iter().any(|b| b.split('.').next() == Some(field.name()));
+            if top_bound
+                || field.name() == route.body
+                || raw_field.as_deref() == Some(field.name())
+                || matches!(field.kind(), Kind::Message(_))
+            {
+                continue;
+            }
+            let mut description = self.comments.field(&field).unwrap_or_default().to_owned();
+            if route.body == "*" {
+                description.push_str(" (for a file upload; a JSON body carries it as a field)");
+            }
+            let schema = self.field(&field);
+            parameters.push(json!({"name": field.name(), "in": "query", "required": false, "schema": schema,
+                                   "description": description.trim()}));
+        }
+        let doc = self.comments.method(method).unwrap_or_default().to_owned();
+        let summary = doc.split(['.', '\n']).next().filter(|s| !s.is_empty()).unwrap_or(method.name()).to_owned();
+        let output = self.reference(&method.output());
+        let success_content = if method.is_server_streaming() {
+            json!({"text/event-stream": {"schema": {"type": "string",
+                "description": format!("Server-Sent Events; each `data:` is a {} in JSON", method.output().name())}}})
+        } else {
+            let mut content = json!({"application/json": {"schema": output}});
+            if let Some(field) = route.raw.as_ref().and_then(|r| r.response_field.as_ref()) {
+                let schema = json!({"type": "string", "description": format!(
+                    "With `Accept: application/octet-stream` or `text/*`: the `{}` field as the body, the other \
+                     fields of the answer in `Omninode-<Field-Name>` headers.", field.name())});
+                content["application/octet-stream"] = json!({"schema": schema});
+            }
+            content
+        };
+        let success = route.success_status.to_string();
+        let mut responses = json!({
+            success.clone(): {"description": "OK", "content": success_content},
+            "default": {"description": "An error: a google.rpc.Status with ErrorInfo (and BadRequest) details",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/google.rpc.Status"}}}},
+        });
+        if success == "201" {
+            // An idempotent repeat answers 200 with the same record.
+            responses["200"] = responses["201"].clone();
+            responses["200"]["description"] = json!("OK: an idempotent repeat, nothing created");
+        }
+        let mut description = doc.clone();
+        if let Some(raw) = &route.raw {
+            description.push_str(&raw_description(route, raw));
+        }
         let mut operation = json!({
             "operationId": format!("{}_{}", method.parent_service().name(), method.name()),
             "tags": [method.parent_service().name()],
-            "summary": format!("{} ({})", method.name(), method.full_name()),
+            "summary": summary,
+            "description": description.trim(),
             "parameters": parameters,
-            "responses": {
-                success: {"description": "OK", "content": content},
-                "default": {"description": "An error (google.rpc.Status)",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/google.rpc.Status"}}}},
-            },
+            "responses": responses,
         });
-        match route.body.as_str() {
-            "" => {}
-            "*" => {
-                operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": reference(&input, &mut schemas)}}});
-            }
-            field => {
-                if let Some(Kind::Message(desc)) = input.get_field_by_name(field).map(|f| f.kind()) {
-                    operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": reference(&desc, &mut schemas)}}});
+        let mut body = match route.body.as_str() {
+            "" => None,
+            "*" if method.is_client_streaming() => Some(Map::new()),
+            "*" => Some(Map::from_iter([("application/json".to_owned(), json!({"schema": self.reference(&input)}))])),
+            field => match input.get_field_by_name(field).map(|f| f.kind()) {
+                Some(Kind::Message(desc)) => {
+                    Some(Map::from_iter([("application/json".to_owned(), json!({"schema": self.reference(&desc)}))]))
                 }
+                _ => None,
+            },
+        };
+        if let (Some(content), Some(raw)) = (body.as_mut(), &route.raw) {
+            let what = match raw.request_field.kind() {
+                Kind::String => "the file, UTF-8 text",
+                _ => "the file, any bytes",
+            };
+            content.insert(
+                "application/octet-stream".to_owned(),
+                json!({"schema": {"type": "string", "contentMediaType": "application/octet-stream", "description": what}}),
+            );
+            if !method.is_client_streaming() {
+                content.insert(
+                    "multipart/form-data".to_owned(),
+                    json!({"schema": {"type": "object", "properties": {
+                        "file": {"type": "string", "contentMediaType": "application/octet-stream",
+                                 "description": "One or more files (parts with a filename)"}}}}),
+                );
             }
         }
-        paths
-            .entry(route.template.openapi_path())
-            .or_default()
-            .insert(route.http_method.as_str().to_ascii_lowercase(), operation);
+        if let Some(content) = body {
+            operation["requestBody"] = json!({"required": true, "content": content});
+        }
+        operation
     }
-    schemas.insert(
-        "google.rpc.Status".to_owned(),
-        json!({"type": "object", "properties": {
-            "code": {"type": "integer", "format": "int32"},
-            "message": {"type": "string"},
-            "details": {"type": "array", "items": {"type": "object"}},
-        }}),
+
+    fn reference(&mut self, message: &MessageDescriptor) -> Value {
+        let name = message.full_name().to_owned();
+        // Well-known types have their own JSON forms.
+        match message.full_name() {
+            "google.protobuf.Timestamp" => {
+                return json!({"type": "string", "format": "date-time", "examples": ["2026-01-02T03:04:05Z"]});
+            }
+            "google.protobuf.Value" => return json!({"description": "any JSON value"}),
+            "google.protobuf.Struct" => return json!({"type": "object"}),
+            "google.protobuf.ListValue" => return json!({"type": "array"}),
+            _ => {}
+        }
+        if !self.components.contains_key(&name) {
+            self.components.insert(name.clone(), Value::Null); // placeholder: recursion stops here
+            let properties: Map<String, Value> =
+                message.fields().map(|f| (f.json_name().to_owned(), self.field(&f))).collect();
+            let mut schema = json!({"type": "object", "properties": properties});
+            if let Some(doc) = self.comments.message(message) {
+                schema["description"] = json!(doc);
+            }
+            let required: Vec<String> = message
+                .fields()
+                .filter(|f| REQUIRED.contains(&(message.name(), f.name())))
+                .map(|f| f.json_name().to_owned())
+                .collect();
+            if !required.is_empty() {
+                schema["required"] = json!(required);
+            }
+            self.components.insert(name.clone(), schema);
+        }
+        json!({"$ref": format!("#/components/schemas/{name}")})
+    }
+
+    fn field(&mut self, field: &FieldDescriptor) -> Value {
+        if field.is_map() {
+            let Kind::Message(entry) = field.kind() else { unreachable!("a map entry") };
+            let value = entry.map_entry_value_field();
+            let mut schema = json!({"type": "object", "additionalProperties": self.field(&value)});
+            if let Some(doc) = self.comments.field(field) {
+                schema["description"] = json!(doc);
+            }
+            return schema;
+        }
+        let mut single = match field.kind() {
+            Kind::String => string_schema(field),
+            Kind::Bytes => json!({"type": "string", "contentEncoding": "base64"}),
+            Kind::Bool => json!({"type": "boolean"}),
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
+            Kind::Uint32 | Kind::Fixed32 => match field.name() {
+                "page_size" => json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": 500}),
+                _ => json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": u32::MAX}),
+            },
+            // proto3 JSON writes 64-bit integers as strings.
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => json!({"type": "string", "format": "int64"}),
+            Kind::Uint64 | Kind::Fixed64 => json!({"type": "string", "format": "uint64", "pattern": "^[0-9]+$"}),
+            Kind::Float | Kind::Double => json!({"type": "number"}),
+            Kind::Enum(e) => {
+                json!({"type": "string", "enum": e.values().map(|v| v.name().to_owned()).collect::<Vec<_>>()})
+            }
+            Kind::Message(m) => self.reference(&m),
+        };
+        let doc = self.comments.field(field).map(str::to_owned);
+        let mut schema = if field.is_list() {
+            let mut list = json!({"type": "array", "items": single});
+            if field.name() == "items" {
+                list["minItems"] = json!(1);
+            }
+            list
+        } else {
+            single.take()
+        };
+        if let (Some(doc), Some(object)) = (doc, schema.as_object_mut()) {
+            if object.contains_key("$ref") {
+                // A $ref's siblings are allowed in 3.1; the description says what this field holds.
+                object.insert("description".into(), json!(doc));
+            } else {
+                object.entry("description").or_insert(json!(doc));
+            }
+        }
+        schema
+    }
+}
+
+/// Request fields the services refuse when they are missing (message, field).
+const REQUIRED: &[(&str, &str)] = &[
+    ("StartWorkflowRequest", "input"),
+    ("RunWorkflowRequest", "input"),
+    ("ApproveStepRequest", "approver"),
+    ("RejectStepRequest", "approver"),
+    ("CreateWorkflowDefinitionRequest", "definition"),
+    ("BatchStampRequest", "items"),
+    ("WorkflowDefinition", "name"),
+    ("WorkflowDefinition", "steps"),
+    ("StepDefinition", "name"),
+];
+
+/// A string field's format, pattern, length and example, as the services check it.
+fn string_schema(field: &FieldDescriptor) -> Value {
+    let message = field.parent_message();
+    match (message.name(), field.name()) {
+        (_, "namespace") => json!({"type": "string", "pattern": format!("^({})?$", &NAMESPACE[1..NAMESPACE.len() - 1]),
+            "maxLength": MAX_NAMESPACE_LEN, "examples": ["omninode.bridge"],
+            "description": "Lowercase dotted segments; empty means omninode.bridge"}),
+        (_, "file_hash" | "current_hash") | ("HashResponse" | "HashStreamResponse", "hash") => {
+            json!({"type": "string", "pattern": HASH, "examples": [EXAMPLE_HASH]})
+        }
+        (_, "expected_hash") => json!({"type": "string", "pattern": "^([0-9a-f]{64})?$", "examples": [EXAMPLE_HASH]}),
+        ("StampRecord", "stamp_id") | (_, "workflow_id") => {
+            json!({"type": "string", "format": "uuid", "examples": ["01936c53-7f7a-7b6e-9c1d-2f4e5a6b7c8d"]})
+        }
+        (_, "file_path") => json!({"type": "string", "pattern": ONE_LINE, "maxLength": limits::MAX_FILE_PATH,
+            "examples": ["src/app.py"]}),
+        (_, "version") if message.name() != "WorkflowDefinition" => {
+            json!({"type": "string", "pattern": "^[A-Za-z0-9._+-]{0,64}$", "examples": ["1.0.0"]})
+        }
+        (_, "content_type" | "correlation_id" | "idempotency_key" | "approver" | "step_name") => {
+            json!({"type": "string", "pattern": ONE_LINE, "maxLength": limits::MAX_FIELD})
+        }
+        (_, "content") => json!({"type": "string", "pattern": NO_NUL, "examples": ["print('hello')\n"]}),
+        (_, "comment" | "reason" | "description") => {
+            json!({"type": "string", "pattern": NO_NUL, "maxLength": limits::MAX_NOTE})
+        }
+        _ => json!({"type": "string"}),
+    }
+}
+
+const EXAMPLE_HASH: &str = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
+
+fn raw_description(route: &Route, raw: &crate::rules::RawContent) -> String {
+    let mut text = format!(
+        "\n\nThe file may be sent as it is: a body of type `application/octet-stream` or `text/*` is the `{}` field, \
+         the other fields come from query parameters or `Omninode-<Field-Name>` headers (e.g. `Omninode-File-Path`).",
+        raw.request_field.name()
     );
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "OmniNode Bridge REST API", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "HTTP/JSON for the OmniNode Bridge gRPC services, generated from their google.api.http annotations."},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    })
+    if !route.method.is_client_streaming() {
+        text.push_str(
+            " A `multipart/form-data` body carries the file as a part with a filename (its name is the `file_path`)",
+        );
+        match &raw.batch {
+            Some(batch) => text.push_str(&format!("; several files are stamped as one {}.", batch.name())),
+            None => text.push('.'),
+        }
+    } else {
+        text.push_str(" The body may be of any length: it is hashed as it arrives.");
+    }
+    text
+}
+
+fn status_schema() -> Value {
+    json!({"type": "object", "description": "google.rpc.Status", "properties": {
+        "code": {"type": "integer", "format": "int32", "description": "The gRPC status code"},
+        "message": {"type": "string"},
+        "details": {"type": "array", "items": {"type": "object", "properties": {
+            "@type": {"type": "string", "examples": ["type.googleapis.com/google.rpc.ErrorInfo"]},
+            "reason": {"type": "string", "description": "ErrorInfo: the reason (see the README's registry)"},
+            "domain": {"type": "string"},
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+            "fieldViolations": {"type": "array", "items": {"type": "object", "properties": {
+                "field": {"type": "string"}, "description": {"type": "string"}}}},
+        }, "required": ["@type"]}},
+    }, "required": ["code", "message", "details"]})
 }
 
 fn field_at(message: &MessageDescriptor, path: &str) -> Option<FieldDescriptor> {
@@ -95,57 +398,24 @@ fn field_at(message: &MessageDescriptor, path: &str) -> Option<FieldDescriptor> 
     }
 }
 
-fn reference(message: &MessageDescriptor, schemas: &mut BTreeMap<String, Value>) -> Value {
-    let name = message.full_name().to_owned();
-    // Well-known types have their own JSON forms.
-    match message.full_name() {
-        "google.protobuf.Timestamp" => return json!({"type": "string", "format": "date-time"}),
-        "google.protobuf.Value" => return json!({"description": "any JSON value"}),
-        "google.protobuf.Struct" => return json!({"type": "object"}),
-        "google.protobuf.ListValue" => return json!({"type": "array"}),
-        _ => {}
-    }
-    if !schemas.contains_key(&name) {
-        schemas.insert(name.clone(), Value::Null); // placeholder: recursion stops here
-        let properties: Map<String, Value> =
-            message.fields().map(|f| (f.json_name().to_owned(), field_schema(&f, schemas))).collect();
-        schemas.insert(name.clone(), json!({"type": "object", "properties": properties}));
-    }
-    json!({"$ref": format!("#/components/schemas/{name}")})
-}
-
-fn field_schema(field: &FieldDescriptor, schemas: &mut BTreeMap<String, Value>) -> Value {
-    if field.is_map() {
-        let Kind::Message(entry) = field.kind() else { unreachable!("a map entry") };
-        let value = entry.map_entry_value_field();
-        return json!({"type": "object", "additionalProperties": field_schema(&value, schemas)});
-    }
-    let single = match field.kind() {
-        Kind::String => json!({"type": "string"}),
-        Kind::Bytes => json!({"type": "string", "contentEncoding": "base64"}),
-        Kind::Bool => json!({"type": "boolean"}),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
-        Kind::Uint32 | Kind::Fixed32 => json!({"type": "integer", "format": "int64", "minimum": 0}),
-        // proto3 JSON writes 64-bit integers as strings.
-        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => json!({"type": "string", "format": "int64"}),
-        Kind::Uint64 | Kind::Fixed64 => json!({"type": "string", "format": "uint64"}),
-        Kind::Float | Kind::Double => json!({"type": "number"}),
-        Kind::Enum(e) => json!({"type": "string", "enum": e.values().map(|v| v.name().to_owned()).collect::<Vec<_>>()}),
-        Kind::Message(m) => reference(&m, schemas),
-    };
-    if field.is_list() { json!({"type": "array", "items": single}) } else { single }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rules::{descriptor_pool, routes};
 
+    fn doc() -> Value {
+        let pool = descriptor_pool();
+        let services = [
+            "omninode.stamping.v1.StampingService",
+            "omninode.orchestrator.v1.OrchestratorService",
+            "omninode.reducer.v1.ReducerService",
+        ];
+        document(&routes(&pool, &services).unwrap())
+    }
+
     #[test]
     fn every_workflow_signal_has_its_route_and_outputs_are_any_json() {
-        let pool = descriptor_pool();
-        let routes = routes(&pool, &["omninode.orchestrator.v1.OrchestratorService"]).unwrap();
-        let doc = document(&routes);
+        let doc = doc();
         for path in [
             "/v1/workflows/{workflow_id}/steps/{step_name}:approve",
             "/v1/workflows/{workflow_id}/steps/{step_name}:reject",
@@ -156,7 +426,37 @@ mod tests {
             assert!(doc["paths"][path]["post"].is_object(), "{path} is documented");
         }
         let step = &doc["components"]["schemas"]["omninode.orchestrator.v1.WorkflowStep"]["properties"];
-        assert_eq!(step["output"], json!({"description": "any JSON value"}));
-        assert_eq!(step["startedAt"], json!({"type": "string", "format": "date-time"}));
+        assert_eq!(step["output"]["description"].as_str().map(|d| d.is_empty()), Some(false));
+        assert!(step["output"].get("type").is_none(), "any JSON value");
+        assert_eq!(step["startedAt"]["format"], "date-time");
+    }
+
+    #[test]
+    fn the_document_describes_itself_from_the_contracts() {
+        let doc = doc();
+        let stamp = &doc["paths"]["/v1/namespaces/{namespace}/stamps"]["post"];
+        assert!(stamp["description"].as_str().unwrap().starts_with("Normalises content, hashes it"), "{stamp}");
+        assert_eq!(stamp["tags"][0], "StampingService");
+        let namespace = &stamp["parameters"][0];
+        assert_eq!((namespace["in"].as_str(), namespace["required"].as_bool()), (Some("path"), Some(true)));
+        assert_eq!(namespace["schema"]["pattern"], NAMESPACE);
+        for media in ["application/json", "application/octet-stream", "multipart/form-data"] {
+            assert!(stamp["requestBody"]["content"][media].is_object(), "{media}");
+        }
+        assert!(stamp["responses"]["201"]["content"]["application/octet-stream"].is_object());
+        let get = &doc["paths"]["/v1/namespaces/{namespace}/stamps/{file_hash}"]["get"];
+        assert_eq!(get["parameters"][1]["schema"]["pattern"], HASH);
+        let record = &doc["components"]["schemas"]["omninode.stamping.v1.StampRecord"];
+        assert_eq!(record["properties"]["stampId"]["format"], "uuid");
+        assert_eq!(record["properties"]["fileHash"]["description"], "BLAKE3 of the normalised content.");
+        let run = &doc["components"]["schemas"]["omninode.orchestrator.v1.RunWorkflowRequest"];
+        assert_eq!(run["required"], json!(["input"]));
+        assert!(doc["components"]["securitySchemes"]["apiKey"].is_object());
+        assert_eq!(doc["components"]["securitySchemes"]["bearerAuth"]["scheme"], "bearer");
+        assert!(
+            doc["paths"]["/v1/hash:stream"]["post"]["requestBody"]["content"]["application/octet-stream"].is_object()
+        );
+        let tags: Vec<&str> = doc["tags"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+        assert_eq!(tags, ["OrchestratorService", "ReducerService", "StampingService"]);
     }
 }

@@ -3,7 +3,7 @@
 //! OpenAPI; no hand-written route per RPC).
 
 use omninode_proto::google::api::{HttpRule, http_rule::Pattern};
-use prost_reflect::{DescriptorPool, MethodDescriptor, Value};
+use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, MethodDescriptor, Value};
 
 use crate::template::{PathTemplate, TemplateError};
 
@@ -19,6 +19,30 @@ pub struct Route {
     pub response_body: String,
     /// The success status (`omninode.api.v1.http_success_status`, default 200).
     pub success_status: u16,
+    /// Whether and how the route takes the file itself (`omninode.api.v1.http_raw_content`).
+    pub raw: Option<RawContent>,
+}
+
+/// `omninode.api.v1.HttpRawContent`: a route that takes the file itself.
+#[derive(Debug, Clone)]
+pub struct RawContent {
+    /// The request field the body fills.
+    pub request_field: FieldDescriptor,
+    /// The response field sent as the body to a client that asks for raw content.
+    pub response_field: Option<FieldDescriptor>,
+    /// The RPC several files of a multipart upload go to.
+    pub batch: Option<MethodDescriptor>,
+}
+
+fn raw_content(method: &MethodDescriptor, rule: &DynamicMessage) -> Option<RawContent> {
+    let text = |name: &str| match rule.get_field_by_name(name).as_deref() {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    let request_field = method.input().get_field_by_name(&text("request_field")?)?;
+    let response_field = text("response_field").and_then(|name| method.output().get_field_by_name(&name));
+    let batch = text("batch_method").and_then(|name| method.parent_service().methods().find(|m| m.name() == name));
+    Some(RawContent { request_field, response_field, batch })
 }
 
 /// The contracts' descriptors.
@@ -33,6 +57,9 @@ pub fn routes(pool: &DescriptorPool, services: &[&str]) -> Result<Vec<Route>, Te
     let success = pool
         .get_extension_by_name("omninode.api.v1.http_success_status")
         .expect("omninode.api.v1.http_success_status is in the descriptor set");
+    let raw = pool
+        .get_extension_by_name("omninode.api.v1.http_raw_content")
+        .expect("omninode.api.v1.http_raw_content is in the descriptor set");
     let mut routes = Vec::new();
     for service in pool.services().filter(|s| services.contains(&s.full_name())) {
         for method in service.methods() {
@@ -46,9 +73,14 @@ pub fn routes(pool: &DescriptorPool, services: &[&str]) -> Result<Vec<Route>, Te
                 Value::I32(status) if (200..300).contains(status) => *status as u16,
                 _ => 200,
             };
+            let raw = match options.has_extension(&raw).then(|| options.get_extension(&raw).into_owned()) {
+                Some(Value::Message(rule)) => raw_content(&method, &rule),
+                _ => None,
+            };
             for binding in std::iter::once(rule.clone()).chain(rule.additional_bindings.clone()) {
                 if let Some(mut route) = route(&method, &binding)? {
                     route.success_status = success_status;
+                    route.raw = raw.clone();
                     routes.push(route);
                 }
             }
@@ -75,6 +107,7 @@ fn route(method: &MethodDescriptor, rule: &HttpRule) -> Result<Option<Route>, Te
         body: rule.body.clone(),
         response_body: rule.response_body.clone(),
         success_status: 200,
+        raw: None,
     }))
 }
 
@@ -112,7 +145,14 @@ mod tests {
         ] {
             assert!(names.contains(&rpc), "{rpc} has no route");
         }
-        assert!(!names.contains(&"HashStream"), "client streaming has no REST binding");
+        let raw = |rpc: &str| routes.iter().find(|r| r.method.name() == rpc).unwrap().raw.clone();
+        let stamp = raw("Stamp").expect("Stamp takes files");
+        assert_eq!(stamp.request_field.name(), "content");
+        assert_eq!(stamp.response_field.map(|f| f.name().to_owned()).as_deref(), Some("stamped_content"));
+        assert_eq!(stamp.batch.map(|m| m.name().to_owned()).as_deref(), Some("BatchStamp"));
+        assert_eq!(raw("HashStream").expect("HashStream takes a raw body").request_field.name(), "chunk");
+        assert!(raw("Validate").expect("Validate takes files").response_field.is_none());
+        assert!(raw("GetStamp").is_none());
         let batch = routes.iter().find(|r| r.method.name() == "BatchStamp").unwrap();
         assert_eq!((batch.http_method.clone(), batch.body.as_str()), (http::Method::POST, "*"));
         let status = |rpc: &str| routes.iter().find(|r| r.method.name() == rpc).unwrap().success_status;

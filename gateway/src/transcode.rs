@@ -83,7 +83,7 @@ fn field_from_json(fd: &FieldDescriptor, body: &[u8], unknown: UnknownFields) ->
 }
 
 /// Sets `path` (dotted field names, JSON or proto spelling) from text.
-fn set_path(message: &mut DynamicMessage, path: &str, text: &str, append: bool) -> Result<(), BadRequest> {
+pub(crate) fn set_path(message: &mut DynamicMessage, path: &str, text: &str, append: bool) -> Result<(), BadRequest> {
     let (head, rest) = match path.split_once('.') {
         Some((head, rest)) => (head, Some(rest)),
         None => (path, None),

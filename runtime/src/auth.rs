@@ -208,6 +208,17 @@ impl ServiceError for AuthError {
             Self::PermissionDenied { .. } => reason::PERMISSION_DENIED,
         }
     }
+
+    fn error_metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Unauthenticated(_) => Vec::new(),
+            Self::PermissionDenied { identity, permission, namespace } => vec![
+                ("identity", identity.clone()),
+                ("permission", (*permission).to_owned()),
+                ("namespace", namespace.clone()),
+            ],
+        }
+    }
 }
 
 crate::grpc_status_from!(AuthError);

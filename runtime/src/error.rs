@@ -4,6 +4,7 @@
 //! reasons ([`reason`]).
 
 use tonic::{Code, Status, metadata::MetadataValue};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// The kinds of failure a caller can act on differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,7 +64,11 @@ pub fn http_status(code: Code) -> http::StatusCode {
 }
 
 /// Metadata key carrying the machine-readable reason (e.g. `NAMESPACE_INVALID`).
+/// Kept for callers written before the reason moved into `google.rpc.ErrorInfo`.
 pub const REASON_METADATA_KEY: &str = "omninode-error-reason";
+
+/// The `google.rpc.ErrorInfo` domain of every reason in [`reason`].
+pub const ERROR_DOMAIN: &str = "omninode";
 
 /// Every reason a caller can see, in one registry: services name their
 /// errors with these constants, and the README documents exactly this list
@@ -109,6 +114,20 @@ pub mod reason {
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     /// The caller's grants do not cover the permission and namespace.
     pub const PERMISSION_DENIED: &str = "PERMISSION_DENIED";
+    /// A client stream sent nothing for too long.
+    pub const STREAM_IDLE: &str = "STREAM_IDLE";
+    /// The gateway has no route for the path.
+    pub const ROUTE_NOT_FOUND: &str = "ROUTE_NOT_FOUND";
+    /// The gateway serves the path, but not with that HTTP method.
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    /// A request body over the gateway's limit.
+    pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    /// A request body of a media type the route does not take.
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+    /// A `Host` or cross-site `Origin` the gateway does not serve.
+    pub const HOST_NOT_ALLOWED: &str = "HOST_NOT_ALLOWED";
+    /// A failure that named no reason (a transport or framework error).
+    pub const INTERNAL_ERROR: &str = "INTERNAL_ERROR";
 
     /// The whole registry.
     pub const ALL: &[&str] = &[
@@ -132,6 +151,13 @@ pub mod reason {
         DEPENDENCY_UNAVAILABLE,
         UNAUTHENTICATED,
         PERMISSION_DENIED,
+        STREAM_IDLE,
+        ROUTE_NOT_FOUND,
+        METHOD_NOT_ALLOWED,
+        PAYLOAD_TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
+        HOST_NOT_ALLOWED,
+        INTERNAL_ERROR,
     ];
 }
 
@@ -150,13 +176,31 @@ pub trait ServiceError: std::error::Error {
         self.to_string()
     }
 
+    /// What the error is about, for `google.rpc.ErrorInfo.metadata`: the
+    /// offending namespace, workflow id, hash… (keys are proto field names).
+    fn error_metadata(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// The request field an INVALID_ARGUMENT error is about, for
+    /// `google.rpc.BadRequest`. Defaults to the field the message starts with
+    /// (validation messages name their field first: "namespace … must …").
+    fn field(&self) -> Option<String> {
+        leading_field(&self.public_message())
+    }
+
     /// The error as a transport-neutral value.
     fn to_api(&self) -> ApiError {
         let message = self.public_message();
         if self.code() == ErrorCode::Unavailable {
             tracing::error!(reason = self.reason(), detail = %self, "request failed");
         }
-        ApiError::new(self.code(), self.reason(), message)
+        let mut api = ApiError::new(self.code(), self.reason(), message);
+        api.metadata = self.error_metadata().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        if self.code() == ErrorCode::InvalidArgument {
+            api = api.with_field(self.field().unwrap_or_default());
+        }
+        api
     }
 
     /// The gRPC status: code, public message, reason in metadata.
@@ -181,7 +225,20 @@ macro_rules! grpc_status_from {
     };
 }
 
-/// An error ready for a transport: its kind, a stable reason and a message for people.
+/// The request field a validation message starts with (`content is …`,
+/// `file_hash "…" is not …`, `items[2].file_path must …`), if it starts with one.
+pub fn leading_field(message: &str) -> Option<String> {
+    let token = message.split([' ', ':']).next()?;
+    let field_like = token.starts_with(|c: char| c.is_ascii_lowercase())
+        && token.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c));
+    // Words validation messages start with that are not fields.
+    const NOT_FIELDS: [&str; 9] = ["the", "a", "an", "no", "stamp", "step", "workflow", "hash", "idempotency"];
+    (field_like && !NOT_FIELDS.contains(&token)).then(|| token.to_owned())
+}
+
+/// An error ready for a transport: its kind, a stable reason, a message for
+/// people, and the structured details every transport carries
+/// (`google.rpc.ErrorInfo`, and `google.rpc.BadRequest` for invalid fields).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {message}")]
 pub struct ApiError {
@@ -189,11 +246,36 @@ pub struct ApiError {
     /// Stable, upper-snake-case reason, e.g. `VALIDATION_ERROR`.
     pub reason: &'static str,
     pub message: String,
+    /// `ErrorInfo.metadata`: what the error is about.
+    pub metadata: Vec<(String, String)>,
+    /// `BadRequest.field_violations`: (field path, description).
+    pub violations: Vec<(String, String)>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into() }
+        Self { code, reason, message: message.into(), metadata: Vec::new(), violations: Vec::new() }
+    }
+
+    /// Adds a field violation for `field` (empty: the request as a whole)
+    /// described by the message, and names the field in the metadata.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        let field = field.into();
+        if !field.is_empty() && !self.metadata.iter().any(|(k, _)| k == "field") {
+            self.metadata.push(("field".to_owned(), field.clone()));
+        }
+        self.violations.push((field, self.message.clone()));
+        self
+    }
+
+    /// The structured details of this error.
+    pub fn details(&self) -> ErrorDetails {
+        let metadata = self.metadata.iter().cloned().collect::<std::collections::HashMap<_, _>>();
+        let mut details = ErrorDetails::with_error_info(self.reason, ERROR_DOMAIN, metadata);
+        for (field, description) in &self.violations {
+            details.add_bad_request_violation(field.clone(), description.clone());
+        }
+        details
     }
 
     /// The HTTP status of this error.
@@ -204,9 +286,10 @@ impl ApiError {
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
-        let mut status = Status::new(err.code.grpc(), err.message);
-        status.metadata_mut().insert(REASON_METADATA_KEY, MetadataValue::from_static(err.reason));
-        status
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert(REASON_METADATA_KEY, MetadataValue::from_static(err.reason));
+        let details = err.details();
+        Status::with_error_details_and_metadata(err.code.grpc(), err.message, details, metadata)
     }
 }
 
@@ -220,6 +303,32 @@ mod tests {
         assert_eq!(status.code(), Code::NotFound);
         assert_eq!(status.message(), "no stamp for abc");
         assert_eq!(status.metadata().get(REASON_METADATA_KEY).unwrap(), "STAMP_NOT_FOUND");
+    }
+
+    #[test]
+    fn status_details_carry_error_info_and_field_violations() {
+        let mut api = ApiError::new(ErrorCode::InvalidArgument, reason::NAMESPACE_INVALID, "namespace \"A\" is bad");
+        api.metadata.push(("namespace".into(), "A".into()));
+        let status: Status = api.with_field("namespace").into();
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("NAMESPACE_INVALID", ERROR_DOMAIN));
+        assert_eq!(info.metadata.get("namespace").map(String::as_str), Some("A"));
+        assert_eq!(info.metadata.get("field").map(String::as_str), Some("namespace"));
+        let violations = &details.bad_request().expect("BadRequest").field_violations;
+        assert_eq!(violations[0].field, "namespace");
+        assert_eq!(violations[0].description, "namespace \"A\" is bad");
+        assert_eq!(status.metadata().get(REASON_METADATA_KEY).unwrap(), "NAMESPACE_INVALID");
+    }
+
+    #[test]
+    fn validation_messages_name_their_field_first() {
+        assert_eq!(leading_field("content is 9 bytes; the limit is 8").as_deref(), Some("content"));
+        assert_eq!(leading_field("file_hash \"x\" is not a BLAKE3 hash").as_deref(), Some("file_hash"));
+        assert_eq!(leading_field("items[2].file_path must not").as_deref(), Some("items[2].file_path"));
+        assert_eq!(leading_field("input is required").as_deref(), Some("input"));
+        assert_eq!(leading_field("the store refused a value"), None);
+        assert_eq!(leading_field("Namespace is bad"), None);
     }
 
     #[test]

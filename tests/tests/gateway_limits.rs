@@ -77,11 +77,24 @@ async fn oversized_headers_declared_bodies_foreign_hosts_non_json_and_wrong_meth
     let json = [("content-type", "application/json")];
     let body = r#"{"content":"x"}"#;
     assert_eq!(http_request(gateway, "POST", "/v1/validate", &json, body).await.0, 200);
-    for cross_site in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+    // What a cross-site page can post without a preflight: a form is never
+    // taken; a file (text/plain, multipart) only from a non-browser client or
+    // a page of this site.
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    assert_eq!(http_request(gateway, "POST", "/v1/validate", &form, body).await.0, 415);
+    for file_type in ["text/plain", "multipart/form-data; boundary=x"] {
+        let from_elsewhere = [("content-type", file_type), ("origin", "https://evil.example")];
+        let (code, _, answer) = http_request(gateway, "POST", "/v1/validate", &from_elsewhere, body).await;
+        assert_eq!(code, 403, "{file_type}: {answer}");
+        assert!(answer.contains("HOST_NOT_ALLOWED"), "{answer}");
+        // A route that takes no files refuses them whoever sends them.
         let (code, _, answer) =
-            http_request(gateway, "POST", "/v1/validate", &[("content-type", cross_site)], body).await;
-        assert_eq!(code, 415, "{cross_site}: {answer}");
+            http_request(gateway, "POST", "/v1/namespaces/a/stamps:batch", &[("content-type", file_type)], body).await;
+        assert_eq!(code, 415, "{file_type}: {answer}");
+        assert!(answer.contains("UNSUPPORTED_MEDIA_TYPE"), "{answer}");
     }
+    let same_site = [("content-type", "text/plain"), ("origin", &format!("http://{gateway}"))];
+    assert_eq!(http_request(gateway, "POST", "/v1/validate", &same_site, "plain text").await.0, 200);
 
     let (code, headers, _) = http_request(gateway, "DELETE", "/v1/validate", &[], "").await;
     assert_eq!(code, 405);

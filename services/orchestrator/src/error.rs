@@ -76,6 +76,31 @@ impl ServiceError for OrchestratorError {
             other => other.to_string(),
         }
     }
+
+    fn error_metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::NotFound(id) | Self::Timeout(id) => vec![("workflow_id", id.clone())],
+            Self::DefinitionNotFound(name) => vec![("definition", name.clone())],
+            Self::QueueFull(waiting) => vec![("queued", waiting.to_string())],
+            Self::AlreadyTerminal { id, state } | Self::WrongState { id, state, .. } => {
+                vec![("workflow_id", id.clone()), ("state", state.to_string())]
+            }
+            Self::IdempotencyConflict { namespace, key, workflow_id } => vec![
+                ("namespace", namespace.clone()),
+                ("idempotency_key", key.clone()),
+                ("workflow_id", workflow_id.clone()),
+            ],
+            Self::IllegalTransition(illegal) => vec![("transition", illegal.to_string())],
+            _ => Vec::new(),
+        }
+    }
+
+    fn field(&self) -> Option<String> {
+        match self {
+            Self::NamespaceInvalid(_) => Some("namespace".to_owned()),
+            other => omninode_runtime::error::leading_field(&other.public_message()),
+        }
+    }
 }
 
 omninode_runtime::grpc_status_from!(OrchestratorError);

@@ -49,6 +49,20 @@ impl ServiceError for ReducerError {
             other => other.to_string(),
         }
     }
+
+    fn error_metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::NotFound(namespace) | Self::Conflict(namespace) => vec![("namespace", namespace.clone())],
+            _ => Vec::new(),
+        }
+    }
+
+    fn field(&self) -> Option<String> {
+        match self {
+            Self::NamespaceInvalid(_) => Some("namespace".to_owned()),
+            other => omninode_runtime::error::leading_field(&other.public_message()),
+        }
+    }
 }
 
 omninode_runtime::grpc_status_from!(ReducerError);

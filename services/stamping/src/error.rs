@@ -59,6 +59,28 @@ impl ServiceError for StampingError {
             other => other.to_string(),
         }
     }
+
+    fn error_metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::StampNotFound { namespace, file_hash } => {
+                vec![("namespace", namespace.clone()), ("file_hash", file_hash.clone())]
+            }
+            Self::OperationIdConflict { namespace, key, existing_hash } => vec![
+                ("namespace", namespace.clone()),
+                ("idempotency_key", key.clone()),
+                ("file_hash", existing_hash.clone()),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
+    fn field(&self) -> Option<String> {
+        match self {
+            Self::EmptyBatch => Some("items".to_owned()),
+            Self::NamespaceInvalid(_) => Some("namespace".to_owned()),
+            other => omninode_runtime::error::leading_field(&other.public_message()),
+        }
+    }
 }
 
 omninode_runtime::grpc_status_from!(StampingError);

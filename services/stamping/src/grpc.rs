@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use omninode_core::hash::hash_bytes;
 use omninode_runtime::auth::{Permission, caller_of};
+use omninode_runtime::{ErrorCode, reason};
 
 use crate::{
     convert::{
@@ -70,7 +71,8 @@ impl StampingService for StampingGrpc {
         loop {
             // A client that stops sending does not hold the call open.
             let next = tokio::time::timeout(STREAM_IDLE, stream.next()).await.map_err(|_| {
-                Status::deadline_exceeded(format!("no chunk within {} s; the stream is closed", STREAM_IDLE.as_secs()))
+                let message = format!("no chunk within {} s; the stream is closed", STREAM_IDLE.as_secs());
+                Status::from(omninode_runtime::ApiError::new(ErrorCode::DeadlineExceeded, reason::STREAM_IDLE, message))
             })?;
             let Some(message) = next else { break };
             let chunk = message?.chunk;

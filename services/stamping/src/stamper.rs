@@ -205,7 +205,7 @@ impl Stamper {
         limits::check_content_size(content.len(), self.config.max_content_bytes).map_err(StampingError::TooLarge)?;
         let expected = match expected_hash {
             "" => None,
-            hash => Some(checked_hash(hash)?),
+            hash => Some(checked_hash("expected_hash", hash)?),
         };
         Ok(validate(content, expected))
     }
@@ -213,7 +213,7 @@ impl Stamper {
     /// The record of `file_hash` in `namespace`.
     pub async fn get(&self, namespace: &str, file_hash: &str) -> Result<StampRecord, StampingError> {
         let namespace = resolve_namespace(namespace).map_err(StampingError::NamespaceInvalid)?;
-        let file_hash = checked_hash(file_hash)?;
+        let file_hash = checked_hash("file_hash", file_hash)?;
         self.store
             .get(&namespace, file_hash)
             .await?
@@ -276,12 +276,13 @@ fn check_correlation(correlation_id: Option<&str>) -> Result<(), StampingError> 
     }
 }
 
-fn checked_hash(hash: &str) -> Result<&str, StampingError> {
+/// `hash` if it is a BLAKE3 hash; the error names the request `field`.
+fn checked_hash<'a>(field: &str, hash: &'a str) -> Result<&'a str, StampingError> {
     if is_valid_hash(hash) {
         Ok(hash)
     } else {
         Err(StampingError::InvalidHashFormat(format!(
-            "hash {:?} is not a BLAKE3 hash (64 lowercase hex characters)",
+            "{field} {:?} is not a BLAKE3 hash (64 lowercase hex characters)",
             limits::prefix(hash, 80)
         )))
     }

@@ -25,11 +25,13 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!omninode/api/v1/annotations.proto\x12\x0fomninode.api.v1\x1a google/protobuf/descriptor.proto:=\n\x13http_success_status\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!omninode/api/v1/annotations.proto\x12\x0fomninode.api.v1\x1a google/protobuf/descriptor.proto\"U\n\x0eHttpRawContent\x12\x15\n\rrequest_field\x18\x01 \x01(\t\x12\x16\n\x0eresponse_field\x18\x02 \x01(\t\x12\x14\n\x0c\x62\x61tch_method\x18\x03 \x01(\t:=\n\x13http_success_status\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x05:[\n\x10http_raw_content\x12\x1e.google.protobuf.MethodOptions\x18\xba\x8e\x03 \x01(\x0b\x32\x1f.omninode.api.v1.HttpRawContentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'omninode.api.v1.annotations_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_HTTPRAWCONTENT']._serialized_start=88
+  _globals['_HTTPRAWCONTENT']._serialized_end=173
 # @@protoc_insertion_point(module_scope)

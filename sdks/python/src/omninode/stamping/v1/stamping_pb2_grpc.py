@@ -86,7 +86,8 @@ class StampingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def HashStream(self, request_iterator, context):
-        """Hashes raw bytes sent as a stream of chunks, for content too large for one message.
+        """Hashes raw bytes sent as a stream of chunks, for content too large for one
+        message. Over REST: the raw body, of any length, chunked as it arrives.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -2,16 +2,59 @@
 // @generated from file omninode/api/v1/annotations.proto (package omninode.api.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenExtension, GenFile } from "@bufbuild/protobuf/codegenv2";
-import { extDesc, fileDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { MethodOptions } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
+import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file omninode/api/v1/annotations.proto.
  */
 export const file_omninode_api_v1_annotations: GenFile = /*@__PURE__*/
-  fileDesc("CiFvbW5pbm9kZS9hcGkvdjEvYW5ub3RhdGlvbnMucHJvdG8SD29tbmlub2RlLmFwaS52MTpQChNodHRwX3N1Y2Nlc3Nfc3RhdHVzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYuY4DIAEoBVIRaHR0cFN1Y2Nlc3NTdGF0dXNiBnByb3RvMw", [file_google_protobuf_descriptor]);
+  fileDesc("CiFvbW5pbm9kZS9hcGkvdjEvYW5ub3RhdGlvbnMucHJvdG8SD29tbmlub2RlLmFwaS52MSJVCg5IdHRwUmF3Q29udGVudBIVCg1yZXF1ZXN0X2ZpZWxkGAEgASgJEhYKDnJlc3BvbnNlX2ZpZWxkGAIgASgJEhQKDGJhdGNoX21ldGhvZBgDIAEoCTpQChNodHRwX3N1Y2Nlc3Nfc3RhdHVzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYuY4DIAEoBVIRaHR0cFN1Y2Nlc3NTdGF0dXM6awoQaHR0cF9yYXdfY29udGVudBIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLqOAyABKAsyHy5vbW5pbm9kZS5hcGkudjEuSHR0cFJhd0NvbnRlbnRSDmh0dHBSYXdDb250ZW50YgZwcm90bzM", [file_google_protobuf_descriptor]);
+
+/**
+ * A REST binding that also takes the file itself instead of JSON: a body of
+ * type `application/octet-stream` or `text/*` fills `request_field`, the other
+ * fields come from query parameters and `Omninode-<Field-Name>` headers; a
+ * `multipart/form-data` body of one file does the same, of several files calls
+ * `batch_method`. A client that asks for raw content (`Accept:
+ * application/octet-stream` or `text/*`) gets `response_field` as the body and
+ * the other fields of the answer in `Omninode-*` headers.
+ *
+ * @generated from message omninode.api.v1.HttpRawContent
+ */
+export type HttpRawContent = Message<"omninode.api.v1.HttpRawContent"> & {
+  /**
+   * The request field the body fills (a string field takes UTF-8 text only).
+   *
+   * @generated from field: string request_field = 1;
+   */
+  requestField: string;
+
+  /**
+   * The response field sent as the body on request; empty: the answer is JSON.
+   *
+   * @generated from field: string response_field = 2;
+   */
+  responseField: string;
+
+  /**
+   * The RPC of the same service that several files of a multipart upload go
+   * to, one item of its `items` field per file; empty: one file only.
+   *
+   * @generated from field: string batch_method = 3;
+   */
+  batchMethod: string;
+};
+
+/**
+ * Describes the message omninode.api.v1.HttpRawContent.
+ * Use `create(HttpRawContentSchema)` to create a new message.
+ */
+export const HttpRawContentSchema: GenMessage<HttpRawContent> = /*@__PURE__*/
+  messageDesc(file_omninode_api_v1_annotations, 0);
 
 /**
  * The HTTP status the REST gateway answers on success; unset means 200.
@@ -22,4 +65,10 @@ export const file_omninode_api_v1_annotations: GenFile = /*@__PURE__*/
  */
 export const http_success_status: GenExtension<MethodOptions, number> = /*@__PURE__*/
   extDesc(file_omninode_api_v1_annotations, 0);
+
+/**
+ * @generated from extension: omninode.api.v1.HttpRawContent http_raw_content = 51002;
+ */
+export const http_raw_content: GenExtension<MethodOptions, HttpRawContent> = /*@__PURE__*/
+  extDesc(file_omninode_api_v1_annotations, 1);
 
