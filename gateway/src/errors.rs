@@ -55,6 +55,18 @@ pub fn status_json(status: &Status) -> Value {
     json!({"code": status.code() as i32, "message": status.message(), "details": out})
 }
 
+/// The HTTP status of an error: grpc-gateway's mapping of its code, except
+/// that a request the resource's current state does not allow (a finished
+/// workflow cancelled, a signal its state refuses) is 409 Conflict, as HTTP
+/// says, rather than grpc-gateway's 400 for FAILED_PRECONDITION.
+pub fn http_status(status: &Status) -> axum::http::StatusCode {
+    const STATE_CONFLICTS: [&str; 3] =
+        [reason::WORKFLOW_TERMINAL, reason::WRONG_WORKFLOW_STATE, reason::ILLEGAL_TRANSITION];
+    let conflict = status.code() == Code::FailedPrecondition
+        && status.get_error_details().error_info().is_some_and(|info| STATE_CONFLICTS.contains(&info.reason.as_str()));
+    if conflict { axum::http::StatusCode::CONFLICT } else { omninode_runtime::error::http_status(status.code()) }
+}
+
 /// The reason of a status that named none.
 fn fallback_reason(code: Code) -> &'static str {
     match code {

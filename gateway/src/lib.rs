@@ -439,7 +439,7 @@ fn copy_metadata(metadata: &tonic::metadata::MetadataMap, headers: &mut HeaderMa
 
 /// A `google.rpc.Status` JSON body with grpc-gateway's HTTP status.
 pub(crate) fn error_response(status: &Status, http: Option<StatusCode>) -> Response {
-    let code = http.unwrap_or_else(|| omninode_runtime::error::http_status(status.code()));
+    let code = http.unwrap_or_else(|| errors::http_status(status));
     let body = errors::status_json(status);
     let mut response = (code, axum::Json(body)).into_response();
     copy_metadata(status.metadata(), response.headers_mut());

@@ -17,8 +17,20 @@ const NAMESPACE: &str = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$";
 const HASH: &str = "^[0-9a-f]{64}$";
 /// Text without NUL characters (every string field).
 const NO_NUL: &str = "^[^\\u0000]*$";
-/// One line of text: no control characters.
-const ONE_LINE: &str = "^[^\\u0000-\\u001f\\u007f]*$";
+/// Text with something besides white space, and no NUL (content to stamp).
+const NOT_BLANK: &str = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$";
+/// One line of text: no control characters (C0, DEL, C1).
+const ONE_LINE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// One line of text with something besides white space.
+const ONE_LINE_NOT_BLANK: &str =
+    "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// Text without `${` (a reference to the input or an earlier step, which the
+/// document cannot check) and without NUL.
+const NO_TEMPLATE: &str = "^([^\\u0000$]|\\$[^{\\u0000])*\\$?$";
+/// A definition or step name.
+const NAME: &str = "^[a-z][a-z0-9_-]{0,63}$";
+/// A definition as a workflow names it: `name`, `name@version`, or empty (the built-in pipeline).
+const DEFINITION_REFERENCE: &str = "^([a-z][a-z0-9_-]{0,63}(@[1-9][0-9]{0,8})?)?$";
 
 /// Comments of the contracts' elements, by file and source path.
 struct Comments(HashMap<(String, Vec<i32>), String>);
@@ -129,30 +141,23 @@ impl Schemas {
                 json!({"name": path, "in": "path", "required": true, "schema": schema, "description": description})
             })
             .collect();
-        let query_fields = match (route.body.as_str(), &route.raw) {
-            ("*", None) => Vec::new(),
-            _ => input.fields().collect::<Vec<_>>(),
+        // With a body of the whole message, query parameters are not read
+        // (a file upload takes them: see the operation's description).
+        let query_fields = match route.body.as_str() {
+            "*" => Vec::new(),
+            _ => self.scalar_fields(&input, &bound, &route.body),
         };
-        let raw_field = route.raw.as_ref().map(|r| r.request_field.name().to_owned());
         for field in query_fields {
-            let top_bound = bound.iter().any(|b| b.split('.').next() == Some(field.name()));
-            if top_bound
-                || field.name() == route.body
-                || raw_field.as_deref() == Some(field.name())
-                || matches!(field.kind(), Kind::Message(_))
-            {
-                continue;
-            }
-            let mut description = self.comments.field(&field).unwrap_or_default().to_owned();
-            if route.body == "*" {
-                description.push_str(" (for a file upload; a JSON body carries it as a field)");
-            }
+            let description = self.comments.field(&field).unwrap_or_default().to_owned();
             let schema = self.field(&field);
             parameters.push(json!({"name": field.name(), "in": "query", "required": false, "schema": schema,
-                                   "description": description.trim()}));
+                                   "description": description}));
         }
         let doc = self.comments.method(method).unwrap_or_default().to_owned();
-        let summary = doc.split(['.', '\n']).next().filter(|s| !s.is_empty()).unwrap_or(method.name()).to_owned();
+        // The first sentence of the comment.
+        let flat = doc.replace('\n', " ");
+        let summary = flat.split(". ").next().map(|s| s.trim_end_matches('.')).filter(|s| !s.is_empty());
+        let summary = summary.unwrap_or(method.name()).to_owned();
         let output = self.reference(&method.output());
         let success_content = if method.is_server_streaming() {
             json!({"text/event-stream": {"schema": {"type": "string",
@@ -193,7 +198,10 @@ impl Schemas {
         let mut body = match route.body.as_str() {
             "" => None,
             "*" if method.is_client_streaming() => Some(Map::new()),
-            "*" => Some(Map::from_iter([("application/json".to_owned(), json!({"schema": self.reference(&input)}))])),
+            "*" => {
+                let schema = self.body_schema(&input, &bound);
+                Some(Map::from_iter([("application/json".to_owned(), json!({"schema": schema}))]))
+            }
             field => match input.get_field_by_name(field).map(|f| f.kind()) {
                 Some(Kind::Message(desc)) => {
                     Some(Map::from_iter([("application/json".to_owned(), json!({"schema": self.reference(&desc)}))]))
@@ -206,23 +214,77 @@ impl Schemas {
                 Kind::String => "the file, UTF-8 text",
                 _ => "the file, any bytes",
             };
-            content.insert(
-                "application/octet-stream".to_owned(),
-                json!({"schema": {"type": "string", "contentMediaType": "application/octet-stream", "description": what}}),
-            );
+            let mut file = match raw.request_field.kind() {
+                Kind::String => string_schema(&raw.request_field),
+                _ => json!({"type": "string"}),
+            };
+            file["contentMediaType"] = json!("application/octet-stream");
+            file["description"] = json!(what);
+            content.insert("application/octet-stream".to_owned(), json!({"schema": file}));
             if !method.is_client_streaming() {
+                // The other fields are form fields, by their proto names.
+                let mut properties = Map::new();
+                for field in self.scalar_fields(&input, &bound, raw.request_field.name()) {
+                    let schema = self.field(&field);
+                    properties.insert(field.name().to_owned(), schema);
+                }
+                let mut file = match raw.request_field.kind() {
+                    Kind::String => string_schema(&raw.request_field),
+                    _ => json!({"type": "string", "format": "binary"}),
+                };
+                file["contentMediaType"] = json!(if raw.request_field.kind() == Kind::String {
+                    "text/plain"
+                } else {
+                    "application/octet-stream"
+                });
+                file["description"] = json!("The file (a part with a filename, or named file)");
+                properties.insert("file".to_owned(), file);
                 content.insert(
                     "multipart/form-data".to_owned(),
-                    json!({"schema": {"type": "object", "properties": {
-                        "file": {"type": "string", "contentMediaType": "application/octet-stream",
-                                 "description": "One or more files (parts with a filename)"}}}}),
+                    json!({"schema": {"type": "object", "properties": properties, "required": ["file"],
+                                      "additionalProperties": false}}),
                 );
             }
         }
         if let Some(content) = body {
-            operation["requestBody"] = json!({"required": true, "content": content});
+            // An empty body is the empty message, unless the message has required fields.
+            let required = REQUIRED.iter().any(|(m, _)| *m == input.name()) || method.is_client_streaming();
+            operation["requestBody"] = json!({"required": required, "content": content});
         }
         operation
+    }
+
+    /// The scalar fields of `message` a request can set besides the path's and `skip`.
+    fn scalar_fields(&self, message: &MessageDescriptor, bound: &[&str], skip: &str) -> Vec<FieldDescriptor> {
+        message
+            .fields()
+            .filter(|f| {
+                !bound.iter().any(|b| b.split('.').next() == Some(f.name()))
+                    && f.name() != skip
+                    && !matches!(f.kind(), Kind::Message(_))
+            })
+            .collect()
+    }
+
+    /// The schema of a whole-message body: the message without the fields
+    /// the path binds (the path's values win; the body's are not read).
+    fn body_schema(&mut self, message: &MessageDescriptor, bound: &[&str]) -> Value {
+        let reference = self.reference(message);
+        let top: Vec<&str> = bound.iter().filter(|b| !b.contains('.')).copied().collect();
+        if top.is_empty() {
+            return reference;
+        }
+        let mut schema = self.components[message.full_name()].clone();
+        for name in top {
+            let json_name = message.get_field_by_name(name).map(|f| f.json_name().to_owned()).unwrap_or_default();
+            if let Some(properties) = schema["properties"].as_object_mut() {
+                properties.remove(&json_name);
+            }
+            if let Some(required) = schema["required"].as_array_mut() {
+                required.retain(|r| r != &json!(json_name));
+            }
+        }
+        schema
     }
 
     fn reference(&mut self, message: &MessageDescriptor) -> Value {
@@ -239,8 +301,14 @@ impl Schemas {
         }
         if !self.components.contains_key(&name) {
             self.components.insert(name.clone(), Value::Null); // placeholder: recursion stops here
-            let properties: Map<String, Value> =
-                message.fields().map(|f| (f.json_name().to_owned(), self.field(&f))).collect();
+            let properties: Map<String, Value> = message
+                .fields()
+                .map(|f| {
+                    let schema = self.field(&f);
+                    let required = REQUIRED.contains(&(message.name(), f.name()));
+                    (f.json_name().to_owned(), if required { schema } else { nullable(schema) })
+                })
+                .collect();
             let mut schema = json!({"type": "object", "properties": properties});
             if let Some(doc) = self.comments.message(message) {
                 schema["description"] = json!(doc);
@@ -253,6 +321,20 @@ impl Schemas {
             if !required.is_empty() {
                 schema["required"] = json!(required);
             }
+            // A oneof holds exactly one of its fields (the services refuse none or two).
+            let oneofs: Vec<Value> = message
+                .oneofs()
+                .filter(|o| !o.is_synthetic())
+                .map(|o| {
+                    let present = |f: FieldDescriptor| {
+                        json!({"required": [f.json_name()], "properties": {f.json_name(): {"not": {"type": "null"}}}})
+                    };
+                    json!({"oneOf": o.fields().map(present).collect::<Vec<_>>()})
+                })
+                .collect();
+            if !oneofs.is_empty() {
+                schema["allOf"] = json!(oneofs);
+            }
             self.components.insert(name.clone(), schema);
         }
         json!({"$ref": format!("#/components/schemas/{name}")})
@@ -263,6 +345,12 @@ impl Schemas {
             let Kind::Message(entry) = field.kind() else { unreachable!("a map entry") };
             let value = entry.map_entry_value_field();
             let mut schema = json!({"type": "object", "additionalProperties": self.field(&value)});
+            if (field.parent_message().name(), field.name()) == ("WorkflowInput", "context") {
+                schema["maxProperties"] = json!(limits::MAX_CONTEXT_ENTRIES);
+                schema["propertyNames"] = json!({"pattern": ONE_LINE, "maxLength": limits::MAX_FIELD});
+                schema["additionalProperties"] =
+                    json!({"type": "string", "pattern": NO_NUL, "maxLength": limits::MAX_NOTE});
+            }
             if let Some(doc) = self.comments.field(field) {
                 schema["description"] = json!(doc);
             }
@@ -273,24 +361,41 @@ impl Schemas {
             Kind::Bytes => json!({"type": "string", "contentEncoding": "base64"}),
             Kind::Bool => json!({"type": "boolean"}),
             Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
-            Kind::Uint32 | Kind::Fixed32 => match field.name() {
-                "page_size" => json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": 500}),
+            // Page sizes over a list's maximum are lowered to it (AIP-158), not refused.
+            Kind::Uint32 | Kind::Fixed32 => match (field.parent_message().name(), field.name()) {
+                ("StepRetryPolicy", "max_attempts") => json!({"type": "integer", "minimum": 1, "maximum": 100}),
+                ("StepDefinition", "timeout_ms") => {
+                    json!({"type": "integer", "minimum": 0, "maximum": 30_u64 * 24 * 3600 * 1000})
+                }
                 _ => json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": u32::MAX}),
             },
             // proto3 JSON writes 64-bit integers as strings.
             Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => json!({"type": "string", "format": "int64"}),
-            Kind::Uint64 | Kind::Fixed64 => json!({"type": "string", "format": "uint64", "pattern": "^[0-9]+$"}),
+            Kind::Uint64 | Kind::Fixed64 => match (field.parent_message().name(), field.name()) {
+                // 1 ms to 366 days.
+                ("TimerStep", "duration_ms") => {
+                    json!({"type": "string", "format": "uint64", "pattern": "^[1-9][0-9]{0,9}$"})
+                }
+                _ => json!({"type": "string", "format": "uint64", "pattern": "^[0-9]{1,20}$"}),
+            },
             Kind::Float | Kind::Double => json!({"type": "number"}),
-            Kind::Enum(e) => {
-                json!({"type": "string", "enum": e.values().map(|v| v.name().to_owned()).collect::<Vec<_>>()})
-            }
+            // proto3 JSON takes an enum value by name or by number; answers name it.
+            Kind::Enum(e) => json!({"anyOf": [
+                {"type": "string", "enum": e.values().map(|v| v.name().to_owned()).collect::<Vec<_>>()},
+                {"type": "integer", "enum": e.values().map(|v| v.number()).collect::<Vec<_>>()},
+            ]}),
             Kind::Message(m) => self.reference(&m),
         };
         let doc = self.comments.field(field).map(str::to_owned);
         let mut schema = if field.is_list() {
             let mut list = json!({"type": "array", "items": single});
-            if field.name() == "items" {
-                list["minItems"] = json!(1);
+            match (field.parent_message().name(), field.name()) {
+                (_, "items") => list["minItems"] = json!(1),
+                ("WorkflowDefinition", "steps") => {
+                    list["minItems"] = json!(1);
+                    list["maxItems"] = json!(50);
+                }
+                _ => {}
             }
             list
         } else {
@@ -308,6 +413,25 @@ impl Schemas {
     }
 }
 
+/// proto3 JSON takes `null` for any field (it means the default value).
+fn nullable(mut schema: Value) -> Value {
+    match schema.get_mut("type") {
+        Some(Value::String(t)) => {
+            let t = t.clone();
+            schema["type"] = json!([t, "null"]);
+            schema
+        }
+        _ => {
+            let description = schema.as_object_mut().and_then(|o| o.remove("description"));
+            let mut wrapped = json!({"anyOf": [schema, {"type": "null"}]});
+            if let Some(description) = description {
+                wrapped["description"] = description;
+            }
+            wrapped
+        }
+    }
+}
+
 /// Request fields the services refuse when they are missing (message, field).
 const REQUIRED: &[(&str, &str)] = &[
     ("StartWorkflowRequest", "input"),
@@ -319,33 +443,83 @@ const REQUIRED: &[(&str, &str)] = &[
     ("WorkflowDefinition", "name"),
     ("WorkflowDefinition", "steps"),
     ("StepDefinition", "name"),
+    ("StampRequest", "content"),
+    ("HttpStep", "method"),
+    ("HttpStep", "url"),
+    ("LlmStep", "prompt"),
+    ("StepRetryPolicy", "max_attempts"),
 ];
 
 /// A string field's format, pattern, length and example, as the services check it.
 fn string_schema(field: &FieldDescriptor) -> Value {
     let message = field.parent_message();
     match (message.name(), field.name()) {
+        // A batch item that cannot be stamped fails on its own, in the answer, not the call.
+        ("BatchStampItem", _) => json!({"type": "string"}),
         (_, "namespace") => json!({"type": "string", "pattern": format!("^({})?$", &NAMESPACE[1..NAMESPACE.len() - 1]),
             "maxLength": MAX_NAMESPACE_LEN, "examples": ["omninode.bridge"],
             "description": "Lowercase dotted segments; empty means omninode.bridge"}),
-        (_, "file_hash" | "current_hash") | ("HashResponse" | "HashStreamResponse", "hash") => {
+        ("StampRecord" | "GetStampRequest", "file_hash")
+        | ("HashResponse" | "HashStreamResponse", "hash")
+        | ("ValidateResponse", "current_hash") => {
             json!({"type": "string", "pattern": HASH, "examples": [EXAMPLE_HASH]})
         }
-        (_, "expected_hash") => json!({"type": "string", "pattern": "^([0-9a-f]{64})?$", "examples": [EXAMPLE_HASH]}),
+        (_, "file_hash" | "expected_hash") => {
+            json!({"type": "string", "pattern": "^([0-9a-f]{64})?$", "examples": [EXAMPLE_HASH]})
+        }
         ("StampRecord", "stamp_id") | (_, "workflow_id") => {
             json!({"type": "string", "format": "uuid", "examples": ["01936c53-7f7a-7b6e-9c1d-2f4e5a6b7c8d"]})
         }
-        (_, "file_path") => json!({"type": "string", "pattern": ONE_LINE, "maxLength": limits::MAX_FILE_PATH,
-            "examples": ["src/app.py"]}),
-        (_, "version") if message.name() != "WorkflowDefinition" => {
+        // Stamping writes the path into the stamp and the type into the record: one line each.
+        ("StampRequest" | "StampRecord", "file_path") => {
+            json!({"type": "string", "pattern": ONE_LINE, "maxLength": limits::MAX_FILE_PATH, "examples": ["src/app.py"]})
+        }
+        ("StampRequest" | "StampRecord", "content_type") => {
+            json!({"type": "string", "pattern": ONE_LINE, "maxLength": limits::MAX_FIELD, "examples": ["text/x-python"]})
+        }
+        // A workflow's input is checked when it runs: what is not one line fails the workflow, not the call.
+        ("WorkflowInput" | "Workflow", "file_path" | "content_type") => json!({"type": "string", "pattern": NO_NUL}),
+        ("StampRequest" | "BatchStampRequest", "version") => {
             json!({"type": "string", "pattern": "^[A-Za-z0-9._+-]{0,64}$", "examples": ["1.0.0"]})
         }
-        (_, "content_type" | "correlation_id" | "idempotency_key" | "approver" | "step_name") => {
+        ("WorkflowDefinition", "name")
+        | ("StepDefinition", "name")
+        | ("ApproveStepRequest" | "RejectStepRequest", "step_name") => {
+            json!({"type": "string", "pattern": NAME, "examples": ["review"]})
+        }
+        ("GetWorkflowDefinitionRequest", "name") => {
+            json!({"type": "string", "pattern": &DEFINITION_REFERENCE.replace(")?)?$", ")?)$"), "examples": ["review@1"]})
+        }
+        (_, "definition") => json!({"type": "string", "pattern": DEFINITION_REFERENCE, "examples": ["review"]}),
+        (_, "approver") => json!({"type": "string", "pattern": ONE_LINE_NOT_BLANK, "maxLength": limits::MAX_FIELD}),
+        (_, "correlation_id" | "idempotency_key") => {
             json!({"type": "string", "pattern": ONE_LINE, "maxLength": limits::MAX_FIELD})
         }
-        (_, "content") => json!({"type": "string", "pattern": NO_NUL, "examples": ["print('hello')\n"]}),
-        (_, "comment" | "reason" | "description") => {
+        ("StampRequest", "content") => {
+            json!({"type": "string", "pattern": NOT_BLANK, "minLength": 1, "examples": ["print('hello')\n"]})
+        }
+        // A batch item that cannot be stamped fails on its own, in the answer; validation takes any text.
+        ("WorkflowInput", "content") => json!({"type": "string", "pattern": NO_NUL, "examples": ["print('hello')\n"]}),
+        (_, "content") => json!({"type": "string", "examples": ["print('hello')\n"]}),
+        ("WorkflowDefinition", "description")
+        | (
+            "CancelWorkflowRequest" | "RetryWorkflowRequest" | "PauseWorkflowRequest" | "ResumeWorkflowRequest",
+            "reason",
+        )
+        | ("ApproveStepRequest" | "RejectStepRequest", "comment") => {
             json!({"type": "string", "pattern": NO_NUL, "maxLength": limits::MAX_NOTE})
+        }
+        ("HttpStep", "method") => json!({"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]}),
+        ("HttpStep", "url") => {
+            json!({"type": "string", "pattern": "^https?://([^\\u0000$]|\\$[^{\\u0000])*\\$?$", "examples": ["https://example.com/hook"]})
+        }
+        ("HttpStep", "body") | ("LlmStep", "system") => json!({"type": "string", "pattern": NO_TEMPLATE}),
+        ("LlmStep", "prompt") => {
+            json!({"type": "string", "allOf": [{"pattern": NOT_BLANK}, {"pattern": NO_TEMPLATE}], "examples": ["Summarise the file"]})
+        }
+        // A definition's steps are stored as they are: no NUL anywhere in them.
+        ("StepDefinition" | "HttpStep" | "ApprovalStep" | "TimerStep" | "LlmStep" | "StampStep", _) => {
+            json!({"type": "string", "pattern": NO_NUL})
         }
         _ => json!({"type": "string"}),
     }

@@ -95,6 +95,7 @@ pub fn single(
     let file_type = (essence != "application/octet-stream").then_some(essence);
     fill(&mut message, bindings, query, headers, &[], raw)?;
     default_field(&mut message, "content_type", file_type);
+    crate::transcode::known_enums(&message)?;
     Ok(message)
 }
 
@@ -127,21 +128,24 @@ pub async fn multipart(
         let file_name = part.file_name().map(str::to_owned);
         let content_type = part.content_type().map(|m| m.essence_str().to_owned());
         let bytes = part.bytes().await.map_err(malformed)?;
+        // A part with a filename is a file, and so is a part named `file` without one.
         match file_name {
             Some(file_name) => files.push(Part { file_name, content_type, bytes }),
+            None if name == "file" => files.push(Part { file_name: String::new(), content_type, bytes }),
             None => fields.push((name, String::from_utf8_lossy(&bytes).into_owned())),
         }
     }
     let file_type = |part: &Part| part.content_type.clone().filter(|t| t != "application/octet-stream");
     match files.len() {
-        0 => Err(BadRequest("the multipart body has no file (a part with a filename)".into())),
+        0 => Err(BadRequest("the multipart body has no file (a part with a filename, or named file)".into())),
         1 => {
             let part = files.pop().expect("one file");
             let mut message = DynamicMessage::new(route.method.input());
             set_file(&mut message, &raw.request_field, part.bytes.clone(), &format!("file {:?}", part.file_name))?;
             fill(&mut message, bindings, query, headers, &fields, raw)?;
-            default_field(&mut message, "file_path", Some(&part.file_name));
+            default_field(&mut message, "file_path", Some(part.file_name.as_str()).filter(|n| !n.is_empty()));
             default_field(&mut message, "content_type", file_type(&part).as_deref());
+            crate::transcode::known_enums(&message)?;
             Ok((route.method.clone(), message))
         }
         count => {
@@ -167,6 +171,7 @@ pub async fn multipart(
                 })
                 .collect::<Result<Vec<_>, BadRequest>>()?;
             message.set_field(&items_field, Value::List(items));
+            crate::transcode::known_enums(&message)?;
             Ok((batch.clone(), message))
         }
     }

@@ -72,6 +72,8 @@ impl PathTemplate {
         let path = path.strip_prefix('/')?;
         let (path, verb) = match (&self.verb, path.rsplit_once(':')) {
             (Some(_), Some((p, v))) if !v.contains('/') => (p, Some(v)),
+            // A last segment with a ':' names a custom method, which a template without one does not serve.
+            (None, Some((_, v))) if !v.contains('/') => return None,
             _ => (path, None),
         };
         if verb != self.verb.as_deref() {

@@ -63,16 +63,85 @@ pub fn request_message(
             set_path(&mut message, &key, &value, true)?;
         }
     }
+    known_enums(&message)?;
     Ok(message)
 }
 
+/// Refuses enum numbers the contracts do not define (proto3 JSON takes any
+/// number; a service would see a value it has no meaning for).
+pub(crate) fn known_enums(message: &DynamicMessage) -> Result<(), BadRequest> {
+    for (field, value) in message.fields() {
+        let check = |value: &Value| match (field.kind(), value) {
+            (Kind::Enum(e), Value::EnumNumber(n)) if e.get_value(*n).is_none() => {
+                Err(BadRequest(format!("{}: {n} is not a {} value", field.name(), e.name())))
+            }
+            (_, Value::Message(child)) => known_enums(child),
+            _ => Ok(()),
+        };
+        match value {
+            Value::List(items) => items.iter().try_for_each(check)?,
+            Value::Map(entries) => entries.values().try_for_each(check)?,
+            other => check(other)?,
+        }
+    }
+    Ok(())
+}
+
 fn from_json(desc: MessageDescriptor, body: &[u8], unknown: UnknownFields) -> Result<DynamicMessage, BadRequest> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let options = DeserializeOptions::new().deny_unknown_fields(unknown == UnknownFields::Reject);
-    let message = DynamicMessage::deserialize_with_options(desc, &mut deserializer, &options)
-        .map_err(|e| BadRequest(format!("invalid JSON body: {e}")))?;
-    deserializer.end().map_err(|e| BadRequest(format!("invalid JSON body: {e}")))?;
-    Ok(message)
+    let parse = |deny_unknown: bool| {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let options = DeserializeOptions::new().deny_unknown_fields(deny_unknown);
+        let message = DynamicMessage::deserialize_with_options(desc.clone(), &mut deserializer, &options)
+            .map_err(|e| BadRequest(format!("invalid JSON body: {e}")))?;
+        deserializer.end().map_err(|e| BadRequest(format!("invalid JSON body: {e}")))?;
+        Ok(message)
+    };
+    // Strict first: it also refuses enum names the contracts do not have.
+    // Only a body with fields this message lacks is read again, leniently,
+    // and then its enum names are checked on their own (an unknown one would
+    // otherwise become the zero value without a word).
+    match parse(true) {
+        Ok(message) => Ok(message),
+        Err(strict) if unknown == UnknownFields::Reject => Err(strict),
+        Err(_) => {
+            let message = parse(false)?;
+            let json: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| BadRequest(format!("invalid JSON body: {e}")))?;
+            known_enum_names(&desc, &json)?;
+            Ok(message)
+        }
+    }
+}
+
+/// Every enum value written by name in `json` (read as `desc`) is one the contracts define.
+fn known_enum_names(desc: &MessageDescriptor, json: &serde_json::Value) -> Result<(), BadRequest> {
+    let Some(object) = json.as_object() else { return Ok(()) };
+    for (key, value) in object {
+        let Some(field) = desc.get_field_by_json_name(key).or_else(|| desc.get_field_by_name(key)) else { continue };
+        let values: Vec<&serde_json::Value> = match value {
+            serde_json::Value::Array(items) if field.is_list() => items.iter().collect(),
+            serde_json::Value::Object(entries) if field.is_map() => entries.values().collect(),
+            other => vec![other],
+        };
+        let kind = if field.is_map() {
+            match field.kind() {
+                Kind::Message(entry) => entry.map_entry_value_field().kind(),
+                other => other,
+            }
+        } else {
+            field.kind()
+        };
+        for value in values {
+            match (&kind, value) {
+                (Kind::Enum(e), serde_json::Value::String(name)) if e.get_value_by_name(name).is_none() => {
+                    return Err(BadRequest(format!("{}: {name:?} is not a {} value", field.name(), e.name())));
+                }
+                (Kind::Message(child), child_json) => known_enum_names(child, child_json)?,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 fn field_from_json(fd: &FieldDescriptor, body: &[u8], unknown: UnknownFields) -> Result<Value, BadRequest> {
@@ -126,7 +195,12 @@ fn scalar(fd: &FieldDescriptor, text: &str) -> Result<Value, BadRequest> {
         Kind::Bytes => Value::Bytes(text.as_bytes().to_vec().into()),
         Kind::Enum(e) => match e.get_value_by_name(text) {
             Some(v) => Value::EnumNumber(v.number()),
-            None => Value::EnumNumber(text.parse().map_err(|_| bad(&format!("a {} value", e.name())))?),
+            None => text
+                .parse()
+                .ok()
+                .and_then(|n| e.get_value(n))
+                .map(|v| Value::EnumNumber(v.number()))
+                .ok_or_else(|| bad(&format!("a {} value", e.name())))?,
         },
         Kind::Message(_) => return Err(bad("settable from a query parameter")),
     })

@@ -86,6 +86,8 @@ pub mod reason {
     pub const STAMP_NOT_FOUND: &str = "STAMP_NOT_FOUND";
     /// No workflow with that id.
     pub const WORKFLOW_NOT_FOUND: &str = "WORKFLOW_NOT_FOUND";
+    /// The workflow's definition has no step of that name.
+    pub const STEP_NOT_FOUND: &str = "STEP_NOT_FOUND";
     /// No workflow definition of that name (and version).
     pub const DEFINITION_NOT_FOUND: &str = "DEFINITION_NOT_FOUND";
     /// No aggregates for that namespace yet.
@@ -137,6 +139,7 @@ pub mod reason {
         EMPTY_BATCH_REQUEST,
         STAMP_NOT_FOUND,
         WORKFLOW_NOT_FOUND,
+        STEP_NOT_FOUND,
         DEFINITION_NOT_FOUND,
         NAMESPACE_NOT_FOUND,
         OPERATION_ID_CONFLICT,
@@ -232,7 +235,8 @@ pub fn leading_field(message: &str) -> Option<String> {
     let field_like = token.starts_with(|c: char| c.is_ascii_lowercase())
         && token.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c));
     // Words validation messages start with that are not fields.
-    const NOT_FIELDS: [&str; 9] = ["the", "a", "an", "no", "stamp", "step", "workflow", "hash", "idempotency"];
+    const NOT_FIELDS: [&str; 10] =
+        ["the", "a", "an", "no", "stamp", "step", "workflow", "hash", "idempotency", "invalid"];
     (field_like && !NOT_FIELDS.contains(&token)).then(|| token.to_owned())
 }
 

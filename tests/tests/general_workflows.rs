@@ -292,8 +292,8 @@ async fn approvals_are_decided_once_or_time_out(backend: Backend) {
         comment: "looks right".into(),
     };
     for (request, code) in [
-        (decide("notify", "alice"), Code::InvalidArgument),
-        (decide("nope", "alice"), Code::InvalidArgument),
+        (decide("notify", "alice"), Code::FailedPrecondition),
+        (decide("nope", "alice"), Code::NotFound),
         (decide("review", " "), Code::InvalidArgument),
     ] {
         let err = client.approve_step(request).await.unwrap_err();
@@ -518,7 +518,7 @@ async fn signals_over_rest(backend: Backend) {
     let (code, paused) = post(format!("/v1/workflows/{id}:pause"), json!({"reason": "hold"})).await;
     assert_eq!((code, paused["workflow"]["state"].as_str()), (200, Some("WORKFLOW_STATE_PAUSED")), "{paused}");
     let (code, body) = post(format!("/v1/workflows/{id}/steps/review:approve"), json!({"approver": "alice"})).await;
-    assert_eq!(code, 400, "not waiting while paused: FAILED_PRECONDITION maps to 400: {body}");
+    assert_eq!(code, 409, "not waiting while paused: a state conflict: {body}");
     let (code, _) = post(format!("/v1/workflows/{id}:resume"), json!({})).await;
     assert_eq!(code, 200);
     wait_until("WAITING again", Duration::from_secs(20), || async {

@@ -16,6 +16,8 @@ pub enum OrchestratorError {
     NotFound(String),
     #[error("no workflow definition {0}")]
     DefinitionNotFound(String),
+    #[error("step_name: definition {definition} has no step {step:?}")]
+    StepNotFound { workflow_id: String, definition: String, step: String },
     #[error("the workflow queue is full ({0} waiting; MAX_WORKFLOW_QUEUE_SIZE); retry later")]
     QueueFull(usize),
     #[error("workflow {id} is already {state}")]
@@ -45,6 +47,7 @@ impl ServiceError for OrchestratorError {
             Self::NamespaceInvalid(_) => reason::NAMESPACE_INVALID,
             Self::NotFound(_) => reason::WORKFLOW_NOT_FOUND,
             Self::DefinitionNotFound(_) => reason::DEFINITION_NOT_FOUND,
+            Self::StepNotFound { .. } => reason::STEP_NOT_FOUND,
             Self::QueueFull(_) => reason::QUEUE_FULL,
             Self::AlreadyTerminal { .. } => reason::WORKFLOW_TERMINAL,
             Self::IdempotencyConflict { .. } => reason::OPERATION_ID_CONFLICT,
@@ -59,7 +62,7 @@ impl ServiceError for OrchestratorError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::Validation(_) | Self::NamespaceInvalid(_) => ErrorCode::InvalidArgument,
-            Self::NotFound(_) | Self::DefinitionNotFound(_) => ErrorCode::NotFound,
+            Self::NotFound(_) | Self::DefinitionNotFound(_) | Self::StepNotFound { .. } => ErrorCode::NotFound,
             Self::QueueFull(_) => ErrorCode::ResourceExhausted,
             Self::AlreadyTerminal { .. } | Self::WrongState { .. } | Self::IllegalTransition(_) => {
                 ErrorCode::FailedPrecondition
@@ -81,6 +84,11 @@ impl ServiceError for OrchestratorError {
         match self {
             Self::NotFound(id) | Self::Timeout(id) => vec![("workflow_id", id.clone())],
             Self::DefinitionNotFound(name) => vec![("definition", name.clone())],
+            Self::StepNotFound { workflow_id, definition, step } => vec![
+                ("workflow_id", workflow_id.clone()),
+                ("definition", definition.clone()),
+                ("step_name", step.clone()),
+            ],
             Self::QueueFull(waiting) => vec![("queued", waiting.to_string())],
             Self::AlreadyTerminal { id, state } | Self::WrongState { id, state, .. } => {
                 vec![("workflow_id", id.clone()), ("state", state.to_string())]

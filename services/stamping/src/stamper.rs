@@ -96,6 +96,10 @@ impl Stamper {
         if items.is_empty() {
             return Err(StampingError::EmptyBatch);
         }
+        // The batch's version applies to every item: a bad one is the request's mistake, not an item's.
+        if let Some(version) = items.first().and_then(|item| item.version.as_deref()) {
+            limits::check_version(version).map_err(StampingError::Validation)?;
+        }
         if items.len() > self.config.max_batch_items {
             return Err(StampingError::TooLarge(format!(
                 "the batch has {} items; the limit is {} (STAMPING_MAX_BATCH_ITEMS)",

@@ -95,17 +95,16 @@ impl WorkflowEngine {
                 };
                 let definition = self.pinned(workflow).await?;
                 let Some((index, step_definition)) = definition.step(step) else {
-                    return Err(OrchestratorError::Validation(format!(
-                        "step_name: definition {} has no step {:?}",
-                        definition.reference(),
-                        limits::prefix(step, 70)
-                    )));
+                    return Err(OrchestratorError::StepNotFound {
+                        workflow_id: workflow.id.clone(),
+                        definition: definition.reference(),
+                        step: limits::prefix(step, 70).to_owned(),
+                    });
                 };
+                // A workflow only ever waits for a decision on an approval step.
                 if !matches!(step_definition.kind, StepKind::Approval { .. }) {
-                    return Err(OrchestratorError::Validation(format!(
-                        "step_name: step {step:?} is a {} step, not an approval",
-                        step_definition.kind.name()
-                    )));
+                    let why = format!("step {step:?} is a {} step, not an approval", step_definition.kind.name());
+                    return Err(wrong(workflow, why));
                 }
                 let actor = by(approver);
                 let waiting_here = workflow.state == WorkflowState::Waiting && workflow.cursor as usize == index;
