@@ -41,26 +41,47 @@ pub const REASON_METADATA_KEY: &str = "omninode-error-reason";
 const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 
 /// A failed call: the gRPC code, the mesh's reason (empty when the failure
-/// came from the transport) and the message.
+/// came from the transport), the message, and the status details: the
+/// `google.rpc.ErrorInfo` metadata (what the error is about: `namespace`,
+/// `workflow_id`, …) and the `google.rpc.BadRequest` field violations.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code:?} {reason}: {message}")]
 pub struct Error {
     pub code: Code,
     pub reason: String,
     pub message: String,
+    /// `ErrorInfo.metadata`.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// `BadRequest.field_violations`: (field, description).
+    pub field_violations: Vec<(String, String)>,
 }
 
 impl From<Status> for Error {
     fn from(status: Status) -> Self {
-        let reason =
-            status.metadata().get(REASON_METADATA_KEY).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-        Self { code: status.code(), reason, message: status.message().to_owned() }
+        use tonic_types::StatusExt;
+        let details = status.get_error_details();
+        let trailer = || status.metadata().get(REASON_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (reason, metadata) = match details.error_info() {
+            Some(info) => (info.reason.clone(), info.metadata.clone().into_iter().collect()),
+            None => (trailer().unwrap_or_default(), Default::default()),
+        };
+        let field_violations = details
+            .bad_request()
+            .map(|bad| bad.field_violations.iter().map(|v| (v.field.clone(), v.description.clone())).collect())
+            .unwrap_or_default();
+        Self { code: status.code(), reason, message: status.message().to_owned(), metadata, field_violations }
     }
 }
 
 impl Error {
     fn setup(message: String) -> Self {
-        Self { code: Code::InvalidArgument, reason: "CLIENT_SETUP".into(), message }
+        Self {
+            code: Code::InvalidArgument,
+            reason: "CLIENT_SETUP".into(),
+            message,
+            metadata: Default::default(),
+            field_violations: Vec::new(),
+        }
     }
 }
 

@@ -51,10 +51,12 @@ async fn the_rust_client_covers_stamps_workflows_and_errors() {
     let waiting = client.run_workflow("sdk.rust", "x", "rust-gate").await.unwrap();
     assert_eq!(waiting.state, opb::WorkflowState::Waiting as i32);
     client.cancel_workflow(&waiting.workflow_id, "not needed").await.unwrap();
-    let Error { code, reason, .. } = client.cancel_workflow(&waiting.workflow_id, "").await.unwrap_err();
+    let Error { code, reason, metadata, .. } = client.cancel_workflow(&waiting.workflow_id, "").await.unwrap_err();
     assert_eq!((code, reason.as_str()), (Code::FailedPrecondition, "WORKFLOW_TERMINAL"));
+    assert_eq!(metadata.get("workflow_id"), Some(&waiting.workflow_id), "google.rpc.ErrorInfo metadata");
     let bad = client.stamp("Bad Namespace", "x", "").await.unwrap_err();
     assert_eq!((bad.code, bad.reason.as_str()), (Code::InvalidArgument, "NAMESPACE_INVALID"));
+    assert_eq!(bad.field_violations[0].0, "namespace", "google.rpc.BadRequest");
 
     let stats = omninode_integration_tests::wait_until("aggregates", std::time::Duration::from_secs(20), || async {
         client.namespace_stats("sdk.rust").await.ok().filter(|s| s.total_stamps == 6)

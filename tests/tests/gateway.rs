@@ -179,7 +179,11 @@ async fn workflow_and_stats_routes(backend: Backend) {
     assert_eq!(data[0]["workflow"]["state"], "WORKFLOW_STATE_COMPLETED");
 
     let (status, _, cancel) = call(gw, "POST", &format!("/v1/workflows/{id}:cancel"), json!({})).await;
-    assert_eq!((status, cancel["code"].clone()), (400, json!(9)), "cancelling a finished workflow: {cancel}");
+    assert_eq!(
+        (status, cancel["code"].clone()),
+        (409, json!(9)),
+        "cancelling a finished workflow: a state conflict: {cancel}"
+    );
 
     let stats = wait_until("the namespace's stats", std::time::Duration::from_secs(10), || async {
         let (status, _, body) = call(gw, "GET", "/v1/namespaces/gw.flow/stats", Value::Null).await;

@@ -66,9 +66,12 @@ def test_errors_carry_code_and_reason(mesh):
         with pytest.raises(OmniNodeError) as bad:
             client.stamp("Not A Namespace", "x")
         assert (bad.value.code, bad.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "NAMESPACE_INVALID")
+        assert bad.value.field_violations[0][0] == "namespace", "google.rpc.BadRequest"
+        unknown = str(uuid.uuid4())
         with pytest.raises(OmniNodeError) as missing:
-            client.get_workflow(str(uuid.uuid4()))
+            client.get_workflow(unknown)
         assert (missing.value.code, missing.value.reason) == (grpc.StatusCode.NOT_FOUND, "WORKFLOW_NOT_FOUND")
+        assert missing.value.metadata["workflow_id"] == unknown, "google.rpc.ErrorInfo metadata"
 
 
 def test_unavailable_is_retried_then_reported():

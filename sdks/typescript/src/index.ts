@@ -5,6 +5,7 @@
 // call, retries of UNAVAILABLE, errors that carry the code and the mesh's
 // reason (`OmniNodeError`), and async iterators for paging and watching. The
 // generated messages and services are exported as well.
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { OrchestratorService, type Workflow } from "./gen/omninode/orchestrator/v1/orchestrator_pb.js";
 import { ReducerService } from "./gen/omninode/reducer/v1/reducer_pb.js";
@@ -18,18 +19,71 @@ export { Code } from "@connectrpc/connect";
 /** The trailer that carries the mesh's machine-readable error reason. */
 export const REASON_KEY = "omninode-error-reason";
 
-/** A failed call: its gRPC `code`, the mesh's `reason` and the message. */
+/** One `google.rpc.BadRequest` field violation. */
+export interface FieldViolation {
+  field: string;
+  description: string;
+}
+
+/**
+ * A failed call: its gRPC `code`, the mesh's `reason` and the message, and
+ * the status details: `metadata` (`google.rpc.ErrorInfo`: what the error is
+ * about, e.g. `namespace`, `workflowId` as `workflow_id`) and
+ * `fieldViolations` (`google.rpc.BadRequest`).
+ */
 export class OmniNodeError extends Error {
-  constructor(readonly code: Code, readonly reason: string, message: string) {
+  constructor(
+    readonly code: Code,
+    readonly reason: string,
+    message: string,
+    readonly metadata: Record<string, string> = {},
+    readonly fieldViolations: FieldViolation[] = [],
+  ) {
     super(`${Code[code]} ${reason || "-"}: ${message}`);
     this.name = "OmniNodeError";
   }
 
   static from(error: unknown): OmniNodeError {
     const connect = ConnectError.from(error);
-    return new OmniNodeError(connect.code, connect.metadata.get(REASON_KEY) ?? "", connect.rawMessage);
+    let reason = connect.metadata.get(REASON_KEY) ?? "";
+    const metadata: Record<string, string> = {};
+    const fieldViolations: FieldViolation[] = [];
+    for (const detail of connect.details) {
+      if (!("type" in detail && detail.value instanceof Uint8Array)) continue;
+      if (detail.type === "google.rpc.ErrorInfo") {
+        for (const [no, bytes] of lengthDelimited(detail.value)) {
+          if (no === 1) reason = text(bytes);
+          if (no === 3) {
+            const entry = new Map(lengthDelimited(bytes));
+            metadata[text(entry.get(1) ?? new Uint8Array())] = text(entry.get(2) ?? new Uint8Array());
+          }
+        }
+      } else if (detail.type === "google.rpc.BadRequest") {
+        for (const [no, bytes] of lengthDelimited(detail.value)) {
+          if (no !== 1) continue;
+          const violation = new Map(lengthDelimited(bytes));
+          fieldViolations.push({ field: text(violation.get(1) ?? new Uint8Array()), description: text(violation.get(2) ?? new Uint8Array()) });
+        }
+      }
+    }
+    return new OmniNodeError(connect.code, reason, connect.rawMessage, metadata, fieldViolations);
   }
 }
+
+/** The length-delimited fields (strings, messages) of an encoded message: two small
+ * google.rpc messages are read without generating code for them. */
+function lengthDelimited(bytes: Uint8Array): Array<[number, Uint8Array]> {
+  const reader = new BinaryReader(bytes);
+  const fields: Array<[number, Uint8Array]> = [];
+  while (reader.pos < reader.len) {
+    const [no, type] = reader.tag();
+    if (type === WireType.LengthDelimited) fields.push([no, reader.bytes()]);
+    else reader.skip(type);
+  }
+  return fields;
+}
+
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
 export interface MeshOptions {
   /** Sent as `x-api-key`. */

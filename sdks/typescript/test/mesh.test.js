@@ -64,9 +64,15 @@ for (const grpcWeb of [false, true]) {
       assert.ok(error instanceof OmniNodeError);
       assert.equal(error.code, Code.FailedPrecondition);
       assert.equal(error.reason, "WORKFLOW_TERMINAL");
+      assert.equal(error.metadata.workflow_id, done.workflowId, "google.rpc.ErrorInfo metadata");
       return true;
     });
-    await assert.rejects(mesh.stamp("Bad Namespace", "x"), (error) => error.code === Code.InvalidArgument && error.reason === "NAMESPACE_INVALID");
+    await assert.rejects(mesh.stamp("Bad Namespace", "x"), (error) => {
+      assert.equal(error.code, Code.InvalidArgument);
+      assert.equal(error.reason, "NAMESPACE_INVALID");
+      assert.equal(error.fieldViolations[0]?.field, "namespace", "google.rpc.BadRequest");
+      return true;
+    });
   });
 }
 

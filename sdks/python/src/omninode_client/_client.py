@@ -6,10 +6,11 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterable, Iterator, Optional, Sequence
+from typing import AsyncIterator, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 import grpc.aio
+from google.rpc import error_details_pb2, status_pb2
 
 from omninode.orchestrator.v1 import orchestrator_pb2 as opb
 from omninode.orchestrator.v1 import orchestrator_pb2_grpc as ogrpc
@@ -19,23 +20,50 @@ from omninode.stamping.v1 import stamping_pb2 as spb
 from omninode.stamping.v1 import stamping_pb2_grpc as sgrpc
 
 REASON_KEY = "omninode-error-reason"
+DETAILS_KEY = "grpc-status-details-bin"
 WorkflowState = opb.WorkflowState
 
 
 class OmniNodeError(Exception):
-    """A failed call: its gRPC ``code``, the mesh's ``reason`` and ``message``."""
+    """A failed call: its gRPC ``code``, the mesh's ``reason`` and ``message``,
+    and the status details: ``metadata`` (``google.rpc.ErrorInfo``: what the
+    error is about, e.g. ``namespace``, ``workflow_id``) and
+    ``field_violations`` (``google.rpc.BadRequest``: ``(field, description)``)."""
 
-    def __init__(self, code: grpc.StatusCode, reason: str, message: str):
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        metadata: Optional[Dict[str, str]] = None,
+        field_violations: Optional[List[Tuple[str, str]]] = None,
+    ):
         super().__init__(f"{code.name} {reason or '-'}: {message}")
         self.code = code
         self.reason = reason
         self.message = message
+        self.metadata = metadata or {}
+        self.field_violations = field_violations or []
 
     @classmethod
     def from_rpc(cls, error: grpc.RpcError) -> "OmniNodeError":
         trailers = error.trailing_metadata() or ()
         reason = next((value for key, value in trailers if key == REASON_KEY), "")
-        return cls(error.code(), reason, error.details() or "")
+        metadata: Dict[str, str] = {}
+        violations: List[Tuple[str, str]] = []
+        raw = next((value for key, value in trailers if key == DETAILS_KEY), None)
+        if raw:
+            status = status_pb2.Status.FromString(raw)
+            for detail in status.details:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    reason, metadata = info.reason, dict(info.metadata)
+                elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    bad = error_details_pb2.BadRequest()
+                    detail.Unpack(bad)
+                    violations = [(v.field, v.description) for v in bad.field_violations]
+        return cls(error.code(), reason, error.details() or "", metadata, violations)
 
 
 @dataclass(frozen=True)
