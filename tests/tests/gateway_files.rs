@@ -218,8 +218,10 @@ async fn a_50_mb_file_hashes_through_the_stream_with_flat_memory() {
         .envs(base_env())
         .env("GATEWAY_PORT", port.to_string())
         .env("OMNINODE_DATA_DIR", data.path())
+        .env("RUST_LOG", "info")
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(data.path().join("up.log")).unwrap())
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();
@@ -269,5 +271,18 @@ async fn a_50_mb_file_hashes_through_the_stream_with_flat_memory() {
         rss_after as f64 / 1024.0
     );
     assert!(grown_mib < 16.0, "peak memory grew by {grown_mib:.1} MiB for a 47.7 MiB upload: it was buffered");
+
+    // A request's id is on the gateway's log line for it.
+    let (status, headers, _) =
+        http_request(gw, "GET", "/v1/no/such/route", &[("x-request-id", "rid-in-the-logs-42")], "").await;
+    assert_eq!((status, header(&headers, "x-request-id")), (404, Some("rid-in-the-logs-42")));
+    let log = wait_until("the request's log line", Duration::from_secs(10), || async {
+        let log = std::fs::read_to_string(data.path().join("up.log")).unwrap();
+        log.lines().find(|line| line.contains("rid-in-the-logs-42")).map(str::to_owned)
+    })
+    .await;
+    let line: Value = serde_json::from_str(&log).unwrap_or_else(|e| panic!("{e}: {log}"));
+    assert_eq!(line["span"]["request_id"], "rid-in-the-logs-42", "{line}");
+    assert_eq!(line["status"], 404, "{line}");
     child.kill().await.unwrap();
 }
