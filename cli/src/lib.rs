@@ -94,6 +94,7 @@ impl RunningMesh {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
         self.database.close().await.ok();
+        omninode_runtime::trace::flush();
         tracing::info!("stopped");
         Ok(())
     }
@@ -129,6 +130,8 @@ pub struct Config {
     pub gateway: Option<GatewayConfig>,
     pub events: EventsConfig,
     pub consul: Option<ConsulConfig>,
+    /// `OTEL_*`: distributed tracing (off without an endpoint).
+    pub trace: omninode_runtime::trace::TraceConfig,
 }
 
 impl Config {
@@ -159,17 +162,27 @@ impl Config {
             gateway: if runs(ServiceKind::Gateway) { Some(GatewayConfig::from_env(env)?) } else { None },
             events: EventsConfig::from_env(env, &mesh.instance_id)?,
             consul: ConsulConfig::from_env(env, mesh.host)?,
+            trace: omninode_runtime::trace::TraceConfig::from_env(env, &default_service_name(services))?,
             mesh,
         })
+    }
+}
+
+/// The `service.name` of a process running `services` when `OTEL_SERVICE_NAME` is unset.
+fn default_service_name(services: &[ServiceKind]) -> String {
+    match services {
+        [one] => format!("omninode-{}", format!("{one:?}").to_ascii_lowercase()),
+        _ => "omninode".to_owned(),
     }
 }
 
 /// Reads the configuration from `env`, opens and migrates the database, and
 /// starts `services` plus the admin HTTP server.
 pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<RunningMesh> {
-    let Config { mesh, stamping, mut orchestrator, reducer, gateway, events, consul } =
+    let Config { mesh, stamping, mut orchestrator, reducer, gateway, events, consul, trace } =
         Config::from_env(env, services)?;
-    telemetry::init_tracing(mesh.log_format, &mesh.log_filter);
+    telemetry::init_tracing(mesh.log_format, &mesh.log_filter, &trace, &mesh.instance_id)
+        .map_err(anyhow::Error::msg)?;
     telemetry::prometheus();
     let discovery = consul.clone().map(|c| Discovery::Consul(Box::new(c))).unwrap_or(Discovery::Static);
 

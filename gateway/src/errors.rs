@@ -1,6 +1,7 @@
 //! Errors in REST form: the `google.rpc.Status` JSON grpc-gateway writes,
 //! its `details` holding the `google.rpc.ErrorInfo` and `google.rpc.BadRequest`
-//! of the gRPC status (`grpc-status-details-bin`), in proto3 JSON with `@type`.
+//! of the gRPC status (`grpc-status-details-bin`), in proto3 JSON with `@type`,
+//! and a `google.rpc.RequestInfo` naming the request id and trace id to quote.
 
 use omninode_runtime::{ApiError, ErrorCode, error::REASON_METADATA_KEY, reason};
 use serde_json::{Map, Value, json};
@@ -9,6 +10,7 @@ use tonic_types::StatusExt;
 
 const ERROR_INFO_TYPE: &str = "type.googleapis.com/google.rpc.ErrorInfo";
 const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
+const REQUEST_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RequestInfo";
 
 /// A status the gateway itself answers with, carrying its reason like the services' do.
 pub fn refusal(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> Status {
@@ -52,6 +54,11 @@ pub fn status_json(status: &Status) -> Value {
             bad.field_violations.iter().map(|v| json!({"field": v.field, "description": v.description})).collect();
         out.push(json!({"@type": BAD_REQUEST_TYPE, "fieldViolations": violations}));
     }
+    if let Some(request) = crate::request_id::current() {
+        let serving = request.trace_id.map(|id| format!("trace_id={id}")).unwrap_or_default();
+        out.push(json!({"@type": REQUEST_INFO_TYPE, "requestId": request.request_id, "servingData": serving}));
+    }
+
     json!({"code": status.code() as i32, "message": status.message(), "details": out})
 }
 

@@ -135,6 +135,9 @@ async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, header
         allowed.push(route.http_method.as_str());
         (route.http_method == method).then_some((route, bindings))
     });
+    if let Some((route, _)) = &found {
+        request_id::record_route(&method, &route.template.openapi_path());
+    }
     let Some((route, bindings)) = found else {
         return if !allowed.is_empty() {
             let message = format!("method {method} is not allowed on {path}");
@@ -395,6 +398,10 @@ async fn prepare<T>(
         if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
             call.metadata_mut().insert(name, value);
         }
+    }
+    // The service's span is a child of this request's (the client's traceparent otherwise passes as is).
+    if omninode_runtime::trace::enabled() {
+        omninode_runtime::trace::inject_metadata(&tracing::Span::current(), call.metadata_mut());
     }
     // A client deadline (grpc-gateway's Grpc-Timeout header) travels on as grpc-timeout.
     if let Some(limit) = deadline(headers) {

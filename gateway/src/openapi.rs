@@ -558,6 +558,8 @@ fn status_schema() -> Value {
             "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
             "fieldViolations": {"type": "array", "items": {"type": "object", "properties": {
                 "field": {"type": "string"}, "description": {"type": "string"}}}},
+            "requestId": {"type": "string", "description": "RequestInfo: the X-Request-Id to quote"},
+            "servingData": {"type": "string", "description": "RequestInfo: trace_id=… when the request was traced"},
         }, "required": ["@type"]}},
     }, "required": ["code", "message", "details"]})
 }

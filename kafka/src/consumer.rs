@@ -8,6 +8,7 @@ use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
     error::KafkaError,
+    message::Headers,
 };
 
 /// A member of a consumer group with manual commits.
@@ -35,15 +36,15 @@ impl GroupConsumer {
         Ok(Self { consumer })
     }
 
-    /// The next record's payload and position.
-    pub async fn next(&self) -> Result<(Vec<u8>, RecordPosition), KafkaError> {
+    /// The next record's payload, position and `traceparent` header.
+    pub async fn next(&self) -> Result<(Vec<u8>, RecordPosition, Option<String>), KafkaError> {
         let message = self.consumer.recv().await?;
         let position = RecordPosition {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
         };
-        Ok((message.payload().unwrap_or_default().to_vec(), position))
+        Ok((message.payload().unwrap_or_default().to_vec(), position, traceparent(&message)))
     }
 
     /// Commits, per partition, the offset after the last of `positions`.
@@ -116,4 +117,15 @@ pub async fn tail(
             return Ok(());
         }
     }
+}
+
+/// The `traceparent` header of a record, if it has a readable one.
+fn traceparent(message: &impl Message) -> Option<String> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|header| header.key == "traceparent")
+        .and_then(|header| header.value)
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .map(str::to_owned)
 }

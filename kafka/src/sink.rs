@@ -112,13 +112,17 @@ impl EventSink for KafkaSink {
         let mut pending = Vec::with_capacity(events.len());
         let mut problem = None;
         for (index, event) in events.iter().enumerate() {
-            let headers = OwnedHeaders::new()
+            let mut headers = OwnedHeaders::new()
                 .insert(Header { key: "event_type", value: Some(event.event_type.as_bytes()) })
                 .insert(Header { key: "event_id", value: Some(event.event_id.as_bytes()) })
                 .insert(Header {
                     key: "correlation_id",
                     value: Some(event.correlation_id.as_deref().unwrap_or("").as_bytes()),
                 });
+            // W3C trace context of the publication (the span of the request that caused the event).
+            if let Some(traceparent) = &event.traceparent {
+                headers = headers.insert(Header { key: "traceparent", value: Some(traceparent.as_bytes()) });
+            }
             let record = FutureRecord::to(&event.topic).key(&event.key).payload(&event.payload).headers(headers);
             match producer.send_result(record) {
                 Ok(delivery) => pending.push((index, delivery)),

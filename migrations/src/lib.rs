@@ -13,6 +13,7 @@ mod m20261123_000006_event_outbox_pending_index;
 mod m20261126_000007_workflow_leases;
 mod m20261126_000008_workflow_definitions;
 mod m20261127_000009_workflow_runs;
+mod m20261127_000010_trace_context;
 
 /// Applies the migrations in order; each is recorded in `seaql_migrations`.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000007_workflow_leases::Migration),
             Box::new(m20261126_000008_workflow_definitions::Migration),
             Box::new(m20261127_000009_workflow_runs::Migration),
+            Box::new(m20261127_000010_trace_context::Migration),
         ]
     }
 }

@@ -468,6 +468,10 @@ impl tonic::service::Interceptor for Credential {
         if let Some(value) = &self.0 {
             request.metadata_mut().insert("authorization", value.clone());
         }
+        // The called service's span is a child of the caller's current one.
+        if crate::trace::enabled() {
+            crate::trace::inject_metadata(&tracing::Span::current(), request.metadata_mut());
+        }
         Ok(request)
     }
 }

@@ -17,6 +17,7 @@ pub mod paging;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 
 pub mod watch;
 

@@ -11,23 +11,40 @@ use crate::config::LogFormat;
 const LATENCY_BUCKETS_MS: &[f64] =
     &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
 
-/// Installs the global tracing subscriber. A second call (tests, `up`) is a no-op.
-pub fn init_tracing(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().compact().with_writer(std::io::stderr)).try_init(),
+/// Installs the global tracing subscriber: log lines (JSON or pretty, by
+/// `filter`) and, when `trace` names an OTLP endpoint, exported spans. A
+/// second call (tests, `up`) is a no-op.
+pub fn init_tracing(
+    format: LogFormat,
+    filter: &str,
+    trace: &crate::trace::TraceConfig,
+    instance: &str,
+) -> Result<(), String> {
+    use tracing_subscriber::Layer as _;
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    if INSTALLED.set(()).is_err() {
+        return Ok(());
+    }
+    // Log lines written inside a traced span name it (its trace_id and span_id).
+    let filter = match trace.endpoint {
+        Some(_) => format!("{filter},{}=info", crate::trace::TARGET),
+        None => filter.to_owned(),
     };
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = match format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => fmt::layer().compact().with_writer(std::io::stderr).with_filter(filter).boxed(),
+    };
+    let spans = crate::trace::layer(trace, instance)?;
+    let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
+    Ok(())
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

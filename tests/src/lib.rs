@@ -5,6 +5,7 @@ pub mod browser;
 pub mod consul;
 pub mod http_double;
 pub mod kafka;
+pub mod otlp;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 

@@ -258,6 +258,7 @@ async fn rolled_back_changes_publish_nothing(sink: Sink, backend: Backend) {
         partition_key: key.into(),
         correlation_id: None,
         causation_id: None,
+        trace_context: None,
         payload: Payload::StampCreated(StampCreated { stamp_id: key.into(), ..Default::default() }),
     };
     let txn = db.begin().await.unwrap();

@@ -29,6 +29,7 @@ pub(crate) mod entity {
         pub published_at: Option<DateTimeUtc>,
         pub attempts: i32,
         pub last_error: Option<String>,
+        pub trace_context: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -47,6 +48,9 @@ pub struct NewEvent {
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
     pub payload: Payload,
+    /// The trace context of the request that caused it (see
+    /// [`crate::trace::stored_context`]); the relay sends it in the record's headers.
+    pub trace_context: Option<String>,
 }
 
 /// Where this process's events come from, and how to wake its relay.
@@ -102,6 +106,7 @@ impl Outbox {
                 published_at: Set(None),
                 attempts: Set(0),
                 last_error: Set(None),
+                trace_context: Set(event.trace_context),
             }
         });
         entity::Entity::insert_many(rows).exec_without_returning(conn).await?;

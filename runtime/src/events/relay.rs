@@ -147,18 +147,31 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(0);
         }
+        // Each traced event is published in a span of its cause's trace; its
+        // record carries that span's traceparent, so consumers link to it.
+        let spans: Vec<tracing::Span> = rows.iter().map(|row| publish_span(row, self.sink.name())).collect();
         let events: Vec<OutgoingEvent> = rows
             .iter()
-            .map(|row| OutgoingEvent {
+            .zip(&spans)
+            .map(|(row, span)| OutgoingEvent {
                 event_id: row.event_id.clone(),
                 topic: row.topic.clone(),
                 key: row.partition_key.clone(),
                 event_type: row.event_type.clone(),
                 correlation_id: row.correlation_id.clone(),
                 payload: row.payload.clone(),
+                traceparent: row.trace_context.as_ref().and_then(|_| {
+                    crate::trace::headers_of(span).into_iter().find(|(n, _)| *n == "traceparent").map(|(_, v)| v)
+                }),
             })
             .collect();
         let (delivered, refused) = self.sink.publish(&events).await;
+        for (span, ok) in spans.iter().zip(&delivered) {
+            if !ok {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        drop(spans);
         let ids: Vec<i64> = rows.iter().zip(&delivered).filter(|(_, ok)| **ok).map(|(row, _)| row.id).collect();
         if !ids.is_empty() {
             self.mark_published(&ids).await.map_err(|e| format!("cannot mark events published: {e}"))?;
@@ -188,6 +201,15 @@ impl OutboxRelay {
     }
 
     async fn mark_published(&self, ids: &[i64]) -> Result<(), DbErr> {
+        if crate::trace::enabled() {
+            use tracing::Instrument;
+            let span = crate::trace::db_span("UPDATE", "event_outbox", self.db.get_database_backend());
+            return self.mark_published_inner(ids).instrument(span).await;
+        }
+        self.mark_published_inner(ids).await
+    }
+
+    async fn mark_published_inner(&self, ids: &[i64]) -> Result<(), DbErr> {
         let txn = begin_write(&self.db).await?;
         Entity::update_many()
             .col_expr(Column::PublishedAt, Expr::value(chrono::Utc::now()))
@@ -205,4 +227,26 @@ impl OutboxRelay {
 fn backoff(failures: u32) -> Duration {
     let exp = Duration::from_millis(100).saturating_mul(1 << Ord::min(failures, 10));
     exp.min(MAX_BACKOFF).mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+/// The producer span of one event's publication (messaging conventions), a
+/// child of the trace that caused it; none for an untraced event.
+fn publish_span(row: &super::outbox::entity::Model, sink: &'static str) -> tracing::Span {
+    let Some(stored) = row.trace_context.as_deref().filter(|_| crate::trace::enabled()) else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        target: crate::trace::TARGET,
+        "publish",
+        otel.name = format!("publish {}", row.topic),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = if sink == "kafka" { "kafka" } else { "omninode_bus" },
+        messaging.operation.type = "send",
+        messaging.destination.name = row.topic.as_str(),
+        messaging.message.id = row.event_id.as_str(),
+        messaging.kafka.message.key = row.partition_key.as_str(),
+    );
+    crate::trace::continue_from_stored(&span, Some(stored));
+    span
 }

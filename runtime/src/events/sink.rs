@@ -11,6 +11,8 @@ pub struct OutgoingEvent {
     pub correlation_id: Option<String>,
     /// The encoded `omninode.events.v1.EventEnvelope`.
     pub payload: Vec<u8>,
+    /// W3C `traceparent` of the publish span (Kafka header `traceparent`), when traced.
+    pub traceparent: Option<String>,
 }
 
 /// A destination for events that confirms delivery.

@@ -1,6 +1,11 @@
 //! A tower layer that counts every gRPC call and times it to the end of its
 //! response stream, labelled by service, method and final status code.
 //!
+//! With tracing on, each call is also a server span (OpenTelemetry's RPC
+//! conventions: `rpc.system`, `rpc.service`, `rpc.method`,
+//! `rpc.grpc.status_code`), a child of the caller's `traceparent`, current
+//! while the handler runs.
+//!
 //! Series: `grpc_server_requests_total{service,method,code}`,
 //! `grpc_server_errors_total{service,method,code}` (code ≠ OK) and the
 //! histogram `grpc_server_request_duration_ms{service,method}`.
@@ -47,8 +52,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let call = CallRecord::start(request.uri().path());
-        MeteredFuture { inner: self.inner.call(request), call: Some(call) }
+        let mut call = CallRecord::start(request.uri().path());
+        if crate::trace::enabled() {
+            call.span = Some(server_span(&call.service, &call.method, request.headers()));
+        }
+        let inner = match &call.span {
+            Some(span) => span.in_scope(|| self.inner.call(request)),
+            None => self.inner.call(request),
+        };
+        MeteredFuture { inner, call: Some(call) }
     }
 }
 
@@ -69,7 +81,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        // The handler runs inside the call's span (its own spans are children).
+        let entered = this.call.as_ref().and_then(|c| c.span.as_ref()).map(tracing::Span::enter);
         let result = ready!(this.inner.poll(cx));
+        drop(entered);
         let mut call = this.call.take().expect("polled after completion");
         Poll::Ready(match result {
             Ok(response) => {
@@ -131,12 +146,20 @@ pub struct CallRecord {
     method: String,
     started: Instant,
     done: bool,
+    /// The server span, when tracing is on; ends with the call.
+    span: Option<tracing::Span>,
 }
 
 impl CallRecord {
     fn start(path: &str) -> Self {
         let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
-        Self { service: service.to_owned(), method: method.to_owned(), started: Instant::now(), done: false }
+        Self {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            started: Instant::now(),
+            done: false,
+            span: None,
+        }
     }
 
     fn finish(&mut self, code: Code) {
@@ -144,6 +167,12 @@ impl CallRecord {
             return;
         }
         let elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        if let Some(span) = self.span.take() {
+            span.record("rpc.grpc.status_code", code as i64);
+            if crate::trace::server_error(code) {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         let (service, method, code) = (self.service.clone(), self.method.clone(), code_name(code));
         metrics::counter!("grpc_server_requests_total", "service" => service.clone(), "method" => method.clone(), "code" => code).increment(1);
         if code != "OK" {
@@ -152,6 +181,29 @@ impl CallRecord {
         metrics::histogram!("grpc_server_request_duration_ms", "service" => service, "method" => method)
             .record(elapsed_ms);
     }
+}
+
+/// The server span of one call, continuing the caller's trace.
+fn server_span(service: &str, method: &str, headers: &http::HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: crate::trace::TARGET,
+        "grpc.server",
+        otel.name = format!("{service}/{method}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        span.record("request_id", id);
+    }
+    crate::trace::continue_from(&span, headers);
+    span
 }
 
 impl Drop for CallRecord {

@@ -29,6 +29,7 @@ pub(crate) fn state_changed(workflow: &Workflow, from: Option<WorkflowState>) ->
         partition_key: workflow.id.clone(),
         correlation_id: workflow.correlation_id.clone(),
         causation_id: None,
+        trace_context: omninode_runtime::trace::stored_context(),
         payload: Payload::WorkflowStateChanged(WorkflowStateChanged {
             workflow_id: workflow.id.clone(),
             from_state: from.map(to_proto).unwrap_or_default(),

@@ -18,6 +18,7 @@ pub(crate) fn aggregate_updated(aggregate: &Aggregate) -> NewEvent {
         partition_key: aggregate.namespace.clone(),
         correlation_id: None,
         causation_id: None,
+        trace_context: omninode_runtime::trace::stored_context(),
         payload: Payload::AggregateUpdated(AggregateUpdated {
             total_stamps: aggregate.total_stamps,
             total_size_bytes: aggregate.total_size_bytes,

@@ -8,7 +8,11 @@ use omninode_runtime::events::{EventKind, NewEvent};
 use crate::domain::StampRecord;
 
 /// The `stamp-created` event of a new record.
-pub(crate) fn stamp_created(record: &StampRecord, correlation_id: Option<&str>) -> NewEvent {
+pub(crate) fn stamp_created(
+    record: &StampRecord,
+    correlation_id: Option<&str>,
+    trace_context: Option<String>,
+) -> NewEvent {
     let created_at = omninode_runtime::convert::to_timestamp(record.created_at);
     NewEvent {
         kind: EventKind::StampCreated,
@@ -16,6 +20,7 @@ pub(crate) fn stamp_created(record: &StampRecord, correlation_id: Option<&str>) 
         partition_key: record.file_hash.clone(),
         correlation_id: correlation_id.map(str::to_owned),
         causation_id: None,
+        trace_context,
         payload: Payload::StampCreated(StampCreated {
             stamp_id: record.id.clone(),
             file_hash: record.file_hash.clone(),

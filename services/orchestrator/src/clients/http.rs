@@ -55,12 +55,27 @@ impl HttpClient {
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        let request = request
+        let mut request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::permanent(format!("cannot build the request {method} {url}: {e}")))?;
-        let response =
-            self.http.request(request).await.map_err(|e| CallError::retryable(format!("{method} {url}: {e}")))?;
+        let span = client_span(&method, request.uri());
+        // The called endpoint continues the workflow's trace (W3C traceparent).
+        if omninode_runtime::trace::enabled() {
+            omninode_runtime::trace::inject_headers(&span, request.headers_mut());
+        }
+        let response = {
+            use tracing::Instrument;
+            self.http.request(request).instrument(span.clone()).await
+        };
+        let response = response.map_err(|e| {
+            span.record("otel.status_code", "ERROR");
+            CallError::retryable(format!("{method} {url}: {e}"))
+        })?;
         let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() || status.is_client_error() {
+            span.record("otel.status_code", "ERROR");
+        }
         let bytes = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
@@ -80,4 +95,29 @@ impl HttpClient {
             || status == http::StatusCode::REQUEST_TIMEOUT;
         Err(if transient { CallError::retryable(message) } else { CallError::permanent(message) })
     }
+}
+
+/// The client span of one call (HTTP conventions): the URL without its
+/// query, which may carry secrets.
+fn client_span(method: &http::Method, uri: &http::Uri) -> tracing::Span {
+    if !omninode_runtime::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let url = format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.authority().map_or("", |a| a.as_str()),
+        uri.path()
+    );
+    tracing::info_span!(
+        target: omninode_runtime::trace::TARGET,
+        "http.client",
+        otel.name = %method,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        url.full = url,
+        server.address = uri.host().unwrap_or_default(),
+        http.response.status_code = tracing::field::Empty,
+    )
 }

@@ -36,7 +36,7 @@ impl StampingClient {
     /// The hash a Stamp of `content` records.
     pub async fn hash(&self, content: &str) -> Result<String, CallError> {
         let request = pb::HashRequest { content: content.as_bytes().to_vec(), normalize: true };
-        let response = self.client.clone().hash(request).await.map_err(classify)?;
+        let response = traced("Hash", self.client.clone().hash(request)).await.map_err(classify)?;
         Ok(response.into_inner().hash)
     }
 
@@ -58,7 +58,7 @@ impl StampingClient {
             correlation_id: correlation_id.to_owned(),
             idempotency_key: idempotency_key.to_owned(),
         };
-        let response = self.client.clone().stamp(request).await.map_err(classify)?.into_inner();
+        let response = traced("Stamp", self.client.clone().stamp(request)).await.map_err(classify)?.into_inner();
         let record = response.stamp.ok_or_else(|| CallError::permanent("stamping answered without a record"))?;
         Ok(StampResult {
             stamp_id: record.stamp_id,
@@ -66,6 +66,14 @@ impl StampingClient {
             stamped_content: response.stamped_content,
         })
     }
+}
+
+/// A call to stamping as a client span of the workflow's trace.
+async fn traced<T>(
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    omninode_runtime::trace::grpc_client("omninode.stamping.v1.StampingService", method, call).await
 }
 
 /// Only these codes mean "try again": the rest will not change on a retry.

@@ -153,6 +153,9 @@ pub struct Workflow {
     /// The deadline of the wait at `cursor`: when the timer fires or the
     /// approval times out. Kept through a pause; cleared when the step ends.
     pub wake_at: Option<DateTime<Utc>>,
+    /// The trace of the request that started it: every run of its steps, on
+    /// any instance, is a span of that trace (`None` when tracing was off).
+    pub trace_context: Option<String>,
 }
 
 impl Workflow {
@@ -186,6 +189,7 @@ impl Workflow {
             current_step: None,
             waiting_for: None,
             wake_at: None,
+            trace_context: omninode_runtime::trace::stored_context(),
         }
     }
 

@@ -184,8 +184,10 @@ impl WorkflowEngine {
         let started = (now(), Instant::now());
         let budget = self.step_budget(step);
         let (tries, result) = {
+            use tracing::Instrument;
             let snapshot = &*workflow;
-            self.with_retries(token, &budget, || self.call(snapshot, step)).await
+            let span = super::runner::step_span(snapshot, &step.name);
+            self.with_retries(token, &budget, || self.call(snapshot, step)).instrument(span).await
         };
         match result {
             Attempted::Done(output) => {

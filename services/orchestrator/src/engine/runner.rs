@@ -9,6 +9,7 @@ use std::{future::Future, time::Duration, time::Instant};
 use omninode_core::{limits, time::now, validate::hash_content};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Running, WorkflowEngine};
 use crate::{
@@ -82,12 +83,19 @@ impl WorkflowEngine {
         if workflow.state.is_terminal() || workflow.state == WorkflowState::Paused {
             return Ok(());
         }
+        let span = run_span(&workflow, &self.inner.owner);
+        self.drive_in(&mut workflow, token).instrument(span).await
+    }
+
+    /// [`Self::drive`] inside the run's span.
+    async fn drive_in(&self, workflow: &mut Workflow, token: &CancellationToken) -> Result<(), OrchestratorError> {
+        let id = workflow.id.clone();
         // Each run between waits is bounded; waiting (for an approval, a timer) is not.
         let limit = self.inner.config.workflow_timeout;
         let run = async {
             match workflow.definition {
-                None => self.steps(&mut workflow, token).await,
-                Some(_) => self.flow(&mut workflow, token).await,
+                None => self.steps(workflow, token).await,
+                Some(_) => self.flow(workflow, token).await,
             }
         };
         if tokio::time::timeout(limit, run).await.is_ok() {
@@ -95,7 +103,7 @@ impl WorkflowEngine {
         }
         // Timed out: fail it from what is stored (the interrupted step was not).
         let reason = format!("workflow timed out after {} ms (ORCHESTRATOR_WORKFLOW_TIMEOUT_MS)", limit.as_millis());
-        let Some(mut stored) = self.inner.store.get(id).await? else { return Ok(()) };
+        let Some(mut stored) = self.inner.store.get(&id).await? else { return Ok(()) };
         if !matches!(stored.state, WorkflowState::Pending | WorkflowState::Processing) {
             return Ok(());
         }
@@ -215,7 +223,8 @@ impl WorkflowEngine {
         Fut: Future<Output = Result<T, CallError>>,
     {
         let started = (now(), Instant::now());
-        let (tries, result) = self.with_retries(token, &self.budget(), call).await;
+        let (tries, result) =
+            self.with_retries(token, &self.budget(), call).instrument(step_span(workflow, name)).await;
         match result {
             Attempted::Done(value) => {
                 let record = step_record(name, StepOutcome::Succeeded, started, tries, String::new());
@@ -372,4 +381,43 @@ pub(super) fn step_record(
         (n, _) => n as u32,
     };
     StepRecord { tries, ..StepRecord::new(name, outcome, started_at, duration_ms, attempts, message) }
+}
+
+/// The span of one run of `workflow` (from a claim to its end or its next
+/// wait): a child of the request that started it, however many instances
+/// and restarts lie between.
+fn run_span(workflow: &Workflow, owner: &str) -> tracing::Span {
+    if !omninode_runtime::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let name = workflow.definition.as_deref().unwrap_or(crate::domain::definition::BUILT_IN);
+    let span = tracing::info_span!(
+        target: omninode_runtime::trace::TARGET,
+        "workflow.run",
+        otel.name = format!("workflow {name}"),
+        otel.kind = "internal",
+        workflow.id = workflow.id.as_str(),
+        workflow.definition = name,
+        workflow.namespace = workflow.namespace.as_str(),
+        workflow.owner = owner,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    omninode_runtime::trace::continue_from_stored(&span, workflow.trace_context.as_deref());
+    span
+}
+
+/// The span of one step (all its attempts), a child of the run's.
+pub(super) fn step_span(workflow: &Workflow, step: &str) -> tracing::Span {
+    if !omninode_runtime::trace::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: omninode_runtime::trace::TARGET,
+        "workflow.step",
+        otel.name = format!("step {step}"),
+        otel.kind = "internal",
+        workflow.id = workflow.id.as_str(),
+        workflow.step = step,
+    )
 }

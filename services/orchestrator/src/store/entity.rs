@@ -34,6 +34,7 @@ pub struct Model {
     pub step_cursor: i32,
     pub current_step: Option<String>,
     pub wake_at: Option<DateTimeUtc>,
+    pub trace_context: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

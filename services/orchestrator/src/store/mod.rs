@@ -10,6 +10,7 @@ mod entity;
 pub mod lease;
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use sea_orm::{
     ActiveValue::{NotSet, Set},
@@ -85,6 +86,11 @@ impl WorkflowStore {
     /// Inserts a new workflow, claimed or queued (see [`Admission`]); if a
     /// concurrent start took its idempotency key first, returns that workflow instead.
     pub async fn insert(&self, workflow: &Workflow, admission: &Admission) -> Result<Inserted, DbErr> {
+        let span = omninode_runtime::trace::db_span("INSERT", "workflow_executions", self.backend());
+        self.insert_in_transaction(workflow, admission).instrument(span).await
+    }
+
+    async fn insert_in_transaction(&self, workflow: &Workflow, admission: &Admission) -> Result<Inserted, DbErr> {
         let txn = begin_write(&self.db).await?;
         let mut row = to_active(workflow)?;
         match admission {
@@ -153,6 +159,16 @@ impl WorkflowStore {
     /// e.g. an approval queueing the workflow again), so that any instance
     /// claims the workflow at once.
     pub async fn update(
+        &self,
+        workflow: &mut Workflow,
+        expected: WorkflowState,
+        fence: Option<&Fence>,
+    ) -> Result<Updated, DbErr> {
+        let span = omninode_runtime::trace::db_span("UPDATE", "workflow_executions", self.backend());
+        self.update_in_transaction(workflow, expected, fence).instrument(span).await
+    }
+
+    async fn update_in_transaction(
         &self,
         workflow: &mut Workflow,
         expected: WorkflowState,
@@ -271,6 +287,7 @@ fn to_active(w: &Workflow) -> Result<ActiveModel, DbErr> {
         step_cursor: Set(i32::try_from(w.cursor).unwrap_or(i32::MAX)),
         current_step: Set(w.current_step.clone()),
         wake_at: Set(w.wake_at),
+        trace_context: Set(w.trace_context.clone()),
     })
 }
 
@@ -302,5 +319,6 @@ fn from_model(m: Model) -> Result<Workflow, DbErr> {
         current_step: m.current_step,
         waiting_for: None,
         wake_at: m.wake_at,
+        trace_context: m.trace_context,
     })
 }

@@ -34,14 +34,15 @@ pub fn spawn_from_kafka(
                 _ = reader_stop.cancelled() => return,
                 next = reader.next() => next,
             };
-            let (payload, position) = match next {
+            let (payload, position, traceparent) = match next {
                 Ok(record) => record,
                 Err(err) => {
                     tracing::debug!(%err, "consumer error");
                     continue;
                 }
             };
-            if tx.send(Queued { item: decode(&payload), position: Some(position) }).await.is_err() {
+            let queued = Queued { item: decode(&payload), position: Some(position), traceparent };
+            if tx.send(queued).await.is_err() {
                 return;
             }
         }

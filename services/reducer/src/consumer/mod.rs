@@ -37,6 +37,8 @@ const BACKLOG_BATCH: usize = 5000;
 struct Queued {
     item: Option<Item>,
     position: Option<RecordPosition>,
+    /// The `traceparent` the event was published with (its batch's span links to it).
+    traceparent: Option<String>,
 }
 
 /// The topics the reducer consumes.
@@ -67,7 +69,8 @@ pub fn spawn_from_bus(
     let (tx, rx) = mpsc::channel(config.max_queue);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if tx.send(Queued { item: decode(&event.payload), position: None }).await.is_err() {
+            let queued = Queued { item: decode(&event.payload), position: None, traceparent: event.traceparent };
+            if tx.send(queued).await.is_err() {
                 return;
             }
         }
@@ -108,12 +111,17 @@ async fn aggregate_loop(
         }
         metrics::gauge!("aggregation_queue_size").set(rx.len() as f64);
         let items: Vec<Item> = batch.iter().filter_map(|q| q.item.clone()).collect();
+        let span = batch_span(&batch);
         let clock = std::time::Instant::now();
         // The batch is retried until stored: its offsets are not committed
         // before, so a crash here only means redelivery, which is deduplicated.
         let mut failures = 0u32;
         loop {
-            match aggregator.apply(&items, (started, Utc::now())).await {
+            let applied = {
+                use tracing::Instrument;
+                aggregator.apply(&items, (started, Utc::now())).instrument(span.clone()).await
+            };
+            match applied {
                 Ok(()) => break,
                 Err(err) => {
                     failures += 1;
@@ -129,6 +137,7 @@ async fn aggregate_loop(
                 }
             }
         }
+        drop(span);
         metrics::histogram!("aggregation_duration_ms").record(clock.elapsed().as_secs_f64() * 1000.0);
         metrics::counter!("aggregation_items_total").increment(items.len() as u64);
         if let Some(commit) = &commit {
@@ -142,4 +151,30 @@ async fn aggregate_loop(
             }
         }
     }
+}
+
+/// The span of one stored batch (messaging "process" conventions), linked to
+/// the publication span of every traced event it folds in; none when no
+/// event of it was traced.
+fn batch_span(batch: &[Queued]) -> tracing::Span {
+    let traced: Vec<&str> = batch.iter().filter_map(|q| q.traceparent.as_deref()).collect();
+    if traced.is_empty() || !omninode_runtime::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: omninode_runtime::trace::TARGET,
+        "reducer.batch",
+        otel.name = "process reducer batch",
+        otel.kind = "consumer",
+        messaging.operation.type = "process",
+        messaging.batch.message_count = batch.len() as i64,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    // The batch continues the trace of its first traced event; all are links.
+    omninode_runtime::trace::continue_from_stored(&span, traced.first().copied());
+    for traceparent in traced {
+        omninode_runtime::trace::link(&span, traceparent);
+    }
+    span
 }

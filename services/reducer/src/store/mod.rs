@@ -45,6 +45,16 @@ impl AggregateStore {
         items: &[Item],
         window: (DateTime<Utc>, DateTime<Utc>),
     ) -> Result<Vec<Aggregate>, ReducerError> {
+        use tracing::Instrument;
+        let span = omninode_runtime::trace::db_span("UPSERT", "bridge_states", self.db.get_database_backend());
+        self.apply_in_transaction(items, window).instrument(span).await
+    }
+
+    async fn apply_in_transaction(
+        &self,
+        items: &[Item],
+        window: (DateTime<Utc>, DateTime<Utc>),
+    ) -> Result<Vec<Aggregate>, ReducerError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }

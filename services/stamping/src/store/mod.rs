@@ -105,6 +105,8 @@ struct WriteRequest {
     namespace: String,
     items: Vec<NewStamp>,
     correlation_id: Option<String>,
+    /// The caller's trace (its events and the transaction's span belong to it).
+    trace_context: Option<String>,
 }
 
 /// Requests written in one transaction at most; bounds a transaction's size.
@@ -141,8 +143,12 @@ impl StampStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let request =
-            WriteRequest { namespace: namespace.to_owned(), items, correlation_id: correlation_id.map(str::to_owned) };
+        let request = WriteRequest {
+            namespace: namespace.to_owned(),
+            items,
+            correlation_id: correlation_id.map(str::to_owned),
+            trace_context: omninode_runtime::trace::stored_context(),
+        };
         self.writer.submit(request).await.map_err(|stopped| DbErr::Custom(format!("stamp store: {stopped}")))?
     }
 
@@ -191,8 +197,25 @@ async fn write_group(
     results
 }
 
-/// Each request's outcomes, all written (rows and their events) in one transaction.
+/// Each request's outcomes, all written (rows and their events) in one
+/// transaction: a span of the first request's trace, linked to the others'.
 async fn write_in_one_transaction(
+    db: &DatabaseConnection,
+    outbox: &Outbox,
+    requests: &[WriteRequest],
+) -> Result<Vec<Vec<Stored>>, DbErr> {
+    use tracing::Instrument;
+    let span = omninode_runtime::trace::db_span("INSERT", "metadata_stamps", db.get_database_backend());
+    if omninode_runtime::trace::enabled() {
+        omninode_runtime::trace::continue_from_stored(&span, requests[0].trace_context.as_deref());
+        for other in requests[1..].iter().filter_map(|r| r.trace_context.as_deref()) {
+            omninode_runtime::trace::link(&span, other);
+        }
+    }
+    write_transaction(db, outbox, requests).instrument(span).await
+}
+
+async fn write_transaction(
     db: &DatabaseConnection,
     outbox: &Outbox,
     requests: &[WriteRequest],
@@ -211,7 +234,11 @@ async fn write_in_one_transaction(
             for _ in 0..requests[i].items.len() {
                 let stored = outcomes.next().ok_or(DbErr::RecordNotInserted)?;
                 if let Stored::Created(record) = &stored {
-                    events.push(stamp_created(record, requests[i].correlation_id.as_deref()));
+                    events.push(stamp_created(
+                        record,
+                        requests[i].correlation_id.as_deref(),
+                        requests[i].trace_context.clone(),
+                    ));
                 }
                 results[i].push(stored);
             }
