@@ -36,7 +36,7 @@ struct Args {
     /// A quick run that only shows every scenario completes (CI).
     #[arg(long)]
     smoke: bool,
-    /// Run only these scenarios (comma-separated): hash, stamp, workflow, gateway, scale, reducer.
+    /// Run only these scenarios (comma-separated): hash, stamp, workflow, gateway, tracing, scale, reducer.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Databases for the mesh scenarios (comma-separated): sqlite, postgres.
@@ -163,6 +163,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    if wanted("tracing") && args.databases.iter().any(|d| d == "sqlite") {
+        report.sections.push(tracing_overhead(&bench).await?);
+    }
+
     if wanted("scale") && args.databases.iter().any(|d| d == "postgres") {
         report.sections.push(scale_out(&bench).await?);
     }
@@ -227,6 +231,49 @@ async fn scale_out(bench: &Arc<Bench>) -> anyhow::Result<Section> {
         }
         stamping.stop().await;
     }
+    Ok(section)
+}
+
+/// Stamp and RunWorkflow on SQLite with tracing off (no endpoint: no span is
+/// made) and on (every span exported over OTLP/gRPC to a local receiver that
+/// counts them), so the cost of tracing shows both ways.
+async fn tracing_overhead(bench: &Arc<Bench>) -> anyhow::Result<Section> {
+    let mut section = Section {
+        title: "Tracing: every span exported (OTLP/gRPC, local receiver) vs tracing off, SQLite".into(),
+        ratio_means: "calls/s with tracing over calls/s without (1 − ratio = overhead)".into(),
+        rows: Vec::new(),
+    };
+    let receiver = omninode_integration_tests::otlp::OtlpDouble::start_with(false).await;
+    let mut off: Option<(Vec<(usize, load::Measurement)>, Vec<(usize, load::Measurement)>)> = None;
+    for traced in [false, true] {
+        let label = if traced { "on" } else { "off" };
+        eprintln!("tracing {label}");
+        let database = TestDatabase::new(Backend::Sqlite).await;
+        let mut env = database.env();
+        if traced {
+            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), format!("http://{}", receiver.grpc)));
+            env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(), "grpc".to_owned()));
+        }
+        let (mesh_process, mesh) = process::start_mesh(env, None).await?;
+        let stamp = scenarios::stamp(bench, mesh, "bench.tracing").await?;
+        let workflow = scenarios::run_workflow(bench, mesh, "bench.tracing").await?;
+        mesh_process.stop().await;
+        let baseline = off.as_ref();
+        section.rows.extend(rows(
+            &format!("Stamp, tracing {label}"),
+            stamp.clone(),
+            None,
+            baseline.map(|b| b.0.as_slice()),
+        ));
+        section.rows.extend(rows(
+            &format!("RunWorkflow, tracing {label}"),
+            workflow.clone(),
+            None,
+            baseline.map(|b| b.1.as_slice()),
+        ));
+        off.get_or_insert((stamp, workflow));
+    }
+    eprintln!("tracing: the receiver counted {} spans", receiver.counted());
     Ok(section)
 }
 

@@ -46,11 +46,17 @@ pub struct OtlpDouble {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    counted: Arc<std::sync::atomic::AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Clone)]
-struct Receiver(Arc<Mutex<Vec<ReceivedSpan>>>);
+struct Receiver {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    counted: Arc<std::sync::atomic::AtomicU64>,
+    /// Keeps the spans (tests), or only counts them (benchmarks: memory stays flat).
+    keep: bool,
+}
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -65,7 +71,12 @@ impl TraceService for Receiver {
 
 impl Receiver {
     fn keep(&self, request: ExportTraceServiceRequest) {
-        let mut kept = self.0.lock().unwrap();
+        if !self.keep {
+            let count: usize = request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+            self.counted.fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        let mut kept = self.spans.lock().unwrap();
         for resource_spans in request.resource_spans {
             let resource = resource_spans.resource.map(|r| r.attributes).unwrap_or_default();
             let service_name = resource
@@ -112,10 +123,16 @@ fn text(value: &AnyValue) -> String {
 }
 
 impl OtlpDouble {
-    /// Starts both listeners.
+    /// Starts both listeners, keeping every span.
     pub async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    /// Starts both listeners; `keep` false only counts the spans.
+    pub async fn start_with(keep: bool) -> Self {
         let spans = Arc::new(Mutex::new(Vec::new()));
-        let receiver = Receiver(spans.clone());
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let receiver = Receiver { spans: spans.clone(), counted: counted.clone(), keep };
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = grpc_listener.local_addr().unwrap();
         let service = TraceServiceServer::new(receiver.clone());
@@ -147,7 +164,12 @@ impl OtlpDouble {
         let http_task = tokio::spawn(async move {
             let _ = axum::serve(http_listener, app).await;
         });
-        Self { grpc, http, spans, tasks: vec![grpc_task, http_task] }
+        Self { grpc, http, spans, counted, tasks: vec![grpc_task, http_task] }
+    }
+
+    /// How many spans a counting receiver was sent.
+    pub fn counted(&self) -> u64 {
+        self.counted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every span received so far.
