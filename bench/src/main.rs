@@ -234,6 +234,9 @@ async fn scale_out(bench: &Arc<Bench>) -> anyhow::Result<Section> {
     Ok(section)
 }
 
+/// Measurements by concurrency.
+type Points = Vec<(usize, load::Measurement)>;
+
 /// Stamp and RunWorkflow on SQLite with tracing off (no endpoint: no span is
 /// made) and on (every span exported over OTLP/gRPC to a local receiver that
 /// counts them), so the cost of tracing shows both ways.
@@ -244,7 +247,8 @@ async fn tracing_overhead(bench: &Arc<Bench>) -> anyhow::Result<Section> {
         rows: Vec::new(),
     };
     let receiver = omninode_integration_tests::otlp::OtlpDouble::start_with(false).await;
-    let mut off: Option<(Vec<(usize, load::Measurement)>, Vec<(usize, load::Measurement)>)> = None;
+    // Stamp and RunWorkflow points with tracing off: the baselines of the traced run.
+    let mut off: Option<(Points, Points)> = None;
     for traced in [false, true] {
         let label = if traced { "on" } else { "off" };
         eprintln!("tracing {label}");
