@@ -353,6 +353,15 @@ impl NodeProcess {
     }
 }
 
+/// How many rows `table` of the mesh's database holds.
+pub async fn table_rows(mesh: &TestMesh, table: &str) -> i64 {
+    use sea_orm::ConnectionTrait;
+    let db = &mesh.mesh().database;
+    let statement = sea_orm::Statement::from_string(db.get_database_backend(), format!("SELECT COUNT(*) FROM {table}"));
+    let row = db.query_one_raw(statement).await.unwrap().expect("a count");
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
 /// A free TCP port on loopback (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -24,13 +24,7 @@ fn assert_invalid<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &s
 }
 
 async fn rows(mesh: &TestMesh, table: &str) -> i64 {
-    let db = &mesh.mesh().database;
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), format!("SELECT COUNT(*) FROM {table}")))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<i64>(0).unwrap()
+    omninode_integration_tests::table_rows(mesh, table).await
 }
 
 async fn nul_bytes_and_long_values_are_invalid_arguments_and_store_nothing(backend: Backend) {

@@ -93,6 +93,11 @@ pub struct EventsConfig {
     pub poll_interval: Duration,
     /// `OUTBOX_MAX_ATTEMPTS`: a refused event is retried this often, then set aside (default 10).
     pub max_attempts: i32,
+    /// `OUTBOX_RETENTION_MS`: published events are deleted this long after
+    /// their publication (default one hour; unpublished ones are never deleted).
+    pub retention: Duration,
+    /// `OUTBOX_PRUNE_INTERVAL_MS`: how often published events are pruned (default 60 s).
+    pub prune_interval: Duration,
 }
 
 impl EventsConfig {
@@ -119,6 +124,8 @@ impl EventsConfig {
             batch_size: env.parse_in("OUTBOX_BATCH_SIZE", 500, 1, 10_000)?,
             poll_interval: env.millis("OUTBOX_POLL_INTERVAL_MS", 200)?,
             max_attempts: env.parse_in("OUTBOX_MAX_ATTEMPTS", 10, 1, 1_000_000)?,
+            retention: Duration::from_millis(env.parse_in("OUTBOX_RETENTION_MS", 3_600_000, 0, u64::MAX)?),
+            prune_interval: env.millis("OUTBOX_PRUNE_INTERVAL_MS", 60_000)?,
         })
     }
 }

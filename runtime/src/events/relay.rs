@@ -36,6 +36,8 @@ pub struct OutboxRelay {
     batch_size: u64,
     poll_interval: Duration,
     max_attempts: i32,
+    retention: Duration,
+    prune_interval: Duration,
 }
 
 impl OutboxRelay {
@@ -47,7 +49,8 @@ impl OutboxRelay {
         events: &super::EventsConfig,
     ) -> Self {
         let (batch_size, poll_interval, max_attempts) = (events.batch_size, events.poll_interval, events.max_attempts);
-        Self { db, sink, wake, batch_size, poll_interval, max_attempts }
+        let (retention, prune_interval) = (events.retention, events.prune_interval);
+        Self { db, sink, wake, batch_size, poll_interval, max_attempts, retention, prune_interval }
     }
 
     /// Relays until `stop`; probes the sink every `probe_interval` into `health`
@@ -71,6 +74,21 @@ impl OutboxRelay {
                 tokio::select! {
                     _ = probe_stop.cancelled() => return,
                     _ = tokio::time::sleep(probe_interval) => {}
+                }
+            }
+        });
+        let pruner = relay.clone();
+        let prune_stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = prune_stop.cancelled() => return,
+                    _ = tokio::time::sleep(pruner.prune_interval) => {}
+                }
+                match pruner.prune().await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::debug!(pruned, "published outbox events pruned"),
+                    Err(err) => tracing::warn!(%err, "cannot prune published outbox events"),
                 }
             }
         });
@@ -200,6 +218,37 @@ impl OutboxRelay {
         Err(problem)
     }
 
+    /// Deletes events published more than the retention ago, a bounded slice
+    /// at a time (so no statement holds the table long); returns how many.
+    /// The table then holds the unpublished events and an hour's history, however long the process runs.
+    async fn prune(&self) -> Result<u64, DbErr> {
+        const SLICE: u64 = 10_000;
+        let before = chrono::Utc::now() - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
+        let mut pruned = 0;
+        loop {
+            let ids: Vec<i64> = Entity::find()
+                .select_only()
+                .column(Column::Id)
+                .filter(Column::PublishedAt.is_not_null())
+                .filter(Column::PublishedAt.lt(before))
+                .order_by_asc(Column::Id)
+                .limit(SLICE)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            let deleted = Entity::delete_many().filter(Column::Id.is_in(ids.iter().copied())).exec(&self.db).await?;
+            pruned += deleted.rows_affected;
+            metrics::counter!("outbox_pruned_total").increment(deleted.rows_affected);
+            if (ids.len() as u64) < SLICE {
+                break;
+            }
+        }
+        Ok(pruned)
+    }
+
     async fn mark_published(&self, ids: &[i64]) -> Result<(), DbErr> {
         if crate::trace::enabled() {
             use tracing::Instrument;
@@ -249,4 +298,69 @@ fn publish_span(row: &super::outbox::entity::Model, sink: &'static str) -> traci
     );
     crate::trace::continue_from_stored(&span, Some(stored));
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use omninode_migrations::{Migrator, MigratorTrait};
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+
+    use super::*;
+    use crate::config::DatabaseTarget;
+
+    /// A sink that never delivers.
+    struct Refusing;
+
+    #[async_trait::async_trait]
+    impl EventSink for Refusing {
+        async fn publish(&self, events: &[OutgoingEvent]) -> (Vec<bool>, Option<String>) {
+            (vec![false; events.len()], Some("refused".into()))
+        }
+        async fn probe(&self) -> Result<(), String> {
+            Err("down".into())
+        }
+        fn name(&self) -> &'static str {
+            "refusing"
+        }
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_only_events_published_before_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::connect(&DatabaseTarget::Sqlite(dir.path().join("outbox.db")), 2).await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let long_ago = chrono::Utc::now() - chrono::Duration::hours(2);
+        let row = |event_id: &str, published_at: Option<chrono::DateTime<chrono::Utc>>| {
+            super::super::outbox::entity::ActiveModel {
+                id: sea_orm::ActiveValue::NotSet,
+                event_id: Set(event_id.into()),
+                topic: Set("t".into()),
+                partition_key: Set("k".into()),
+                event_type: Set("StampCreated".into()),
+                correlation_id: Set(None),
+                payload: Set(vec![1]),
+                created_at: Set(long_ago),
+                published_at: Set(published_at),
+                attempts: Set(0),
+                last_error: Set(None),
+                trace_context: Set(None),
+            }
+        };
+        let rows = [
+            row("old-published", Some(long_ago)),
+            row("recent-published", Some(chrono::Utc::now())),
+            row("old-unpublished", None),
+        ];
+        Entity::insert_many(rows).exec_without_returning(&db).await.unwrap();
+        let mut events = crate::events::EventsConfig::from_env(&crate::Env::default(), "test").unwrap();
+        events.retention = Duration::from_secs(3600);
+        let relay = OutboxRelay::new(db.clone(), Arc::new(Refusing), Arc::new(Notify::new()), &events);
+        assert_eq!(relay.prune().await.unwrap(), 1);
+        let mut left: Vec<String> = Entity::find().all(&db).await.unwrap().into_iter().map(|r| r.event_id).collect();
+        left.sort();
+        assert_eq!(left, ["old-unpublished", "recent-published"], "an unpublished event is kept however old");
+        assert_eq!(relay.prune().await.unwrap(), 0, "nothing more to prune");
+    }
 }

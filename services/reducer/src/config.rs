@@ -19,6 +19,11 @@ pub struct ReducerConfig {
     pub consumer_group: String,
     /// `REDUCER_SESSION_TIMEOUT_MS`: Kafka group session timeout (default 10000).
     pub session_timeout: Duration,
+    /// `REDUCER_PROCESSED_RETENTION_MS`: how long a processed event id is kept
+    /// to recognise its redelivery (default 7 days).
+    pub processed_retention: Duration,
+    /// `REDUCER_PRUNE_INTERVAL_MS`: how often older ids are pruned (default one hour).
+    pub prune_interval: Duration,
 }
 
 impl ReducerConfig {
@@ -30,6 +35,13 @@ impl ReducerConfig {
             max_queue: env.parse_in("MAX_AGGREGATION_QUEUE_SIZE", 5000, 1, 1_000_000)?,
             consumer_group: env.string("REDUCER_CONSUMER_GROUP", "omninode-reducer")?,
             session_timeout: env.millis("REDUCER_SESSION_TIMEOUT_MS", 10_000)?,
+            processed_retention: Duration::from_millis(env.parse_in(
+                "REDUCER_PROCESSED_RETENTION_MS",
+                7 * 24 * 3_600_000,
+                0,
+                u64::MAX,
+            )?),
+            prune_interval: env.millis("REDUCER_PRUNE_INTERVAL_MS", 3_600_000)?,
         })
     }
 }

@@ -85,7 +85,7 @@ async fn aggregate_loop(
     commit: Option<Commit>,
     stop: CancellationToken,
 ) {
-    let mut last_prune = tokio::time::Instant::now();
+    tokio::spawn(prune_loop(aggregator.clone(), config.clone(), stop.clone()));
     loop {
         let first = tokio::select! {
             _ = stop.cancelled() => return,
@@ -144,11 +144,21 @@ async fn aggregate_loop(
             let positions: Vec<RecordPosition> = batch.into_iter().filter_map(|q| q.position).collect();
             commit(&positions);
         }
-        if last_prune.elapsed() > Duration::from_secs(3600) {
-            last_prune = tokio::time::Instant::now();
-            if let Err(err) = aggregator.prune_processed(Utc::now() - chrono::Duration::days(7)).await {
-                tracing::warn!(%err, "cannot prune processed event ids");
-            }
+    }
+}
+
+/// Forgets processed event ids older than the retention, every prune
+/// interval: the table holds a bounded window however long the reducer runs.
+async fn prune_loop(aggregator: Aggregator, config: ReducerConfig, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(config.prune_interval) => {}
+        }
+        let retention = chrono::Duration::from_std(config.processed_retention).unwrap_or(chrono::Duration::MAX);
+        match aggregator.prune_processed(Utc::now() - retention).await {
+            Ok(pruned) => metrics::counter!("processed_events_pruned_total").increment(pruned),
+            Err(err) => tracing::warn!(%err, "cannot prune processed event ids"),
         }
     }
 }
