@@ -5,7 +5,6 @@
 
 use omninode_integration_tests::{Backend, ServiceKind, TestDatabase, TestMesh, on_both_backends, reason};
 use omninode_proto::{orchestrator::v1 as opb, stamping::v1 as pb};
-use sea_orm::{ConnectionTrait, Statement};
 use tonic::Code;
 
 const BOTH: &[ServiceKind] = &[ServiceKind::Stamping, ServiceKind::Orchestrator];
