@@ -36,7 +36,7 @@ struct Args {
     /// A quick run that only shows every scenario completes (CI).
     #[arg(long)]
     smoke: bool,
-    /// Run only these scenarios (comma-separated): hash, stamp, workflow, gateway, tracing, scale, reducer.
+    /// Run only these scenarios (comma-separated): hash, stamp, workflow, gateway, profile, tracing, scale, reducer.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Databases for the mesh scenarios (comma-separated): sqlite, postgres.
@@ -163,6 +163,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    if wanted("profile") {
+        for (backend, label, name) in
+            [(Backend::Sqlite, "SQLite", "sqlite"), (Backend::Postgres, "PostgreSQL", "postgres")]
+        {
+            if args.databases.iter().any(|d| d == name) {
+                let calls = if args.smoke { 20 } else { 300 };
+                report.notes.extend(profile_run_workflow(backend, label, calls).await?);
+            }
+        }
+    }
+
     if wanted("tracing") && args.databases.iter().any(|d| d == "sqlite") {
         report.sections.push(tracing_overhead(&bench).await?);
     }
@@ -232,6 +243,66 @@ async fn scale_out(bench: &Arc<Bench>) -> anyhow::Result<Section> {
         stamping.stop().await;
     }
     Ok(section)
+}
+
+/// Where one RunWorkflow's time goes: `calls` sequential RunWorkflow calls on
+/// `backend` with every span exported to a local receiver, and the median
+/// duration of each kind of span across the calls (the profile the
+/// breakdown in docs/BENCHMARKS.md comes from).
+async fn profile_run_workflow(backend: Backend, label: &str, calls: u64) -> anyhow::Result<Vec<String>> {
+    use omninode_proto::orchestrator::v1::{
+        RunWorkflowRequest, WorkflowInput, orchestrator_service_client::OrchestratorServiceClient,
+    };
+    eprintln!("RunWorkflow profile on {label}");
+    let receiver = omninode_integration_tests::otlp::OtlpDouble::start().await;
+    let database = TestDatabase::new(backend).await;
+    let mut env = database.env();
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), format!("http://{}", receiver.grpc)));
+    env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(), "grpc".to_owned()));
+    let (mesh_process, mesh) = process::start_mesh(env, None).await?;
+    let mut client = OrchestratorServiceClient::new(scenarios::channel(mesh.orchestrator).await?);
+    let mut latencies = Vec::new();
+    for n in 0..calls {
+        let request = RunWorkflowRequest {
+            namespace: "bench.profile".into(),
+            input: Some(WorkflowInput { content: format!("print({n})\n"), ..Default::default() }),
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        client.run_workflow(request).await?;
+        latencies.push(started.elapsed());
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    mesh_process.stop().await;
+    let spans = receiver.spans();
+    let median = |mut values: Vec<Duration>| {
+        values.sort();
+        values.get(values.len() / 2).copied().unwrap_or_default()
+    };
+    let mut by_name: std::collections::BTreeMap<String, Vec<Duration>> = std::collections::BTreeMap::new();
+    for span in &spans {
+        // One row per kind of span (workflow and topic names folded).
+        let name = if span.name.starts_with("publish ") {
+            "publish (outbox relay)".to_owned()
+        } else if span.name.starts_with("workflow ") {
+            "workflow run".to_owned()
+        } else {
+            span.name.clone()
+        };
+        by_name.entry(name).or_default().push(span.duration);
+    }
+    let mut lines = vec![format!(
+        "RunWorkflow profile, {label}, {calls} sequential calls with every span exported: client-side median {} \
+         (tracing on); median span durations: {}",
+        show(median(latencies)),
+        by_name
+            .into_iter()
+            .map(|(name, durations)| format!("{name} {} (×{})", show(median(durations.clone())), durations.len()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )];
+    lines.push(format!("RunWorkflow profile, {label}: {} spans received", spans.len()));
+    Ok(lines)
 }
 
 /// Measurements by concurrency.

@@ -33,6 +33,8 @@ pub struct ReceivedSpan {
     pub links: Vec<(String, String)>,
     /// `Status.code`: 0 unset, 1 ok, 2 error.
     pub status: i32,
+    /// From start to end.
+    pub duration: std::time::Duration,
 }
 
 impl ReceivedSpan {
@@ -101,6 +103,9 @@ impl Receiver {
                             .collect(),
                         links: span.links.into_iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect(),
                         status: span.status.map(|s| s.code).unwrap_or_default(),
+                        duration: std::time::Duration::from_nanos(
+                            span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano),
+                        ),
                     });
                 }
             }
