@@ -8,6 +8,7 @@
 //! that is how the processes under test are started.
 
 mod echo;
+mod growth;
 mod load;
 mod process;
 mod report;
@@ -36,7 +37,7 @@ struct Args {
     /// A quick run that only shows every scenario completes (CI).
     #[arg(long)]
     smoke: bool,
-    /// Run only these scenarios (comma-separated): hash, stamp, workflow, gateway, profile, tracing, scale, reducer.
+    /// Run only these scenarios (comma-separated): hash, stamp, workflow, gateway, profile, tracing, growth, scale, reducer.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Databases for the mesh scenarios (comma-separated): sqlite, postgres.
@@ -45,6 +46,12 @@ struct Args {
     /// Also write the report to this file.
     #[arg(long)]
     output: Option<std::path::PathBuf>,
+    /// Table sizes of the growth scenario (rows of metadata_stamps, ascending).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    growth_sizes: Vec<u64>,
+    /// Write the growth scenario's chart (SVG) here.
+    #[arg(long)]
+    chart: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -178,6 +185,42 @@ async fn run(args: Args) -> anyhow::Result<()> {
         report.sections.push(tracing_overhead(&bench).await?);
     }
 
+    if wanted("growth") {
+        let sizes = if args.smoke { vec![1_000, 2_000] } else { args.growth_sizes.clone() };
+        let mut points = Vec::new();
+        for (backend, label, name) in
+            [(Backend::Sqlite, "SQLite", "sqlite"), (Backend::Postgres, "PostgreSQL", "postgres")]
+        {
+            if args.databases.iter().any(|d| d == name) {
+                eprintln!("growth on {label}");
+                points.extend(growth::growth(&bench, backend, label, &sizes).await?);
+            }
+        }
+        report.blocks.push(format!(
+            "### How cost grows with the table (Stamp and GetStamp at concurrency 16)\n\n{}",
+            growth::table(&points)
+        ));
+        for database in ["SQLite", "PostgreSQL"] {
+            let mine: Vec<&growth::GrowthPoint> = points.iter().filter(|p| p.database == database).collect();
+            if let (Some(first), Some(last)) = (mine.first(), mine.last()) {
+                for (name, a, b) in [
+                    ("Stamp", first.stamp.per_second(), last.stamp.per_second()),
+                    ("GetStamp", first.get.per_second(), last.get.per_second()),
+                ] {
+                    let kept = b / a.max(f64::EPSILON);
+                    report.verdicts.push(Verdict {
+                        target: format!("{name} on {database} at {} rows within 20% of {} rows", last.rows, first.rows),
+                        measured: format!("{:.0}% ({b:.0} of {a:.0} calls/s)", kept * 100.0),
+                        met: kept >= 0.8,
+                    });
+                }
+            }
+        }
+        if let Some(path) = &args.chart {
+            std::fs::write(path, growth::svg(&points))?;
+        }
+    }
+
     if wanted("scale") && args.databases.iter().any(|d| d == "postgres") {
         report.sections.push(scale_out(&bench).await?);
     }
@@ -201,7 +244,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         reducer_rate = Some(reduced.per_second());
     }
 
+    let growth_verdicts = std::mem::take(&mut report.verdicts);
     verdicts(&mut report, reducer_rate);
+    report.verdicts.extend(growth_verdicts);
     let text = report.to_markdown();
     println!("{text}");
     if let Some(path) = args.output {

@@ -38,6 +38,8 @@ pub struct Report {
     pub sections: Vec<Section>,
     pub verdicts: Vec<Verdict>,
     pub notes: Vec<String>,
+    /// Markdown blocks of their own (a title and a table), after the sections.
+    pub blocks: Vec<String>,
 }
 
 impl Report {
@@ -88,6 +90,10 @@ impl Report {
                     row.measurement.first_error.as_deref().unwrap_or("?")
                 );
             }
+            out.push('\n');
+        }
+        for block in &self.blocks {
+            out.push_str(block);
             out.push('\n');
         }
         if !self.verdicts.is_empty() {
