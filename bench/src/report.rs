@@ -144,10 +144,12 @@ mod tests {
             }],
             verdicts: vec![Verdict { target: "x".into(), measured: "y".into(), met: false }],
             notes: vec![],
+            blocks: vec!["### Growth\n\n| a |\n".into()],
         };
         let text = report.to_markdown();
         assert!(text.contains("| hash-rpc | 16 | 1000 | 1000.0 | 10 µs | 10 µs | 0 | 0.50 |"), "{text}");
         assert!(text.contains("| x | y | **no** |"), "{text}");
+        assert!(text.find("### Growth") < text.find("### Targets"), "blocks come before the targets: {text}");
         assert!(report.find("hash-rpc", 16).is_some());
         assert!(report.find("hash-rpc", 64).is_none());
     }
