@@ -238,9 +238,10 @@ async fn a_kafka_event_carries_traceparent() {
     assert_eq!(status, 201, "{body}");
     let topic = omninode_runtime::events::EventKind::StampCreated.topic(&prefix);
     // A fresh consumer each look, from the beginning: the topic may appear after the first.
-    let header = wait_until("a stamp-created record with a traceparent", Duration::from_secs(60), || async {
+    // (A loaded machine can take seconds for a new consumer's metadata and first fetch.)
+    let header = wait_until("a stamp-created record with a traceparent", Duration::from_secs(120), || async {
         let consumer = kafka::consumer(&broker.bootstrap(), std::slice::from_ref(&topic), 3);
-        let message = tokio::time::timeout(Duration::from_secs(3), rdkafka::consumer::StreamConsumer::recv(&consumer))
+        let message = tokio::time::timeout(Duration::from_secs(15), rdkafka::consumer::StreamConsumer::recv(&consumer))
             .await
             .ok()?
             .ok()?;
