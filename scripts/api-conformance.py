@@ -30,6 +30,28 @@ KNOWN = {
 print = functools.partial(print, flush=True)  # before any exit message
 
 
+# What the server answers for each known rule, to recognise them in the
+# stateful phase (where the report names no operation).
+KNOWN_MESSAGES = {
+    "page_token is not a token this service issued": "page_token is opaque",
+    "normalize needs text": "normalize needs UTF-8 content",
+    "is below retry.initial_backoff_ms": "max_backoff_ms >= initial_backoff_ms",
+}
+
+
+def stateful_known(log, code):
+    """The known rules behind every `code` failure of the stateful phase, or None."""
+    section = log.split("Stateful tests", 1)[1] if "Stateful tests" in log else ""
+    section = section.split("=====", 1)[0]
+    causes = set()
+    for block in section.split(f"- {code} ")[1:]:
+        found = [why for text, why in KNOWN_MESSAGES.items() if text in block.split("\n- ", 1)[0]]
+        if not found:
+            return None
+        causes.update(found)
+    return ", ".join(sorted(causes)) if causes else None
+
+
 def main():
     url, work = sys.argv[1], sys.argv[2]
     examples = sys.argv[3] if len(sys.argv) > 3 else "20"
@@ -59,9 +81,12 @@ def main():
     if result["errors"]:
         sys.exit(f"schemathesis errors: {json.dumps(result['errors'])[:2000]}")
     unexpected = []
+    log = open(f"{work}/schemathesis.log").read()
     for failure in result["failures"]:
         for operation in failure["operations"]:
             why = KNOWN.get((failure["code"], operation))
+            if why is None and operation == "Stateful tests":
+                why = stateful_known(log, failure["code"])
             if why:
                 print(f"  known: {failure['code']} {operation}: {why}")
             else:
