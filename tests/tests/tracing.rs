@@ -224,8 +224,13 @@ async fn a_kafka_event_carries_traceparent() {
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
         ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap()),
         ("KAFKA_TOPIC_PREFIX", prefix.clone()),
+        // As the event tests: a broker not ready at start is retried within a fraction of a second.
+        ("KAFKA_STALL_TIMEOUT_MS", "1500".to_owned()),
+        ("HEALTH_CHECK_INTERVAL_MS", "200".to_owned()),
+        ("OUTBOX_POLL_INTERVAL_MS", "50".to_owned()),
     ];
-    let mesh = up(&vars, None).await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mesh = up(&vars, Some(log.path())).await;
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
     let (status, _, body) = http_request(
         mesh.gateway,
@@ -239,20 +244,40 @@ async fn a_kafka_event_carries_traceparent() {
     let topic = omninode_runtime::events::EventKind::StampCreated.topic(&prefix);
     // A fresh consumer each look, from the beginning: the topic may appear after the first.
     // (A loaded machine can take seconds for a new consumer's metadata and first fetch.)
-    let header = wait_until("a stamp-created record with a traceparent", Duration::from_secs(120), || async {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    let header = loop {
         let consumer = kafka::consumer(&broker.bootstrap(), std::slice::from_ref(&topic), 3);
-        let message = tokio::time::timeout(Duration::from_secs(15), rdkafka::consumer::StreamConsumer::recv(&consumer))
-            .await
-            .ok()?
-            .ok()?;
-        let headers = message.headers()?;
-        headers
-            .iter()
-            .find(|h| h.key == "traceparent")
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    })
-    .await;
+        let received =
+            tokio::time::timeout(Duration::from_secs(15), rdkafka::consumer::StreamConsumer::recv(&consumer)).await;
+        match received {
+            Ok(Ok(message)) => {
+                let headers: Vec<(String, String)> = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Some((_, value)) = headers.iter().find(|(k, _)| k == "traceparent") {
+                    break value.clone();
+                }
+                seen.push(format!("a record without traceparent: {headers:?}"));
+            }
+            Ok(Err(err)) => seen.push(format!("consumer error: {err}")),
+            Err(_) => seen.push("nothing within 15 s".to_owned()),
+        }
+        if tokio::time::Instant::now() > deadline {
+            let log = std::fs::read_to_string(log.path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.contains("sea_orm_migration")).rev().take(20).collect();
+            panic!(
+                "no stamp-created record with a traceparent in 120 s: {seen:?}\nmesh log (last lines first): {tail:#?}"
+            );
+        }
+    };
     let parts: Vec<&str> = header.split('-').collect();
     assert_eq!(
         (parts.len(), parts[1]),
