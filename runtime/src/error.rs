@@ -186,10 +186,15 @@ pub trait ServiceError: std::error::Error {
     }
 
     /// The request field an INVALID_ARGUMENT error is about, for
-    /// `google.rpc.BadRequest`. Defaults to the field the message starts with
-    /// (validation messages name their field first: "namespace … must …").
+    /// `google.rpc.BadRequest`. Defaults to the field a reason is about
+    /// (`namespace`, a batch's `items`), else the field the message starts
+    /// with (validation messages name their field first: "content is …").
     fn field(&self) -> Option<String> {
-        leading_field(&self.public_message())
+        match self.reason() {
+            reason::NAMESPACE_INVALID => Some("namespace".to_owned()),
+            reason::EMPTY_BATCH_REQUEST => Some("items".to_owned()),
+            _ => leading_field(&self.public_message()),
+        }
     }
 
     /// The error as a transport-neutral value.

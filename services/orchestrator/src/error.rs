@@ -102,13 +102,6 @@ impl ServiceError for OrchestratorError {
             _ => Vec::new(),
         }
     }
-
-    fn field(&self) -> Option<String> {
-        match self {
-            Self::NamespaceInvalid(_) => Some("namespace".to_owned()),
-            other => omninode_runtime::error::leading_field(&other.public_message()),
-        }
-    }
 }
 
 omninode_runtime::grpc_status_from!(OrchestratorError);

@@ -56,13 +56,6 @@ impl ServiceError for ReducerError {
             _ => Vec::new(),
         }
     }
-
-    fn field(&self) -> Option<String> {
-        match self {
-            Self::NamespaceInvalid(_) => Some("namespace".to_owned()),
-            other => omninode_runtime::error::leading_field(&other.public_message()),
-        }
-    }
 }
 
 omninode_runtime::grpc_status_from!(ReducerError);

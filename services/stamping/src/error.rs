@@ -73,14 +73,6 @@ impl ServiceError for StampingError {
             _ => Vec::new(),
         }
     }
-
-    fn field(&self) -> Option<String> {
-        match self {
-            Self::EmptyBatch => Some("items".to_owned()),
-            Self::NamespaceInvalid(_) => Some("namespace".to_owned()),
-            other => omninode_runtime::error::leading_field(&other.public_message()),
-        }
-    }
 }
 
 omninode_runtime::grpc_status_from!(StampingError);
