@@ -39,10 +39,7 @@ impl ServerProcess {
 
     /// Peak resident set size so far (VmHWM), in bytes.
     pub fn peak_rss(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        omninode_integration_tests::memory_kib(self.child.id()?).map(|(peak_kib, _)| peak_kib * 1024)
     }
 
     pub async fn stop(mut self) {

@@ -353,6 +353,64 @@ impl NodeProcess {
     }
 }
 
+/// `omninode up` (the whole mesh, on an embedded database in a temporary
+/// directory) in a child process started from `binary`, once its gateway answers.
+pub struct UpProcess {
+    pub child: tokio::process::Child,
+    pub gateway: SocketAddr,
+    _data: tempfile::TempDir,
+}
+
+impl UpProcess {
+    /// Starts it with `vars` on top of the base test environment; with `log`,
+    /// at level info with its stderr (JSON lines) written there.
+    pub async fn start(binary: &str, vars: &[(&str, String)], log: Option<&std::path::Path>) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .arg("up")
+            .envs(base_env())
+            .env("GATEWAY_PORT", port.to_string())
+            .env("OMNINODE_DATA_DIR", data.path())
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::null());
+        if let Some(log) = log {
+            command.env("RUST_LOG", "info").stderr(std::fs::File::create(log).unwrap());
+        }
+        let child = command.spawn().unwrap_or_else(|e| panic!("{binary} up starts: {e}"));
+        let gateway: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_until("the gateway answers", Duration::from_secs(30), || async {
+            let up = tokio::net::TcpStream::connect(gateway).await.is_ok()
+                && http_request(gateway, "GET", "/openapi.json", &[], "").await.0 == 200;
+            up.then_some(())
+        })
+        .await;
+        Self { child, gateway, _data: data }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process runs")
+    }
+
+    /// Stops it gracefully (SIGTERM: it drains and flushes) and waits for it to exit.
+    pub async fn stop(mut self) {
+        let pid = self.pid().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await;
+    }
+}
+
+/// Peak and current resident memory of process `pid`, in KiB (`VmHWM`, `VmRSS`).
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
 /// How many rows `table` of the mesh's database holds.
 pub async fn table_rows(mesh: &TestMesh, table: &str) -> i64 {
     use sea_orm::ConnectionTrait;

@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use omninode_integration_tests::{
-    Backend, ServiceKind, TestDatabase, TestMesh, base_env, free_port, http_request, http_request_bytes,
+    Backend, ServiceKind, TestDatabase, TestMesh, UpProcess, http_request, http_request_bytes, memory_kib,
     on_both_backends, wait_until,
 };
 use serde_json::{Value, json};
@@ -192,51 +192,19 @@ fn base64_of(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Peak and current resident memory of a process, in KiB (`VmHWM`, `VmRSS`).
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
 /// 50 MB through `POST /v1/hash:stream` (chunked, over the 32 MiB body limit)
 /// of a real `omninode up`: the hash is right and the process's peak memory
 /// grows by far less than the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_50_mb_file_hashes_through_the_stream_with_flat_memory() {
-    let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_omninode-node"))
-        .arg("up")
-        .envs(base_env())
-        .env("GATEWAY_PORT", port.to_string())
-        .env("OMNINODE_DATA_DIR", data.path())
-        .env("RUST_LOG", "info")
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(data.path().join("up.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let gw: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_until("the gateway answers", Duration::from_secs(30), || async {
-        let up = tokio::net::TcpStream::connect(gw).await.is_ok()
-            && http_request(gw, "GET", "/openapi.json", &[], "").await.0 == 200;
-        up.then_some(())
-    })
-    .await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mesh = UpProcess::start(env!("CARGO_BIN_EXE_omninode-node"), &[], Some(log.path())).await;
+    let (gw, pid) = (mesh.gateway, mesh.pid());
     // Warm up the path (buffers, connection pools) before the baseline.
     let (status, _, _) =
         send(gw, "/v1/hash:stream", &[("content-type", "application/octet-stream")], &[7; 1 << 20]).await;
     assert_eq!(status, 200);
-    let (peak_before, _) = memory_kib(pid);
+    let (peak_before, _) = memory_kib(pid).expect("its memory");
 
     const SIZE: usize = 50 * 1000 * 1000;
     let piece: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
@@ -262,7 +230,7 @@ async fn a_50_mb_file_hashes_through_the_stream_with_flat_memory() {
     assert_eq!(json["hash"], expected.finalize().to_hex().as_str());
     assert_eq!(json["sizeBytes"], SIZE.to_string());
 
-    let (peak_after, rss_after) = memory_kib(pid);
+    let (peak_after, rss_after) = memory_kib(pid).expect("its memory");
     let grown_mib = (peak_after.saturating_sub(peak_before)) as f64 / 1024.0;
     println!(
         "50 MB streamed hash: peak RSS {:.1} MiB before, {:.1} MiB after (+{grown_mib:.1} MiB), RSS now {:.1} MiB",
@@ -277,12 +245,12 @@ async fn a_50_mb_file_hashes_through_the_stream_with_flat_memory() {
         http_request(gw, "GET", "/v1/no/such/route", &[("x-request-id", "rid-in-the-logs-42")], "").await;
     assert_eq!((status, header(&headers, "x-request-id")), (404, Some("rid-in-the-logs-42")));
     let log = wait_until("the request's log line", Duration::from_secs(10), || async {
-        let log = std::fs::read_to_string(data.path().join("up.log")).unwrap();
+        let log = std::fs::read_to_string(log.path()).unwrap();
         log.lines().find(|line| line.contains("rid-in-the-logs-42")).map(str::to_owned)
     })
     .await;
     let line: Value = serde_json::from_str(&log).unwrap_or_else(|e| panic!("{e}: {log}"));
     assert_eq!(line["span"]["request_id"], "rid-in-the-logs-42", "{line}");
     assert_eq!(line["status"], 404, "{line}");
-    child.kill().await.unwrap();
+    mesh.stop().await;
 }

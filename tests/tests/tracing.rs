@@ -8,7 +8,7 @@
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use omninode_integration_tests::{
-    base_env, free_port, http_request, kafka,
+    UpProcess, http_request, kafka,
     otlp::{OtlpDouble, ReceivedSpan},
     wait_until,
 };
@@ -19,47 +19,11 @@ const NODE: &str = env!("CARGO_BIN_EXE_omninode-node");
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
-struct Up {
-    child: tokio::process::Child,
-    gateway: SocketAddr,
-    _data: tempfile::TempDir,
-}
-
-async fn up(vars: &[(&str, String)], log: Option<&Path>) -> Up {
-    let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut command = tokio::process::Command::new(NODE);
-    command
-        .arg("up")
-        .envs(base_env())
-        .env("GATEWAY_PORT", port.to_string())
-        .env("OMNINODE_DATA_DIR", data.path())
-        .env("AGGREGATION_WINDOW_SIZE_MS", "100")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null());
-    if let Some(log) = log {
-        command.env("RUST_LOG", "info").stderr(std::fs::File::create(log).unwrap());
-    }
-    let child = command.spawn().unwrap();
-    let gateway: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_until("the gateway answers", Duration::from_secs(30), || async {
-        let up = tokio::net::TcpStream::connect(gateway).await.is_ok()
-            && http_request(gateway, "GET", "/openapi.json", &[], "").await.0 == 200;
-        up.then_some(())
-    })
-    .await;
-    Up { child, gateway, _data: data }
-}
-
-impl Up {
-    /// Stops the process gracefully (SIGTERM), which flushes its spans.
-    async fn stop(mut self) {
-        let pid = self.child.id().unwrap().to_string();
-        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await;
-    }
+/// `omninode up` exporting spans promptly, aggregating quickly.
+async fn up(vars: &[(&str, String)], log: Option<&Path>) -> UpProcess {
+    let mut vars = vars.to_vec();
+    vars.extend([("AGGREGATION_WINDOW_SIZE_MS", "100".to_owned()), ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned())]);
+    UpProcess::start(NODE, &vars, log).await
 }
 
 fn find<'a>(spans: &'a [ReceivedSpan], what: &str, test: impl Fn(&ReceivedSpan) -> bool) -> &'a ReceivedSpan {
