@@ -31,6 +31,7 @@ pub fn init_tracing(
         None => filter.to_owned(),
     };
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // One global filter; only the span exporter filters again (our spans alone).
     let logs = match format {
         LogFormat::Json => fmt::layer()
             .json()
@@ -38,12 +39,11 @@ pub fn init_tracing(
             .with_current_span(true)
             .with_span_list(false)
             .with_writer(std::io::stderr)
-            .with_filter(filter)
             .boxed(),
-        LogFormat::Pretty => fmt::layer().compact().with_writer(std::io::stderr).with_filter(filter).boxed(),
+        LogFormat::Pretty => fmt::layer().compact().with_writer(std::io::stderr).boxed(),
     };
     let spans = crate::trace::layer(trace, instance)?;
-    let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(logs).with(spans).try_init();
     Ok(())
 }
 
