@@ -168,6 +168,24 @@ impl Config {
     }
 }
 
+/// The topics a process makes sure exist: the events', and for an
+/// orchestrator reading requests, the requests, answers and dead letters.
+fn kafka_topics(events: &EventsConfig, services: &[ServiceKind]) -> Vec<String> {
+    let mut topics = topics::all_topics(&events.topic_prefix);
+    if services.contains(&ServiceKind::Reducer) {
+        topics.extend(
+            omninode_reducer::consumer::input_topics(&events.topic_prefix)
+                .iter()
+                .map(|t| omninode_runtime::events::IngressConfig::dead_letter_topic(t)),
+        );
+    }
+    if let Some(ingress) = events.ingress.as_ref().filter(|_| services.contains(&ServiceKind::Orchestrator)) {
+        topics.push(ingress.input_topic.clone());
+        topics.extend(ingress.output_topics());
+    }
+    topics
+}
+
 /// The `service.name` of a process running `services` when `OTEL_SERVICE_NAME` is unset.
 fn default_service_name(services: &[ServiceKind]) -> String {
     match services {
@@ -198,7 +216,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
     };
     let (sink, bus): (Arc<dyn EventSink>, Option<InProcessBus>) = match &events.kafka {
         Some(kafka) => {
-            let sink = KafkaSink::new(kafka.clone(), topics::all_topics(&events.topic_prefix))
+            let sink = KafkaSink::new(kafka.clone(), kafka_topics(&events, services))
                 .context("cannot create the Kafka producer (KAFKA_BOOTSTRAP_SERVERS)")?;
             if let Err(problem) = sink.ensure_topics().await {
                 tracing::warn!(%problem, "Kafka topics not ready yet; events wait in the outbox");
@@ -212,6 +230,8 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
     };
 
     let mut endpoints = Endpoints::default();
+    // The services of this process, for in-process calls between them.
+    let mut local = std::collections::HashMap::new();
     let mut registered: Vec<ServiceToRegister> = Vec::new();
     let mut servers: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
     // Tasks whose shutdown work must finish before the database closes.
@@ -236,6 +256,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         registered.push(to_register(names::STAMPING, addr));
         let routes =
             Routes::new(omninode_stamping::grpc_service(database.clone(), stamping.clone(), outbox("stamping")));
+        local.insert(names::STAMPING.grpc_name, runtime.local_channel(routes.clone()));
         servers.push(spawn_grpc(&runtime, listener, routes, omninode_stamping::SERVICE_NAME).await);
     }
     if let Some(config) = orchestrator {
@@ -246,27 +267,42 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             .with_context(|| format!("cannot bind ORCHESTRATOR_PORT {port} on {}", mesh.host))?;
         endpoints.orchestrator = Some(listener.local_addr()?);
         registered.push(to_register(names::ORCHESTRATOR, listener.local_addr()?));
-        // Stamping in this process is called directly; otherwise it is discovered.
-        let stamping_channel = match endpoints.stamping {
-            Some(_) => Discovery::Static.channel("", &config.stamping_url, &mesh.tls.client, runtime.shutdown_token()),
-            None => discovery.channel(
-                &names::STAMPING.consul_name(),
-                &config.stamping_url,
-                &mesh.tls.client,
-                runtime.shutdown_token(),
-            ),
-        }
-        .map_err(|e| anyhow::anyhow!("{}: {e}", names::STAMPING.url_variable))?;
-        let (service, handover) = omninode_orchestrator::grpc_service(
+        // Stamping in this process is called in process; otherwise it is discovered.
+        let stamping_channel = match local.get(names::STAMPING.grpc_name) {
+            Some(channel) => channel.clone(),
+            None => discovery
+                .channel(
+                    &names::STAMPING.consul_name(),
+                    &config.stamping_url,
+                    &mesh.tls.client,
+                    runtime.shutdown_token(),
+                )
+                .map(omninode_runtime::server::remote)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", names::STAMPING.url_variable))?,
+        };
+        let started = omninode_orchestrator::start(
             database.clone(),
             config,
             stamping_channel,
             outbox("orchestrator"),
             &mesh,
+            events.ingress.clone(),
             runtime.shutdown_token(),
         );
-        background.push(handover);
-        servers.push(spawn_grpc(&runtime, listener, Routes::new(service), omninode_orchestrator::SERVICE_NAME).await);
+        background.push(started.handover);
+        if let (Some(ingress), Some(kafka)) = (started.ingress, &events.kafka) {
+            omninode_orchestrator::ingress::spawn_consumer(
+                ingress,
+                kafka,
+                runtime.health.clone(),
+                mesh.health_check_interval,
+                runtime.shutdown_token(),
+            )
+            .map_err(anyhow::Error::msg)?;
+        }
+        let routes = Routes::new(started.service);
+        local.insert(names::ORCHESTRATOR.grpc_name, runtime.local_channel(routes.clone()));
+        servers.push(spawn_grpc(&runtime, listener, routes, omninode_orchestrator::SERVICE_NAME).await);
     }
 
     if let Some(config) = reducer {
@@ -284,7 +320,9 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             runtime.shutdown_token(),
         )
         .map_err(|e| anyhow::anyhow!("cannot start the reducer: {e}"))?;
-        servers.push(spawn_grpc(&runtime, listener, Routes::new(service), omninode_reducer::SERVICE_NAME).await);
+        let routes = Routes::new(service);
+        local.insert(names::REDUCER.grpc_name, runtime.local_channel(routes.clone()));
+        servers.push(spawn_grpc(&runtime, listener, routes, omninode_reducer::SERVICE_NAME).await);
     }
 
     if let Some(config) = gateway {
@@ -298,17 +336,18 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
                 .context("cannot set GATEWAY_SEND_BUFFER_BYTES on the gateway's socket")?;
         }
         endpoints.gateway = Some(listener.local_addr()?);
-        // Each upstream: in this process, else discovered, else its configured URL.
-        let local = [endpoints.stamping, endpoints.orchestrator, endpoints.reducer];
+        // Each upstream: in this process (called in process), else discovered, else its configured URL.
         let mut upstreams = std::collections::HashMap::new();
-        for (service, addr) in names::ALL.into_iter().zip(local) {
+        for service in names::ALL {
             let name = service.grpc_name;
             let (tls, stop) = (&mesh.tls.client, runtime.shutdown_token());
-            let channel = match addr {
-                Some(addr) => Discovery::Static.channel("", &format!("http://{addr}"), tls, stop),
-                None => discovery.channel(&service.consul_name(), &config.upstream_urls[name], tls, stop),
-            }
-            .map_err(|e| anyhow::anyhow!("gateway upstream {name}: {e}"))?;
+            let channel = match local.get(name) {
+                Some(channel) => channel.clone(),
+                None => discovery
+                    .channel(&service.consul_name(), &config.upstream_urls[name], tls, stop)
+                    .map(omninode_runtime::server::remote)
+                    .map_err(|e| anyhow::anyhow!("gateway upstream {name}: {e}"))?,
+            };
             upstreams.insert(name.to_owned(), channel);
         }
         let hub = omninode_gateway::events::EventHub::new(config.fanout);

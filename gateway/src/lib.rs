@@ -28,10 +28,11 @@ use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
+use omninode_runtime::server::MeshChannel;
 use omninode_runtime::{ErrorCode, ServiceError, auth::Authenticator, names, reason};
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MethodDescriptor};
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 
 use crate::{codec::RawCodec, rules::Route};
 
@@ -44,7 +45,7 @@ const FORWARDED: [&str; 6] =
 #[derive(Clone)]
 pub struct Gateway {
     routes: Arc<Vec<Route>>,
-    upstreams: Arc<HashMap<String, Channel>>,
+    upstreams: Arc<HashMap<String, MeshChannel>>,
     max_body_bytes: usize,
     auth: Arc<Authenticator>,
     cors: Option<Vec<String>>,
@@ -60,7 +61,7 @@ impl Gateway {
     /// Calls are authenticated with `auth` (the same credentials every gRPC
     /// server of the mesh checks; the gateway forwards them upstream).
     pub fn new(
-        upstreams: HashMap<String, Channel>,
+        upstreams: HashMap<String, MeshChannel>,
         config: &GatewayConfig,
         auth: Arc<Authenticator>,
     ) -> Result<Self, template::TemplateError> {
@@ -375,9 +376,9 @@ async fn call(
 }
 
 /// An upstream channel and the largest message it sends or takes.
-type Upstream = (Channel, usize);
+type Upstream = (MeshChannel, usize);
 
-type Prepared<T> = (tonic::client::Grpc<Channel>, http::uri::PathAndQuery, tonic::Request<T>);
+type Prepared<T> = (tonic::client::Grpc<MeshChannel>, http::uri::PathAndQuery, tonic::Request<T>);
 
 /// A ready client, the RPC path, and the request with forwarded metadata and deadline.
 async fn prepare<T>(
@@ -413,21 +414,7 @@ async fn prepare<T>(
 
 /// The deadline a `Grpc-Timeout` request header asks for.
 fn deadline(headers: &HeaderMap) -> Option<Duration> {
-    headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_timeout)
-}
-
-fn parse_timeout(text: &str) -> Option<Duration> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" | "" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+    headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(omninode_runtime::server::parse_grpc_timeout)
 }
 
 /// gRPC response metadata out as `Grpc-Metadata-*` headers.

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use omninode_runtime::events::{KafkaConfig, RecordPosition};
+use omninode_runtime::events::{IncomingRecord, KafkaConfig, RecordPosition};
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
@@ -45,6 +45,61 @@ impl GroupConsumer {
             offset: message.offset(),
         };
         Ok((message.payload().unwrap_or_default().to_vec(), position, traceparent(&message)))
+    }
+
+    /// The next record whole: payload, key, headers and position.
+    pub async fn next_record(&self) -> Result<IncomingRecord, KafkaError> {
+        let message = self.consumer.recv().await?;
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
+            })
+            .unwrap_or_default();
+        Ok(IncomingRecord {
+            payload: message.payload().unwrap_or_default().to_vec(),
+            key: message.key().map(<[u8]>::to_vec),
+            headers,
+            position: RecordPosition {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+            },
+        })
+    }
+
+    /// Records not yet read by this member, over the partitions assigned to
+    /// it (high watermark minus position); `None` when it cannot be told
+    /// (no assignment yet, the broker did not answer). Blocks up to a second
+    /// per partition: call it off the async threads.
+    pub fn lag(&self) -> Option<i64> {
+        let assignment = self.consumer.assignment().ok()?;
+        if assignment.count() == 0 {
+            return None;
+        }
+        let positions = self.consumer.position().ok()?;
+        let mut lag = 0i64;
+        for element in assignment.elements() {
+            let (low, high) =
+                self.consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(1)).ok()?;
+            let position = positions
+                .find_partition(element.topic(), element.partition())
+                .and_then(|p| match p.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                })
+                .unwrap_or(low);
+            lag += (high - position).max(0);
+        }
+        Some(lag)
+    }
+
+    /// The partitions assigned to this member now, as `topic/partition`.
+    pub fn assigned(&self) -> Vec<String> {
+        self.consumer
+            .assignment()
+            .map(|list| list.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect())
+            .unwrap_or_default()
     }
 
     /// Commits, per partition, the offset after the last of `positions`.

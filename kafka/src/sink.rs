@@ -123,6 +123,9 @@ impl EventSink for KafkaSink {
             if let Some(traceparent) = &event.traceparent {
                 headers = headers.insert(Header { key: "traceparent", value: Some(traceparent.as_bytes()) });
             }
+            for (key, value) in &event.headers {
+                headers = headers.insert(Header { key, value: Some(value.as_bytes()) });
+            }
             let record = FutureRecord::to(&event.topic).key(&event.key).payload(&event.payload).headers(headers);
             match producer.send_result(record) {
                 Ok(delivery) => pending.push((index, delivery)),

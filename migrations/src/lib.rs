@@ -14,6 +14,7 @@ mod m20261126_000007_workflow_leases;
 mod m20261126_000008_workflow_definitions;
 mod m20261127_000009_workflow_runs;
 mod m20261127_000010_trace_context;
+mod m20261127_000011_kafka_ingress;
 
 /// Applies the migrations in order; each is recorded in `seaql_migrations`.
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000008_workflow_definitions::Migration),
             Box::new(m20261127_000009_workflow_runs::Migration),
             Box::new(m20261127_000010_trace_context::Migration),
+            Box::new(m20261127_000011_kafka_ingress::Migration),
         ]
     }
 }

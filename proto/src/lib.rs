@@ -35,10 +35,20 @@ pub mod events {
     }
 }
 
-/// `google.api` (HTTP annotations read by the gateway).
+/// `omninode.ingress.v1`: requests and answers on Kafka.
+pub mod ingress {
+    pub mod v1 {
+        tonic::include_proto!("omninode.ingress.v1");
+    }
+}
+
+/// `google.api` (HTTP annotations read by the gateway) and `google.rpc` (Status).
 pub mod google {
     pub mod api {
         tonic::include_proto!("google.api");
+    }
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
     }
 }
 

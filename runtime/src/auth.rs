@@ -477,7 +477,7 @@ impl tonic::service::Interceptor for Credential {
 }
 
 /// A channel whose calls carry a [`Credential`].
-pub type AuthedChannel = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Credential>;
+pub type AuthedChannel = tonic::service::interceptor::InterceptedService<crate::server::MeshChannel, Credential>;
 
 /// Authenticates every call to an `omninode.*` gRPC service (health and
 /// reflection stay public): unauthenticated calls are answered

@@ -44,6 +44,9 @@ pub struct ComponentHealth {
     pub message: String,
     /// RFC 3339 time of the probe.
     pub checked_at: String,
+    /// For a Kafka consumer: records in its partitions it has not read yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer_lag: Option<i64>,
 }
 
 /// The `/health` and `/ready` body: `{"status", "version", "details"}`.
@@ -106,11 +109,17 @@ impl HealthRegistry {
 
     /// Records the result of probing a dependency.
     pub async fn set_component(&self, name: &str, critical: bool, result: Result<(), String>) {
+        self.set_consumer(name, critical, result, None).await;
+    }
+
+    /// Records the state of a Kafka consumer: whether it reads, and its lag.
+    pub async fn set_consumer(&self, name: &str, critical: bool, result: Result<(), String>, lag: Option<i64>) {
         let health = ComponentHealth {
             status: if result.is_ok() { "up" } else { "down" },
             critical,
             message: result.err().unwrap_or_default(),
             checked_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            consumer_lag: lag,
         };
         self.state.lock().expect("health state").components.insert(name.to_owned(), health);
         self.publish().await;

@@ -98,6 +98,65 @@ pub struct EventsConfig {
     pub retention: Duration,
     /// `OUTBOX_PRUNE_INTERVAL_MS`: how often published events are pruned (default 60 s).
     pub prune_interval: Duration,
+    /// Requests taken from Kafka, when `ONEX_INPUT_TOPIC` is set.
+    pub ingress: Option<IngressConfig>,
+}
+
+/// The Kafka request ingress: where requests come from and answers go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressConfig {
+    /// `ONEX_INPUT_TOPIC` (the deployments set `requests`); unset, no requests are read from Kafka.
+    pub input_topic: String,
+    /// `ONEX_OUTPUT_TOPIC` (default `responses`).
+    pub output_topic: String,
+    /// `ONEX_CONSUMER_GROUP`: the group every orchestrator replica joins (default `omninode-ingress`).
+    pub group: String,
+    /// `INGRESS_DEDUP_RETENTION_MS`: how long an applied request is remembered
+    /// (a replay older than that is applied again; default 7 days).
+    pub dedup_retention: Duration,
+}
+
+impl IngressConfig {
+    /// The dead-letter topic of records read from `topic`.
+    pub fn dead_letter_topic(topic: &str) -> String {
+        format!("{topic}.dlq")
+    }
+
+    /// The topics the ingress writes to: answers and dead letters.
+    pub fn output_topics(&self) -> Vec<String> {
+        vec![self.output_topic.clone(), Self::dead_letter_topic(&self.input_topic)]
+    }
+}
+
+/// A Kafka topic name (`[A-Za-z0-9._-]`, at most 249 characters), or why not.
+fn check_topic(variable: &'static str, topic: &str) -> Result<(), ConfigError> {
+    if topic.is_empty() || topic.len() > 249 || !topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        return Err(ConfigError::new(variable, "a topic name: 1 to 249 letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+fn ingress_config(env: &Env, kafka: bool) -> Result<Option<IngressConfig>, ConfigError> {
+    let Some(input) = env.optional("ONEX_INPUT_TOPIC")? else {
+        return Ok(None);
+    };
+    if !kafka {
+        return Err(ConfigError::new("ONEX_INPUT_TOPIC", "requests are read from Kafka: set KAFKA_BOOTSTRAP_SERVERS"));
+    }
+    let input_topic = input;
+    check_topic("ONEX_INPUT_TOPIC", &input_topic)?;
+    let output_topic = env.string("ONEX_OUTPUT_TOPIC", "responses")?;
+    check_topic("ONEX_OUTPUT_TOPIC", &output_topic)?;
+    if output_topic == input_topic {
+        return Err(ConfigError::new("ONEX_OUTPUT_TOPIC", "answers cannot go to the requests topic"));
+    }
+    let group = env.string("ONEX_CONSUMER_GROUP", "omninode-ingress")?;
+    if group.trim().is_empty() {
+        return Err(ConfigError::new("ONEX_CONSUMER_GROUP", "must not be empty"));
+    }
+    let dedup_retention =
+        Duration::from_millis(env.parse_in("INGRESS_DEDUP_RETENTION_MS", 7 * 24 * 3_600_000, 60_000, u64::MAX)?);
+    Ok(Some(IngressConfig { input_topic, output_topic, group, dedup_retention }))
 }
 
 impl EventsConfig {
@@ -118,8 +177,10 @@ impl EventsConfig {
         if topic_prefix.is_empty() || !topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             return Err(ConfigError::new("KAFKA_TOPIC_PREFIX", "use letters, digits, '.', '_' and '-' only"));
         }
+        let ingress = ingress_config(env, kafka.is_some())?;
         Ok(Self {
             kafka,
+            ingress,
             topic_prefix,
             batch_size: env.parse_in("OUTBOX_BATCH_SIZE", 500, 1, 10_000)?,
             poll_interval: env.millis("OUTBOX_POLL_INTERVAL_MS", 200)?,
@@ -153,6 +214,29 @@ mod tests {
         assert_eq!(get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!((get("sasl.username"), get("sasl.password")), (Some("mesh"), Some("secret")));
         assert_eq!(kafka(&[]).unwrap().security, vec![("security.protocol", "plaintext".to_owned())]);
+    }
+
+    #[test]
+    fn the_ingress_needs_kafka_and_valid_topic_names() {
+        let events = |pairs: Vec<(&str, &str)>| EventsConfig::from_env(&Env::from_pairs(pairs), "test");
+        assert_eq!(events(vec![("ONEX_INPUT_TOPIC", "requests")]).unwrap_err().variable, "ONEX_INPUT_TOPIC");
+        let with_kafka = |more: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![("KAFKA_BOOTSTRAP_SERVERS", "kafka:9093")];
+            pairs.extend_from_slice(more);
+            events(pairs)
+        };
+        assert_eq!(with_kafka(&[]).unwrap().ingress, None);
+        assert_eq!(with_kafka(&[("ONEX_INPUT_TOPIC", "")]).unwrap().ingress, None);
+        let ingress = with_kafka(&[("ONEX_INPUT_TOPIC", "requests")]).unwrap().ingress.unwrap();
+        assert_eq!((ingress.input_topic.as_str(), ingress.output_topic.as_str()), ("requests", "responses"));
+        assert_eq!(ingress.output_topics(), ["responses", "requests.dlq"]);
+        for (pairs, variable) in [
+            (vec![("ONEX_INPUT_TOPIC", "in put")], "ONEX_INPUT_TOPIC"),
+            (vec![("ONEX_INPUT_TOPIC", "a"), ("ONEX_OUTPUT_TOPIC", "a")], "ONEX_OUTPUT_TOPIC"),
+            (vec![("ONEX_INPUT_TOPIC", "a"), ("ONEX_OUTPUT_TOPIC", "b/c")], "ONEX_OUTPUT_TOPIC"),
+        ] {
+            assert_eq!(with_kafka(&pairs).unwrap_err().variable, variable, "{pairs:?}");
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@ pub mod sink;
 pub mod topics;
 
 pub use bus::InProcessBus;
-pub use config::{EventsConfig, KafkaConfig};
-pub use outbox::{NewEvent, Outbox};
+pub use config::{EventsConfig, IngressConfig, KafkaConfig};
+pub use outbox::{NewEvent, Outbox, OutboxRecord};
 pub use relay::OutboxRelay;
-pub use sink::{EventSink, OutgoingEvent, RecordPosition};
+pub use sink::{EventSink, IncomingRecord, OutgoingEvent, RecordPosition};
 pub use topics::EventKind;

@@ -30,6 +30,8 @@ pub(crate) mod entity {
         pub attempts: i32,
         pub last_error: Option<String>,
         pub trace_context: Option<String>,
+        /// Further record headers, a JSON object of strings (a response's content type, a dead letter's reason).
+        pub headers: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -51,6 +53,34 @@ pub struct NewEvent {
     /// The trace context of the request that caused it (see
     /// [`crate::trace::stored_context`]); the relay sends it in the record's headers.
     pub trace_context: Option<String>,
+}
+
+/// Inserts outbox rows in statements of a few KiB each (see
+/// [`crate::db::STATEMENT_BYTES`]).
+async fn insert_rows<C: ConnectionTrait>(conn: &C, rows: Vec<entity::ActiveModel>) -> Result<(), DbErr> {
+    let size = |row: &entity::ActiveModel| match &row.payload {
+        sea_orm::ActiveValue::Set(payload) | sea_orm::ActiveValue::Unchanged(payload) => payload.len() + 300,
+        sea_orm::ActiveValue::NotSet => 300,
+    };
+    for chunk in crate::db::statement_chunks(&rows, 500, size) {
+        entity::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(conn).await?;
+    }
+    Ok(())
+}
+
+/// A record for the outbox that is not a mesh event: published as is to
+/// `topic` with key `key`, the headers `event_type` (= `record_type`),
+/// `event_id`, `correlation_id`, and `headers`.
+#[derive(Debug, Clone)]
+pub struct OutboxRecord {
+    /// Unique per record (a UUID); redelivery repeats it.
+    pub event_id: String,
+    pub topic: String,
+    pub key: String,
+    pub record_type: &'static str,
+    pub correlation_id: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
 }
 
 /// Where this process's events come from, and how to wake its relay.
@@ -107,10 +137,44 @@ impl Outbox {
                 attempts: Set(0),
                 last_error: Set(None),
                 trace_context: Set(event.trace_context),
+                headers: Set(None),
             }
         });
-        entity::Entity::insert_many(rows).exec_without_returning(conn).await?;
-        Ok(())
+        insert_rows(conn, rows.collect()).await
+    }
+
+    /// Writes `records` (answers, dead letters: not events of the mesh, so
+    /// not in an `EventEnvelope`) as outbox rows on `conn`, in the
+    /// transaction of the change they belong to; the relay publishes each
+    /// to its own topic with its headers.
+    pub async fn append_records<C: ConnectionTrait>(&self, conn: &C, records: Vec<OutboxRecord>) -> Result<(), DbErr> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let now = chrono::Utc::now();
+        let rows = records.into_iter().map(|record| {
+            let headers = (!record.headers.is_empty()).then(|| {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    record.headers.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+                serde_json::Value::Object(map).to_string()
+            });
+            entity::ActiveModel {
+                id: sea_orm::ActiveValue::NotSet,
+                event_id: Set(record.event_id),
+                topic: Set(record.topic),
+                partition_key: Set(record.key),
+                event_type: Set(record.record_type.to_owned()),
+                correlation_id: Set(record.correlation_id),
+                payload: Set(record.payload),
+                created_at: Set(now),
+                published_at: Set(None),
+                attempts: Set(0),
+                last_error: Set(None),
+                trace_context: Set(crate::trace::stored_context()),
+                headers: Set(headers),
+            }
+        });
+        insert_rows(conn, rows.collect()).await
     }
 
     /// Tells the relay that appended events were committed.

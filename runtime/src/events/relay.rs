@@ -181,6 +181,7 @@ impl OutboxRelay {
                 traceparent: row.trace_context.as_ref().and_then(|_| {
                     crate::trace::headers_of(span).into_iter().find(|(n, _)| *n == "traceparent").map(|(_, v)| v)
                 }),
+                headers: row.headers.as_deref().map(parse_headers).unwrap_or_default(),
             })
             .collect();
         let (delivered, refused) = self.sink.publish(&events).await;
@@ -300,6 +301,17 @@ fn publish_span(row: &super::outbox::entity::Model, sink: &'static str) -> traci
     span
 }
 
+/// The headers of an outbox row (a JSON object of strings; anything else is none).
+fn parse_headers(text: &str) -> Vec<(String, String)> {
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text) {
+        Ok(map) => map.into_iter().filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned()))).collect(),
+        Err(err) => {
+            tracing::warn!(%err, "outbox headers are not a JSON object; sent without them");
+            Vec::new()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -346,6 +358,7 @@ mod tests {
                 attempts: Set(0),
                 last_error: Set(None),
                 trace_context: Set(None),
+                headers: Set(None),
             }
         };
         let rows = [

@@ -13,6 +13,8 @@ pub struct OutgoingEvent {
     pub payload: Vec<u8>,
     /// W3C `traceparent` of the publish span (Kafka header `traceparent`), when traced.
     pub traceparent: Option<String>,
+    /// Further record headers (answers and dead letters carry some).
+    pub headers: Vec<(String, String)>,
 }
 
 /// A destination for events that confirms delivery.
@@ -38,4 +40,20 @@ pub struct RecordPosition {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+}
+
+/// A record read from Kafka whole: payload, key, headers and position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingRecord {
+    pub payload: Vec<u8>,
+    pub key: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub position: RecordPosition,
+}
+
+impl IncomingRecord {
+    /// The value of header `name` as text, if present and UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
 }

@@ -1,10 +1,12 @@
 //! Server bootstrap shared by every service: a gRPC server with health,
 //! reflection (v1 and v1alpha) and per-RPC metrics; an HTTP admin server with
-//! `/metrics`, `/health` and `/ready`; graceful shutdown on SIGTERM/SIGINT.
+//! `/metrics`, `/health` and `/ready`; graceful shutdown on SIGTERM/SIGINT;
+//! and in-process calls between the services of one process ([`MeshChannel`]).
 
 mod admin;
 mod decode_errors;
 pub mod http;
+mod local;
 mod metrics_layer;
 mod request_bytes;
 
@@ -19,6 +21,7 @@ use tonic::{
 use tonic_health::server::{HealthReporter, HealthService};
 
 pub use admin::admin_router;
+pub use local::{BoxError, MeshChannel, TransportError, parse_grpc_timeout, remote};
 
 /// The grpc.health.v1 service name that is SERVING for as long as the process runs.
 pub const LIVENESS_SERVICE: &str = "liveness";

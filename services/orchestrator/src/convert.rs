@@ -49,6 +49,7 @@ pub(crate) fn start_request(
         idempotency_key: (!idempotency_key.is_empty()).then_some(idempotency_key),
         // The built-in pipeline may be named too.
         definition: (!definition.is_empty() && definition != BUILT_IN).then_some(definition),
+        reply_to: None,
     })
 }
 
@@ -68,6 +69,14 @@ fn outcome_to_proto(outcome: StepOutcome) -> pb::StepOutcome {
 }
 
 /// The proto form of a workflow.
+/// Whether a proto workflow state is terminal (COMPLETED, FAILED, CANCELLED).
+pub(crate) fn is_terminal_proto(state: i32) -> bool {
+    matches!(
+        pb::WorkflowState::try_from(state),
+        Ok(pb::WorkflowState::Completed | pb::WorkflowState::Failed | pb::WorkflowState::Cancelled)
+    )
+}
+
 pub fn workflow_to_proto(w: Workflow) -> pb::Workflow {
     pb::Workflow {
         workflow_id: w.id,

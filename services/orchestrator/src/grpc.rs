@@ -61,8 +61,11 @@ impl OrchestratorService for OrchestratorGrpc {
         request: Request<pb::StartWorkflowRequest>,
     ) -> Result<Response<pb::StartWorkflowResponse>, Status> {
         caller_of(&request).authorize_request(Permission::Write, &request.get_ref().namespace)?;
+        // Set in process by the Kafka ingress only (no client can put it in a request).
+        let reply_to = request.extensions().get::<crate::ingress::ReplyTo>().cloned();
         let r = request.into_inner();
-        let start = start_request(r.namespace, r.input, r.correlation_id, r.idempotency_key, r.definition)?;
+        let mut start = start_request(r.namespace, r.input, r.correlation_id, r.idempotency_key, r.definition)?;
+        start.reply_to = reply_to;
         let (workflow, created) = self.engine.submit(start).await?;
         Ok(Response::new(pb::StartWorkflowResponse { workflow: Some(workflow_to_proto(workflow)), created }))
     }

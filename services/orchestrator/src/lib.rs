@@ -5,7 +5,7 @@
 //! case, [`WorkflowEngine`]), `store` (persistence), `events` (what it
 //! publishes), `convert` (proto conversions) and a thin `grpc` adapter;
 //! plus `clients` for the services it calls (stamping over gRPC, OnexTree
-//! over HTTP).
+//! over HTTP) and `ingress`, the requests it reads from Kafka.
 
 pub mod clients;
 pub mod config;
@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 mod events;
 pub mod grpc;
+pub mod ingress;
 pub mod store;
 
 pub use config::OrchestratorConfig;
@@ -28,23 +29,39 @@ use tokio_util::sync::CancellationToken;
 /// The fully qualified gRPC service name, for health and discovery.
 pub const SERVICE_NAME: &str = omninode_runtime::names::ORCHESTRATOR.grpc_name;
 
+/// The orchestrator of a process: its gRPC service, the task that hands
+/// its workflows over to the other instances after `stop` (await it before
+/// closing the database), and its Kafka ingress when `ONEX_INPUT_TOPIC` is set.
+pub struct Started {
+    pub service: OrchestratorServiceServer<grpc::OrchestratorGrpc>,
+    pub handover: JoinHandle<()>,
+    pub ingress: Option<ingress::Ingress>,
+}
+
 /// Starts the engine on an open database as `process.instance_id`, calling
-/// stamping over `stamping` (static or discovered) with `process.credential`, and returns its
-/// gRPC service and the task that hands its workflows over to the other
-/// instances after `stop` (await it before closing the database).
-pub fn grpc_service(
+/// stamping over `stamping` (in process, static or discovered) with `process.credential`.
+pub fn start(
     db: sea_orm::DatabaseConnection,
     config: OrchestratorConfig,
-    stamping: tonic::transport::Channel,
+    stamping: omninode_runtime::server::MeshChannel,
     outbox: omninode_runtime::events::Outbox,
     process: &omninode_runtime::MeshConfig,
+    ingress: Option<omninode_runtime::events::IngressConfig>,
     stop: CancellationToken,
-) -> (OrchestratorServiceServer<grpc::OrchestratorGrpc>, JoinHandle<()>) {
+) -> Started {
     let max_message = config.max_content_bytes.saturating_mul(2).saturating_add(64 * 1024);
     let stamping = clients::stamping::StampingClient::from_channel(stamping, process.credential.clone(), max_message);
     let instance_id = process.instance_id.as_str();
     let max_content = config.max_content_bytes;
-    let (engine, handover) =
-        WorkflowEngine::start(store::WorkflowStore::new(db, outbox), config, stamping, instance_id, stop);
-    (grpc::OrchestratorGrpc::new(engine, max_content).into_server(), handover)
+    let raw_stamping = stamping.raw();
+    let (engine, handover) = WorkflowEngine::start(
+        store::WorkflowStore::new(db.clone(), outbox.clone()),
+        config,
+        stamping,
+        instance_id,
+        stop,
+    );
+    let grpc = grpc::OrchestratorGrpc::new(engine, max_content);
+    let ingress = ingress.map(|config| ingress::Ingress::new(db, outbox, config, grpc.clone(), raw_stamping));
+    Started { service: grpc.into_server(), handover, ingress }
 }

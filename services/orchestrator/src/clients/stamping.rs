@@ -1,11 +1,12 @@
 //! The stamping service over gRPC.
 
 use omninode_proto::stamping::v1::{self as pb, stamping_service_client::StampingServiceClient};
+use omninode_runtime::server::MeshChannel;
 use omninode_runtime::{
     auth::{AuthedChannel, Credential},
     convert::stamp_format_to_proto,
 };
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 use super::CallError;
 use crate::domain::workflow::WorkflowInput;
@@ -18,7 +19,8 @@ pub struct StampResult {
     pub stamped_content: String,
 }
 
-/// Calls to the stamping service through one channel (HTTP/2, multiplexed).
+/// Calls to the stamping service through one channel (HTTP/2, multiplexed,
+/// or in process when stamping runs in the same process).
 #[derive(Debug, Clone)]
 pub struct StampingClient {
     client: StampingServiceClient<AuthedChannel>,
@@ -26,11 +28,16 @@ pub struct StampingClient {
 
 impl StampingClient {
     /// Calls carry `credential` (stamping authorizes the orchestrator like any caller).
-    pub fn from_channel(channel: Channel, credential: Credential, max_message_bytes: usize) -> Self {
+    pub fn from_channel(channel: MeshChannel, credential: Credential, max_message_bytes: usize) -> Self {
         let client = StampingServiceClient::with_interceptor(channel, credential)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
         Self { client }
+    }
+
+    /// The generated client itself, for calls made as they come (the Kafka ingress).
+    pub fn raw(&self) -> StampingServiceClient<AuthedChannel> {
+        self.client.clone()
     }
 
     /// The hash a Stamp of `content` records.

@@ -156,6 +156,8 @@ pub struct Workflow {
     /// The trace of the request that started it: every run of its steps, on
     /// any instance, is a span of that trace (`None` when tracing was off).
     pub trace_context: Option<String>,
+    /// Where its answers go, when it was started by a request read from Kafka.
+    pub reply_to: Option<crate::ingress::ReplyTo>,
 }
 
 impl Workflow {
@@ -190,6 +192,7 @@ impl Workflow {
             waiting_for: None,
             wake_at: None,
             trace_context: omninode_runtime::trace::stored_context(),
+            reply_to: None,
         }
     }
 

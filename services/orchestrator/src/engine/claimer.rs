@@ -54,7 +54,7 @@ async fn claim_until(engine: &WorkflowEngine, stop: &CancellationToken) {
                             metrics::counter!("workflow_takeovers_total").increment(1);
                             tracing::info!(workflow_id = %workflow.id, owner = %inner.owner, "took over a workflow whose lease expired");
                         }
-                        engine.spawn_worker(workflow.id, workflow.fence, slot);
+                        engine.spawn_worker(workflow.id, workflow.fence, slot, None);
                     }
                 }
                 Err(err) => {

@@ -58,6 +58,8 @@ pub struct StartRequest {
     pub idempotency_key: Option<String>,
     /// The definition to run (`name` or `name@version`); `None` runs the built-in stamping pipeline.
     pub definition: Option<String>,
+    /// Set for a request read from Kafka: where its answers go.
+    pub reply_to: Option<crate::ingress::ReplyTo>,
 }
 
 /// Runs workflows: the built-in stamping pipeline and stored definitions. Cheap to clone.
@@ -188,6 +190,7 @@ impl WorkflowEngine {
         let mut workflow = Workflow {
             correlation_id: request.correlation_id,
             idempotency_key: request.idempotency_key,
+            reply_to: request.reply_to,
             ..Workflow::pending(namespace, request.input, input_hash)
         };
         if let Some(definition) = definition {
@@ -204,13 +207,19 @@ impl WorkflowEngine {
             Some(_) => Admission::Claimed { owner: self.inner.owner.clone(), lease: config.lease },
             None => Admission::Queued { limit: config.max_queue as u64 },
         };
+        // Claimed here with valid input: the built-in pipeline starts in its
+        // insert (PENDING → PROCESSING, both events in that transaction),
+        // saving the worker a commit of its own.
+        if slot.is_some() && workflow.definition.is_none() {
+            self.start_at_insert(&mut workflow)?;
+        }
         match self.inner.store.insert(&workflow, &admission).await? {
             Inserted::Created(workflow) => {
                 self.publish(&workflow);
                 match slot {
                     Some(slot) => {
                         metrics::counter!("workflow_claimed_total").increment(1);
-                        self.spawn_worker(workflow.id.clone(), Fence { attempt: 1 }, slot);
+                        self.spawn_worker(workflow.id.clone(), Fence { attempt: 1 }, slot, Some(workflow.clone()));
                     }
                     None => {
                         self.inner.wake.notify_one();

@@ -49,10 +49,17 @@ pub(super) enum Flow {
 }
 
 impl WorkflowEngine {
-    /// Runs the claimed workflow `id` on a worker holding `slot`. If this
-    /// process already runs it (it claimed it again after its own lease
+    /// Runs the claimed workflow `id` on a worker holding `slot`, from
+    /// `inserted` when this process has just stored it (else as stored). If
+    /// this process already runs it (it claimed it again after its own lease
     /// lapsed), the running worker takes the new fencing token instead.
-    pub(super) fn spawn_worker(&self, id: String, fence: Fence, slot: OwnedSemaphorePermit) {
+    pub(super) fn spawn_worker(
+        &self,
+        id: String,
+        fence: Fence,
+        slot: OwnedSemaphorePermit,
+        inserted: Option<Workflow>,
+    ) {
         let token = CancellationToken::new();
         {
             let mut running = self.inner.running.lock().expect("running map");
@@ -64,7 +71,7 @@ impl WorkflowEngine {
         }
         let engine = self.clone();
         tokio::spawn(async move {
-            if let Err(err) = engine.drive(&id, &token).await {
+            if let Err(err) = engine.drive(&id, &token, inserted).await {
                 tracing::error!(workflow_id = %id, error = %err, "workflow interrupted; another claim resumes it");
             }
             engine.inner.running.lock().expect("running map").remove(&id);
@@ -78,23 +85,40 @@ impl WorkflowEngine {
         self.inner.running.lock().expect("running map").get(id).map(|r| r.fence)
     }
 
-    async fn drive(&self, id: &str, token: &CancellationToken) -> Result<(), OrchestratorError> {
-        let Some(mut workflow) = self.inner.store.get(id).await? else { return Ok(()) };
+    async fn drive(
+        &self,
+        id: &str,
+        token: &CancellationToken,
+        inserted: Option<Workflow>,
+    ) -> Result<(), OrchestratorError> {
+        let fresh = inserted.is_some();
+        let mut workflow = match inserted {
+            Some(workflow) => workflow,
+            None => match self.inner.store.get(id).await? {
+                Some(workflow) => workflow,
+                None => return Ok(()),
+            },
+        };
         if workflow.state.is_terminal() || workflow.state == WorkflowState::Paused {
             return Ok(());
         }
         let span = run_span(&workflow, &self.inner.owner);
-        self.drive_in(&mut workflow, token).instrument(span).await
+        self.drive_in(&mut workflow, token, fresh).instrument(span).await
     }
 
-    /// [`Self::drive`] inside the run's span.
-    async fn drive_in(&self, workflow: &mut Workflow, token: &CancellationToken) -> Result<(), OrchestratorError> {
+    /// [`Self::drive`] inside the run's span; `fresh`: stored by this process just now.
+    async fn drive_in(
+        &self,
+        workflow: &mut Workflow,
+        token: &CancellationToken,
+        fresh: bool,
+    ) -> Result<(), OrchestratorError> {
         let id = workflow.id.clone();
         // Each run between waits is bounded; waiting (for an approval, a timer) is not.
         let limit = self.inner.config.workflow_timeout;
         let run = async {
             match workflow.definition {
-                None => self.steps(workflow, token).await,
+                None => self.steps(workflow, token, fresh).await,
                 Some(_) => self.flow(workflow, token).await,
             }
         };
@@ -120,8 +144,15 @@ impl WorkflowEngine {
     /// not in a commit of its own: steps are idempotent and run again after a
     /// crash, so storing each one bought only a progress view, at two extra
     /// commits (fsyncs) per workflow.
-    async fn steps(&self, workflow: &mut Workflow, token: &CancellationToken) -> Result<(), OrchestratorError> {
-        if workflow.state == WorkflowState::Processing {
+    async fn steps(
+        &self,
+        workflow: &mut Workflow,
+        token: &CancellationToken,
+        fresh: bool,
+    ) -> Result<(), OrchestratorError> {
+        if workflow.state == WorkflowState::Processing && fresh {
+            // Validated and started in its insert (see `start_at_insert`).
+        } else if workflow.state == WorkflowState::Processing {
             let note = format!(
                 "picked up by {} after its previous owner stopped; steps run again (they are idempotent)",
                 self.inner.owner
@@ -290,6 +321,21 @@ impl WorkflowEngine {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+    }
+
+    /// Starts a new built-in workflow before its insert when its input is
+    /// valid: the validation step recorded, PENDING → PROCESSING. Invalid
+    /// input is left PENDING for the worker to fail, as stored.
+    pub(super) fn start_at_insert(&self, workflow: &mut Workflow) -> Result<(), OrchestratorError> {
+        let started = (now(), Instant::now());
+        if self.validate_input(workflow).is_err() {
+            return Ok(());
+        }
+        let mut record = step_record(step::VALIDATE_INPUT, StepOutcome::Succeeded, started, Vec::new(), String::new());
+        record.owner.clone_from(&self.inner.owner);
+        workflow.steps.push(record);
+        workflow.transition(WorkflowState::Processing, "")?;
+        Ok(())
     }
 
     /// Input problems that fail the workflow (PENDING → FAILED).

@@ -35,6 +35,7 @@ pub struct Model {
     pub current_step: Option<String>,
     pub wake_at: Option<DateTimeUtc>,
     pub trace_context: Option<String>,
+    pub reply_to: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -110,7 +110,13 @@ impl WorkflowStore {
         let inserted = Entity::insert(row).exec_without_returning(&txn).await;
         let inserted = match inserted {
             Ok(_) => {
-                self.outbox.append(&txn, vec![state_changed(workflow, None)]).await?;
+                self.outbox.append(&txn, inserted_events(workflow)).await?;
+                // Started by a request from Kafka: the request is remembered
+                // and its first answer queued with the workflow.
+                if let Some(reply) = &workflow.reply_to {
+                    crate::ingress::remember(&txn, reply, Some(&workflow.id)).await?;
+                    self.outbox.append_records(&txn, vec![crate::ingress::accepted(reply, workflow, true)]).await?;
+                }
                 if matches!(admission, Admission::Queued { .. }) {
                     lease::notify_claimers(&txn).await?;
                 }
@@ -214,6 +220,9 @@ impl WorkflowStore {
         let moved = workflow.state != expected;
         if moved {
             self.outbox.append(&txn, vec![state_changed(workflow, Some(expected))]).await?;
+            if let Some(reply) = workflow.reply_to.as_ref().filter(|_| workflow.state.is_terminal()) {
+                self.outbox.append_records(&txn, vec![crate::ingress::ended(reply, workflow)]).await?;
+            }
             lease::notify_change(&txn, &workflow.id).await?;
             if workflow.state == WorkflowState::Pending {
                 lease::notify_claimers(&txn).await?;
@@ -246,6 +255,23 @@ impl WorkflowStore {
         let rows = query.order_by_desc(Column::Id).limit(limit).all(&self.db).await?;
         rows.into_iter().map(from_model).collect()
     }
+}
+
+/// The events of a new workflow: its creation (PENDING) and, when it was
+/// started before its insert, the move to the state it is stored in.
+fn inserted_events(workflow: &Workflow) -> Vec<omninode_runtime::events::NewEvent> {
+    if workflow.state == WorkflowState::Pending {
+        return vec![state_changed(workflow, None)];
+    }
+    let created = Workflow {
+        state: WorkflowState::Pending,
+        transitions: Vec::new(),
+        steps: Vec::new(),
+        started_at: None,
+        updated_at: workflow.created_at,
+        ..workflow.clone()
+    };
+    vec![state_changed(&created, None), state_changed(workflow, Some(WorkflowState::Pending))]
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, DbErr> {
@@ -288,11 +314,20 @@ fn to_active(w: &Workflow) -> Result<ActiveModel, DbErr> {
         current_step: Set(w.current_step.clone()),
         wake_at: Set(w.wake_at),
         trace_context: Set(w.trace_context.clone()),
+        reply_to: Set(w.reply_to.as_ref().map(|r| serde_json::to_string(r).expect("ReplyTo serialises"))),
     })
 }
 
 fn from_model(m: Model) -> Result<Workflow, DbErr> {
+    let reply_to = match &m.reply_to {
+        Some(text) => Some(
+            serde_json::from_str(text)
+                .map_err(|e| DbErr::Json(format!("workflow_executions.reply_to of {}: {e}", m.id)))?,
+        ),
+        None => None,
+    };
     Ok(Workflow {
+        reply_to,
         state: m.current_state.parse().map_err(DbErr::Type)?,
         input: parse(&m.id, "input", m.input)?,
         steps: parse(&m.id, "steps", m.steps)?,

@@ -273,7 +273,9 @@ async fn insert_or_resolve(txn: &WriteTransaction, namespace: &str, items: &[&Ne
     }
 
     let mut inserted: HashSet<String> = HashSet::with_capacity(planned.len());
-    for chunk in planned.chunks(MAX_INSERT_ROWS) {
+    // The row's size is mostly its stamp text, path and JSON around them.
+    let row_bytes = |item: &&NewStamp| item.stamp_text.len() + item.file_path.len() * 2 + 400;
+    for chunk in omninode_runtime::db::statement_chunks(&planned, MAX_INSERT_ROWS, row_bytes) {
         let mut insert = Entity::insert_many(chunk.iter().map(|item| active_model(namespace, item))).into_query();
         insert.on_conflict(OnConflict::new().do_nothing().to_owned()).returning_col(Column::Id);
         for row in txn.query_all(&insert).await? {
