@@ -12,13 +12,15 @@ const PROTOS: &[&str] = &[
     "omninode/api/v1/annotations.proto",
     "google/api/annotations.proto",
     "google/rpc/status.proto",
+    "google/rpc/error_details.proto",
 ];
 
 /// Compiled on their own, then named by path from the other packages: the
 /// packages here live at the crate root (`crate::ingress`, not
 /// `crate::omninode::ingress`), so a path prost makes relative across the
 /// root would climb too far.
-const ROOTED: &[(&str, &str, &str)] = &[("google/rpc/status.proto", ".google.rpc", "crate::google::rpc")];
+const ROOTED: &[(&[&str], &str, &str)] =
+    &[(&["google/rpc/status.proto", "google/rpc/error_details.proto"], ".google.rpc", "crate::google::rpc")];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
@@ -26,8 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    for (file, _, _) in ROOTED {
-        tonic_prost_build::configure().build_client(false).build_server(false).compile_protos(&[*file], &["."])?;
+    for (files, _, _) in ROOTED {
+        tonic_prost_build::configure().build_client(false).build_server(false).compile_protos(files, &["."])?;
     }
     let mut config = tonic_prost_build::configure().file_descriptor_set_path(out_dir.join("omninode_descriptor.bin"));
     for (_, package, path) in ROOTED {

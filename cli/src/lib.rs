@@ -176,7 +176,7 @@ fn kafka_topics(events: &EventsConfig, services: &[ServiceKind]) -> Vec<String> 
         topics.extend(
             omninode_reducer::consumer::input_topics(&events.topic_prefix)
                 .iter()
-                .map(|t| omninode_runtime::events::IngressConfig::dead_letter_topic(t)),
+                .map(|t| omninode_runtime::events::dead_letter_topic(t)),
         );
     }
     if let Some(ingress) = events.ingress.as_ref().filter(|_| services.contains(&ServiceKind::Orchestrator)) {

@@ -36,17 +36,6 @@ impl GroupConsumer {
         Ok(Self { consumer })
     }
 
-    /// The next record's payload, position and `traceparent` header.
-    pub async fn next(&self) -> Result<(Vec<u8>, RecordPosition, Option<String>), KafkaError> {
-        let message = self.consumer.recv().await?;
-        let position = RecordPosition {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-        };
-        Ok((message.payload().unwrap_or_default().to_vec(), position, traceparent(&message)))
-    }
-
     /// The next record whole: payload, key, headers and position.
     pub async fn next_record(&self) -> Result<IncomingRecord, KafkaError> {
         let message = self.consumer.recv().await?;
@@ -172,15 +161,4 @@ pub async fn tail(
             return Ok(());
         }
     }
-}
-
-/// The `traceparent` header of a record, if it has a readable one.
-fn traceparent(message: &impl Message) -> Option<String> {
-    let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|header| header.key == "traceparent")
-        .and_then(|header| header.value)
-        .and_then(|value| std::str::from_utf8(value).ok())
-        .map(str::to_owned)
 }

@@ -118,3 +118,86 @@ pub async fn next_record(consumer: &StreamConsumer, wait: Duration) -> Option<(S
         }
     }
 }
+
+/// A record as a test reads it: where, key, payload and headers.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub partition: i32,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The next record with its headers, or `None` after `wait`.
+pub async fn next_received(consumer: &StreamConsumer, wait: Duration) -> Option<Received> {
+    use rdkafka::message::Headers;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await.ok()? {
+            Ok(message) => {
+                let headers = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                return Some(Received {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Err(_) => continue,
+        }
+    }
+}
+
+/// A producer for test records (acks from the leader, no batching delay).
+pub fn producer(bootstrap: &str) -> rdkafka::producer::FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer")
+}
+
+/// Sends one record and waits for the broker's ack.
+pub async fn produce(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let mut owned = OwnedHeaders::new();
+    for (key, value) in headers {
+        owned = owned.insert(Header { key, value: Some(value.as_bytes()) });
+    }
+    let record = rdkafka::producer::FutureRecord::to(topic).key(key).payload(payload).headers(owned);
+    producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("the broker takes the record");
+}
+
+/// Creates `topics` with `partitions` each (an existing topic is left as it is).
+pub async fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+    let _ = admin.create_topics(&new, &AdminOptions::new()).await.expect("create topics");
+}

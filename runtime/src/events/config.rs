@@ -117,14 +117,9 @@ pub struct IngressConfig {
 }
 
 impl IngressConfig {
-    /// The dead-letter topic of records read from `topic`.
-    pub fn dead_letter_topic(topic: &str) -> String {
-        format!("{topic}.dlq")
-    }
-
     /// The topics the ingress writes to: answers and dead letters.
     pub fn output_topics(&self) -> Vec<String> {
-        vec![self.output_topic.clone(), Self::dead_letter_topic(&self.input_topic)]
+        vec![self.output_topic.clone(), super::dead_letter_topic(&self.input_topic)]
     }
 }
 

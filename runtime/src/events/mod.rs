@@ -3,6 +3,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod dead_letter;
 pub mod outbox;
 pub mod relay;
 pub mod sink;
@@ -10,6 +11,7 @@ pub mod topics;
 
 pub use bus::InProcessBus;
 pub use config::{EventsConfig, IngressConfig, KafkaConfig};
+pub use dead_letter::{dead_letter_record, dead_letter_topic};
 pub use outbox::{NewEvent, Outbox, OutboxRecord};
 pub use relay::OutboxRelay;
 pub use sink::{EventSink, IncomingRecord, OutgoingEvent, RecordPosition};

@@ -80,6 +80,11 @@ impl Aggregator {
     }
 
     /// Forgets processed event ids older than `before`.
+    /// Stores dead letters (records that are not events) for the relay to publish.
+    pub async fn dead_letter(&self, records: Vec<omninode_runtime::events::OutboxRecord>) -> Result<(), ReducerError> {
+        Ok(self.store.dead_letter(records).await?)
+    }
+
     pub async fn prune_processed(&self, before: DateTime<Utc>) -> Result<u64, ReducerError> {
         Ok(self.store.prune_processed(before).await?)
     }

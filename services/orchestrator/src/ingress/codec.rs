@@ -67,20 +67,36 @@ pub fn decode_request(payload: &[u8], encoding: Encoding) -> Result<pb::Request,
     }
 }
 
-/// Encodes an answer.
+/// Encodes an answer. In JSON, error details of a type this build does not
+/// know (none of the mesh's own) are left out rather than failing the answer.
 pub fn encode_response(response: &pb::Response, encoding: Encoding) -> Vec<u8> {
     match encoding {
         Encoding::Protobuf => response.encode_to_vec(),
-        Encoding::Json => {
-            let mut message = DynamicMessage::new(descriptor("omninode.ingress.v1.Response"));
-            message.transcode_from(response).expect("a Response transcodes to its own descriptor");
-            let options = SerializeOptions::new().skip_default_fields(false);
-            let json = message
-                .serialize_with_options(serde_json::value::Serializer, &options)
-                .expect("a protobuf message serialises to JSON");
-            json.to_string().into_bytes()
-        }
+        Encoding::Json => match to_json(response) {
+            Ok(json) => json,
+            Err(err) => {
+                tracing::warn!(%err, "an answer's error details have no JSON form; sent without them");
+                let mut plain = response.clone();
+                if let Some(pb::response::Result::Error(status)) = &mut plain.result {
+                    status.details.clear();
+                }
+                to_json(&plain).unwrap_or_else(|err| {
+                    serde_json::json!({"eventId": response.event_id, "correlationId": response.correlation_id,
+                        "error": {"code": 13, "message": format!("the answer has no JSON form: {err}")}})
+                    .to_string()
+                    .into_bytes()
+                })
+            }
+        },
     }
+}
+
+fn to_json(response: &pb::Response) -> Result<Vec<u8>, String> {
+    let mut message = DynamicMessage::new(descriptor("omninode.ingress.v1.Response"));
+    message.transcode_from(response).map_err(|e| e.to_string())?;
+    let options = SerializeOptions::new().skip_default_fields(false);
+    let json = message.serialize_with_options(serde_json::value::Serializer, &options).map_err(|e| e.to_string())?;
+    Ok(json.to_string().into_bytes())
 }
 
 #[cfg(test)]
@@ -135,6 +151,17 @@ mod tests {
         };
         let json: serde_json::Value = serde_json::from_slice(&encode_response(&response, Encoding::Json)).unwrap();
         assert_eq!(json["correlationId"], "c1");
+        // The mesh's own error details have a JSON form.
+        let info = omninode_proto::google::rpc::ErrorInfo { reason: "NAMESPACE_INVALID".into(), ..Default::default() };
+        let mut detailed = response.clone();
+        if let Some(pb::response::Result::Error(status)) = &mut detailed.result {
+            status.details.push(prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+                value: info.encode_to_vec(),
+            });
+        }
+        let json: serde_json::Value = serde_json::from_slice(&encode_response(&detailed, Encoding::Json)).unwrap();
+        assert_eq!(json["error"]["details"][0]["reason"], "NAMESPACE_INVALID", "{json}");
         assert_eq!(json["stage"], "STAGE_DONE");
         assert_eq!(json["error"]["code"], 3);
         assert_eq!(pb::Response::decode(&*encode_response(&response, Encoding::Protobuf)).unwrap(), response);

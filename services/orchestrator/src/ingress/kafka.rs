@@ -76,6 +76,7 @@ pub fn spawn_consumer(
 
 async fn report_lag(consumer: Arc<GroupConsumer>, health: HealthRegistry, every: Duration, stop: CancellationToken) {
     loop {
+        metrics::gauge!("ingress_assigned_partitions").set(consumer.assigned().len() as f64);
         let probe = consumer.clone();
         let lag = tokio::task::spawn_blocking(move || probe.lag()).await.ok().flatten();
         if let Some(lag) = lag {

@@ -8,7 +8,7 @@ use omninode_runtime::events::KafkaConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Queued, aggregate_loop, decode, input_topics};
+use super::{Queued, aggregate_loop, decode_or_why, input_topics};
 use crate::{aggregator::Aggregator, config::ReducerConfig, error::ReducerError};
 
 /// Starts consuming and aggregating until `stop`.
@@ -28,20 +28,30 @@ pub fn spawn_from_kafka(
     let (tx, rx) = mpsc::channel(config.max_queue);
     let reader = consumer.clone();
     let reader_stop = stop.clone();
+    let group = config.consumer_group.clone();
     tokio::spawn(async move {
         loop {
             let next = tokio::select! {
                 _ = reader_stop.cancelled() => return,
-                next = reader.next() => next,
+                next = reader.next_record() => next,
             };
-            let (payload, position, traceparent) = match next {
+            let record = match next {
                 Ok(record) => record,
                 Err(err) => {
                     tracing::debug!(%err, "consumer error");
                     continue;
                 }
             };
-            let queued = Queued { item: decode(&payload), position: Some(position), traceparent };
+            let traceparent = record.header("traceparent").map(str::to_owned);
+            let queued = match decode_or_why(&record.payload) {
+                Ok(item) => Queued { item, dead: None, position: Some(record.position.clone()), traceparent },
+                Err(why) => {
+                    metrics::counter!("aggregation_errors_total", "reason" => "undecodable").increment(1);
+                    tracing::warn!(%why, topic = %record.position.topic, offset = record.position.offset, "an event record that is not an event goes to its dead-letter topic");
+                    let dead = omninode_runtime::events::dead_letter_record(&record, "UNDECODABLE", &why, &group);
+                    Queued { item: None, dead: Some(dead), position: Some(record.position.clone()), traceparent }
+                }
+            };
             if tx.send(queued).await.is_err() {
                 return;
             }

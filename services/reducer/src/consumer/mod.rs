@@ -36,6 +36,8 @@ const BACKLOG_BATCH: usize = 5000;
 /// One queued event: what it contributes (if anything) and where it was read.
 struct Queued {
     item: Option<Item>,
+    /// Set for a record that is not an event: its dead letter, sent before its offset is committed.
+    dead: Option<omninode_runtime::events::OutboxRecord>,
     position: Option<RecordPosition>,
     /// The `traceparent` the event was published with (its batch's span links to it).
     traceparent: Option<String>,
@@ -47,14 +49,21 @@ pub fn input_topics(prefix: &str) -> Vec<String> {
 }
 
 fn decode(payload: &[u8]) -> Option<Item> {
-    match EventEnvelope::decode(payload) {
-        Ok(envelope) => item_from(envelope),
-        Err(err) => {
-            metrics::counter!("aggregation_errors_total", "reason" => "undecodable").increment(1);
-            tracing::warn!(%err, "skipping an event that is not an EventEnvelope");
-            None
-        }
+    decode_or_why(payload).unwrap_or_else(|err| {
+        metrics::counter!("aggregation_errors_total", "reason" => "undecodable").increment(1);
+        tracing::warn!(%err, "skipping an event that is not an EventEnvelope");
+        None
+    })
+}
+
+/// What an event contributes, or why the record is not an event.
+fn decode_or_why(payload: &[u8]) -> Result<Option<Item>, String> {
+    let envelope =
+        EventEnvelope::decode(payload).map_err(|e| format!("not an omninode.events.v1.EventEnvelope: {e}"))?;
+    if envelope.payload.is_none() {
+        return Err(format!("event {:?} has no payload", envelope.event_id));
     }
+    Ok(item_from(envelope))
 }
 
 /// Starts aggregating what `bus` delivers until `stop`.
@@ -69,7 +78,8 @@ pub fn spawn_from_bus(
     let (tx, rx) = mpsc::channel(config.max_queue);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            let queued = Queued { item: decode(&event.payload), position: None, traceparent: event.traceparent };
+            let queued =
+                Queued { item: decode(&event.payload), dead: None, position: None, traceparent: event.traceparent };
             if tx.send(queued).await.is_err() {
                 return;
             }
@@ -111,6 +121,7 @@ async fn aggregate_loop(
         }
         metrics::gauge!("aggregation_queue_size").set(rx.len() as f64);
         let items: Vec<Item> = batch.iter().filter_map(|q| q.item.clone()).collect();
+        let mut batch = batch;
         let span = batch_span(&batch);
         let clock = std::time::Instant::now();
         // The batch is retried until stored: its offsets are not committed
@@ -140,6 +151,22 @@ async fn aggregate_loop(
         drop(span);
         metrics::histogram!("aggregation_duration_ms").record(clock.elapsed().as_secs_f64() * 1000.0);
         metrics::counter!("aggregation_items_total").increment(items.len() as u64);
+        // Records that are not events go to their dead-letter topic before their offsets are committed.
+        let dead: Vec<_> = batch.iter_mut().filter_map(|q| q.dead.take()).collect();
+        if !dead.is_empty() {
+            let count = dead.len() as u64;
+            let mut failures = 0u32;
+            while let Err(err) = aggregator.dead_letter(dead.clone()).await {
+                failures += 1;
+                tracing::warn!(%err, failures, "cannot store dead letters; retrying");
+                let pause = Duration::from_millis(20).saturating_mul(1 << Ord::min(failures, 8));
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            metrics::counter!("reducer_events_dead_lettered_total").increment(count);
+        }
         if let Some(commit) = &commit {
             let positions: Vec<RecordPosition> = batch.into_iter().filter_map(|q| q.position).collect();
             commit(&positions);

@@ -36,6 +36,15 @@ impl AggregateStore {
         Self { db, outbox }
     }
 
+    /// Queues dead letters in the outbox (one transaction).
+    pub async fn dead_letter(&self, records: Vec<omninode_runtime::events::OutboxRecord>) -> Result<(), DbErr> {
+        let txn = omninode_runtime::db::begin_write(&self.db).await?;
+        self.outbox.append_records(&txn, records).await?;
+        txn.commit().await?;
+        self.outbox.committed();
+        Ok(())
+    }
+
     /// Aggregates `items` (received over `window`) in one transaction;
     /// returns the updated aggregates. Items whose event id was counted
     /// before are skipped. A concurrent update of the same namespace makes
