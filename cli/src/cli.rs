@@ -70,6 +70,31 @@ enum Command {
         #[arg(long)]
         max: Option<usize>,
     },
+    /// Send one request over Kafka (ONEX_INPUT_TOPIC) and print its answers
+    /// from ONEX_OUTPUT_TOPIC as JSON lines: one for stamps and decisions,
+    /// two for workflows (accepted, then ended).
+    Request {
+        /// The request as proto3 JSON, e.g. '{"stamp":{"namespace":"a.b","content":"hello"}}'.
+        json: String,
+        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+        bootstrap: String,
+        #[arg(long, env = "ONEX_INPUT_TOPIC", default_value = "requests")]
+        topic: String,
+        #[arg(long, env = "ONEX_OUTPUT_TOPIC", default_value = "responses")]
+        answers: String,
+        /// The record key (answers carry it too); default: the correlation id.
+        #[arg(long)]
+        key: Option<String>,
+        /// Sent in the `correlation_id` header; default: a new UUID.
+        #[arg(long)]
+        correlation_id: Option<String>,
+        /// Sent in the `idempotency_key` header.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// How long to wait for the answers, in seconds.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
     /// Exit 0 when this process's server is ready (the image's HEALTHCHECK):
     /// `/ready` on METRICS_PORT, or grpc.health.v1 of `--grpc host:port`.
     Health {
@@ -144,6 +169,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let events = omninode_runtime::events::EventsConfig::from_env(&env, "omninode-events")?;
             let kafka = events.kafka.expect("KAFKA_BOOTSTRAP_SERVERS is set");
             crate::watch::watch(&kafka, &prefix, from_beginning, max).await?;
+        }
+        Command::Request { json, bootstrap, topic, answers, key, correlation_id, idempotency_key, wait } => {
+            let env = env.clone().with("KAFKA_BOOTSTRAP_SERVERS", bootstrap);
+            let events = omninode_runtime::events::EventsConfig::from_env(&env, "omninode-request")?;
+            let kafka = events.kafka.expect("KAFKA_BOOTSTRAP_SERVERS is set");
+            let request = crate::watch::Request { json, topic, answers, key, correlation_id, idempotency_key, wait };
+            return crate::watch::request(&kafka, request).await;
         }
         Command::Health { grpc, service } => {
             let verdict = match grpc {

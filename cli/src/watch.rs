@@ -1,4 +1,5 @@
-//! `omninode events`: prints the mesh's events from Kafka as JSON lines.
+//! `omninode events`: prints the mesh's events from Kafka as JSON lines;
+//! `omninode request`: sends one request over Kafka and prints its answers.
 
 use anyhow::Context;
 use omninode_proto::events::v1::{EventEnvelope, event_envelope::Payload};
@@ -64,4 +65,54 @@ pub fn envelope_json(e: &EventEnvelope, topic: &str, partition: i32, offset: i64
 
 fn state_name(raw: i32) -> &'static str {
     omninode_proto::orchestrator::v1::WorkflowState::try_from(raw).map(|s| s.as_str_name()).unwrap_or("UNKNOWN")
+}
+
+/// What `omninode request` sends, and where.
+pub struct Request {
+    pub json: String,
+    pub topic: String,
+    pub answers: String,
+    pub key: Option<String>,
+    pub correlation_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub wait: u64,
+}
+
+/// Sends `request` and prints each answer to it (JSON, one per line) until
+/// its last: a stamp's or a decision's only answer, a workflow's end. Exits
+/// non-zero when the last answer is an error.
+pub async fn request(kafka: &KafkaConfig, request: Request) -> anyhow::Result<std::process::ExitCode> {
+    let parsed: Value = serde_json::from_str(&request.json).context("the request is not JSON")?;
+    let kind = parsed.as_object().and_then(|o| o.keys().next().cloned()).unwrap_or_default();
+    let correlation_id = request.correlation_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let key = request.key.unwrap_or_else(|| correlation_id.clone());
+    let mut headers = vec![("content-type", "application/json"), ("correlation_id", correlation_id.as_str())];
+    if let Some(idempotency_key) = &request.idempotency_key {
+        headers.push(("idempotency_key", idempotency_key));
+    }
+    let mut failed = false;
+    eprintln!("sent {kind} to {} (correlation id {correlation_id}); answers from {}", request.topic, request.answers);
+    omninode_kafka::request_reply(
+        kafka,
+        &request.topic,
+        &request.answers,
+        &key,
+        request.json.as_bytes(),
+        &headers,
+        std::time::Duration::from_secs(request.wait),
+        |payload, _| {
+            let Ok(answer) = serde_json::from_slice::<Value>(payload) else { return true };
+            if answer["correlationId"] != correlation_id.as_str() {
+                return true;
+            }
+            println!("{answer}");
+            failed = answer.get("error").is_some_and(|e| !e.is_null());
+            let stage = answer["stage"].as_str().unwrap_or_default();
+            // A workflow's first answer (STAGE_ACCEPTED) is followed by its end.
+            !(stage == "STAGE_ENDED" || stage == "STAGE_DONE")
+        },
+    )
+    .await
+    .with_context(|| format!("no complete answer to {correlation_id} within {} s", request.wait))?;
+    Ok(if failed { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS })
 }

@@ -162,3 +162,67 @@ pub async fn tail(
         }
     }
 }
+
+/// Sends one request record to `topic` and hands every record that then
+/// arrives on `answers` to `each` (its payload and headers) until `each`
+/// answers false or `patience` runs out (then an error). Reading starts at
+/// the answer topic's end as it was before the request was sent, so no
+/// answer is missed and no older one is read.
+#[allow(clippy::too_many_arguments)]
+pub async fn request_reply(
+    kafka: &KafkaConfig,
+    topic: &str,
+    answers: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+    patience: Duration,
+    mut each: impl FnMut(&[u8], &[(String, String)]) -> bool,
+) -> Result<(), KafkaError> {
+    use rdkafka::{
+        message::{Header, OwnedHeaders},
+        producer::{FutureProducer, FutureRecord},
+    };
+    let consumer: StreamConsumer = crate::sink::client_config(kafka)
+        .set("group.id", format!("omninode-request-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(answers), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions()).map(|p| p.id()).collect();
+    if partitions.is_empty() {
+        return Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition));
+    }
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        let (_, high) = consumer.fetch_watermarks(answers, partition, Duration::from_secs(10))?;
+        assignment.add_partition_offset(answers, partition, Offset::Offset(high))?;
+    }
+    consumer.assign(&assignment)?;
+
+    let producer: FutureProducer = crate::sink::client_config(kafka).set("linger.ms", "0").create()?;
+    let mut owned = OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(Header { key: name, value: Some(value.as_bytes()) });
+    }
+    let record = FutureRecord::to(topic).key(key).payload(payload).headers(owned);
+    producer.send(record, patience).await.map_err(|(err, _)| err)?;
+
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(message) => message?,
+            Err(_) => return Err(KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::RequestTimedOut)),
+        };
+        let headers: Vec<(String, String)> = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !each(message.payload().unwrap_or_default(), &headers) {
+            return Ok(());
+        }
+    }
+}

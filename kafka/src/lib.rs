@@ -7,6 +7,6 @@
 pub mod consumer;
 pub mod sink;
 
-pub use consumer::{GroupConsumer, TailRecord, tail};
+pub use consumer::{GroupConsumer, TailRecord, request_reply, tail};
 pub use rdkafka::error::KafkaError;
 pub use sink::KafkaSink;

@@ -372,6 +372,43 @@ async fn poison_records_are_dead_lettered_with_their_reason_and_the_rest_are_pro
     mesh.shutdown().await;
 }
 
+/// `omninode request` sends a JSON request and prints its answers until the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_command_prints_a_workflows_answers_until_it_ends() {
+    let broker = kafka::Broker::start().await;
+    let mesh = mesh_with_ingress(Backend::Sqlite, &broker, &[ServiceKind::Stamping, ServiceKind::Orchestrator]).await;
+    let json = r#"{"run_workflow":{"namespace":"ingress.cli","input":{"content":"from the command line\n","file_path":"cli.md"}}}"#;
+    let output = tokio::process::Command::new(NODE)
+        .args(["request", json, "--bootstrap", &broker.bootstrap(), "--correlation-id", "cli-1", "--wait", "60"])
+        .env("ONEX_INPUT_TOPIC", INPUT)
+        .env("ONEX_OUTPUT_TOPIC", OUTPUT)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let stages: Vec<&str> = lines.iter().map(|l| l["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["STAGE_ACCEPTED", "STAGE_ENDED"], "{stdout}");
+    assert_eq!(lines[1]["runWorkflow"]["workflow"]["state"], "WORKFLOW_STATE_COMPLETED", "{stdout}");
+    assert!(lines.iter().all(|l| l["correlationId"] == "cli-1"));
+
+    // A refused request: its error, and a failing exit code.
+    let bad = r#"{"stamp":{"namespace":"NOT VALID","content":"x"}}"#;
+    let output = tokio::process::Command::new(NODE)
+        .args(["request", bad, "--bootstrap", &broker.bootstrap(), "--wait", "60"])
+        .env("ONEX_INPUT_TOPIC", INPUT)
+        .env("ONEX_OUTPUT_TOPIC", OUTPUT)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    let answer: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(answer["error"]["code"], 3, "{stdout}");
+    mesh.shutdown().await;
+}
+
 fn node_vars(database: &TestDatabase, bootstrap: &str, name: &str) -> Vec<(String, String)> {
     let mut vars = database.env();
     vars.extend(
