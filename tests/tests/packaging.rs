@@ -13,8 +13,9 @@ use omninode_runtime::Env;
 const ALL: [ServiceKind; 4] =
     [ServiceKind::Stamping, ServiceKind::Orchestrator, ServiceKind::Reducer, ServiceKind::Gateway];
 /// Services read these only when these are set: they switch optional parts on.
-const SWITCHES: [(&str, &str); 4] = [
+const SWITCHES: [(&str, &str); 5] = [
     ("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092"),
+    ("ONEX_INPUT_TOPIC", "requests"),
     ("CONSUL_HTTP_ADDR", "http://consul:8500"),
     ("GATEWAY_JWT_HS256_SECRET", "a-secret-long-enough-for-hs256-signing"),
     ("OMNINODE_CLIENT_TOKEN", "a-token"),
