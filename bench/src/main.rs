@@ -140,16 +140,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             gateway_section.rows.extend(rows("gRPC Hash 1 KiB", direct, None, None));
         }
         let stamp = if wanted("stamp") || wanted("workflow") || wanted("gateway") {
+            mesh.settle().await;
             scenarios::stamp(&bench, mesh, &namespace).await?
         } else {
             Vec::new()
         };
         stamp_section.rows.extend(rows(&format!("Stamp, {label}"), stamp.clone(), None, Some(&echo)));
         if wanted("workflow") {
+            mesh.settle().await;
             let workflow = scenarios::run_workflow(&bench, mesh, &namespace).await?;
             workflow_section.rows.extend(rows(&format!("RunWorkflow, {label}"), workflow, None, Some(&stamp)));
         }
         if wanted("gateway") {
+            mesh.settle().await;
             let rest_stamp = scenarios::gateway_stamp(&bench, mesh, &namespace).await?;
             gateway_section.rows.extend(rows(&format!("REST Stamp, {label}"), rest_stamp, None, Some(&stamp)));
         }

@@ -61,6 +61,31 @@ pub struct MeshAddrs {
     pub orchestrator: SocketAddr,
     pub reducer: SocketAddr,
     pub gateway: SocketAddr,
+    /// `/metrics`, `/health`.
+    pub admin: SocketAddr,
+}
+
+impl MeshAddrs {
+    /// Waits (up to a minute) until the work a previous load left behind is
+    /// done — no event waits in the outbox, none in the reducer's queue —
+    /// so that a point measures its own calls, not the tail of the last load.
+    pub async fn settle(&self) {
+        let gauge = |metrics: &str, name: &str| {
+            metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        };
+        let mut quiet = 0;
+        for _ in 0..240 {
+            let (_, metrics) = http_get(self.admin, "/metrics").await;
+            let idle = gauge(&metrics, "outbox_pending_events").unwrap_or(0.0) == 0.0
+                && gauge(&metrics, "aggregation_queue_size").unwrap_or(0.0) == 0.0;
+            quiet = if idle { quiet + 1 } else { 0 };
+            if quiet >= 3 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        eprintln!("  (the mesh still had queued events after a minute; measuring anyway)");
+    }
 }
 
 /// `omninode up` in a child process with `database_env` (and Kafka, if given).
@@ -74,8 +99,9 @@ pub async fn start_mesh(
         orchestrator: loopback(free_port()),
         reducer: loopback(free_port()),
         gateway: loopback(free_port()),
+        admin: loopback(free_port()),
     };
-    let admin = loopback(free_port());
+    let admin = addrs.admin;
     let mut env: Vec<(String, String)> = [
         ("STAMPING_PORT", addrs.stamping.port().to_string()),
         ("ORCHESTRATOR_PORT", addrs.orchestrator.port().to_string()),
@@ -84,6 +110,8 @@ pub async fn start_mesh(
         ("METRICS_PORT", admin.port().to_string()),
         ("LOG_FORMAT", "json".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
+        // The outbox backlog gauge, read by `settle`, is refreshed this often.
+        ("HEALTH_CHECK_INTERVAL_MS", "200".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

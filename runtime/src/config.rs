@@ -187,7 +187,9 @@ pub struct MeshConfig {
     /// TLS for this process's listeners and clients (see [`crate::tls`]).
     pub tls: crate::tls::TlsConfig,
     /// `MAX_INFLIGHT_REQUEST_BYTES`: request bytes the process holds at once
-    /// before further calls wait (default 256 MiB, at least 1 MiB).
+    /// before further calls wait (default 32 MiB, at least 1 MiB). A request
+    /// is held about three times over while decoded; a call larger than the
+    /// whole budget runs alone.
     pub max_inflight_request_bytes: usize,
     /// `LOG_FORMAT`: json | pretty; default json, pretty on a terminal.
     pub log_format: LogFormat,
@@ -254,7 +256,7 @@ impl MeshConfig {
             auth: std::sync::Arc::new(crate::auth::Authenticator::from_env(env)?),
             credential: crate::auth::Credential::from_env(env)?,
             tls: crate::tls::TlsConfig::from_env(env)?,
-            max_inflight_request_bytes: env.parse_in("MAX_INFLIGHT_REQUEST_BYTES", 256 << 20, 1 << 20, 1 << 40)?,
+            max_inflight_request_bytes: env.parse_in("MAX_INFLIGHT_REQUEST_BYTES", 32 << 20, 1 << 20, 1 << 40)?,
             log_format,
             log_filter,
             host: env.parse("OMNINODE_HOST", std::net::IpAddr::from([127, 0, 0, 1]))?,

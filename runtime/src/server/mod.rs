@@ -34,6 +34,11 @@ use crate::{
 
 /// The most concurrent calls (HTTP/2 streams) one connection may have open.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Flow-control windows: what a peer may send before it hears back. A
+/// connection's unread bytes stay within them (the request-bytes bound
+/// applies beyond).
+pub const HTTP2_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+pub const HTTP2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 /// The most header (metadata) bytes a call may carry.
 pub const MAX_HEADER_BYTES: u32 = 64 * 1024;
 
@@ -121,6 +126,11 @@ impl Runtime {
                 .layer(auth)
                 .layer(request_bytes)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                // A 1 MiB message without waiting for a window update. (Frames
+                // stay 16 KiB: the request-bytes bound holds a waiting call's
+                // first frame, so larger frames would be held unbounded.)
+                .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
+                .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
                 // One connection may not monopolise the server.
                 .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
                 .http2_max_header_list_size(Some(MAX_HEADER_BYTES))

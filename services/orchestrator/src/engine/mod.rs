@@ -240,10 +240,15 @@ impl WorkflowEngine {
     /// Starts a workflow and waits until it stops running: terminal,
     /// WAITING (an approval or a timer) or PAUSED.
     pub async fn run(&self, request: StartRequest) -> Result<(Workflow, bool), OrchestratorError> {
+        // Listening before the start, the wait begins from the workflow as
+        // submitted: no store read, and no change of it can slip by.
+        let updates = self.inner.updates.subscribe();
         let (workflow, created) = self.submit(request).await?;
         // Allow the worker's whole-workflow timeout to fire first.
         let patience = self.inner.config.workflow_timeout + Duration::from_secs(5);
-        Ok((self.wait_until(&workflow.id, patience, is_settled).await?, created))
+        let id = workflow.id.clone();
+        let stream = self.watch_from(&id, updates, Some(workflow));
+        Ok((self.wait_on(stream, &id, patience, is_settled).await?, created))
     }
 
     pub async fn get(&self, id: &str) -> Result<Workflow, OrchestratorError> {
@@ -301,16 +306,31 @@ impl WorkflowEngine {
         &self,
         id: &str,
     ) -> impl futures::Stream<Item = Result<Workflow, OrchestratorError>> + Send + Unpin + 'static {
+        self.watch_from(id, self.inner.updates.subscribe(), None)
+    }
+
+    /// [`Self::watch`] on `updates`, starting from `first` when given (else from the store).
+    fn watch_from(
+        &self,
+        id: &str,
+        updates: broadcast::Receiver<Workflow>,
+        first: Option<Workflow>,
+    ) -> impl futures::Stream<Item = Result<Workflow, OrchestratorError>> + Send + Unpin + 'static {
         use futures::StreamExt;
         let (store, id) = (self.inner.store.clone(), id.to_owned());
         let watched = id.clone();
         let guard = WatchGuard::new(self.clone(), &id);
+        let first = Arc::new(Mutex::new(first));
         let read = move || {
-            let (store, id) = (store.clone(), id.clone());
-            async move { store.get(&id).await?.map(Some).ok_or(OrchestratorError::NotFound(id)) }
+            let (store, id, first) = (store.clone(), id.clone(), first.lock().expect("first read").take());
+            async move {
+                match first {
+                    Some(workflow) => Ok(Some(workflow)),
+                    None => store.get(&id).await?.map(Some).ok_or(OrchestratorError::NotFound(id)),
+                }
+            }
         };
-        let stream =
-            watch_versioned(self.inner.updates.subscribe(), move |w: &Workflow| w.id == watched, read, WATCH_POLL);
+        let stream = watch_versioned(updates, move |w: &Workflow| w.id == watched, read, WATCH_POLL);
         stream.map(move |item| {
             let _watching = &guard;
             item
@@ -334,8 +354,18 @@ impl WorkflowEngine {
         patience: Duration,
         done: fn(&Workflow) -> bool,
     ) -> Result<Workflow, OrchestratorError> {
+        self.wait_on(self.watch(id), id, patience, done).await
+    }
+
+    /// Waits up to `patience` for `stream` (a watch of `id`) to satisfy `done` (or end).
+    async fn wait_on(
+        &self,
+        mut stream: impl futures::Stream<Item = Result<Workflow, OrchestratorError>> + Unpin,
+        id: &str,
+        patience: Duration,
+        done: fn(&Workflow) -> bool,
+    ) -> Result<Workflow, OrchestratorError> {
         use futures::StreamExt;
-        let mut stream = self.watch(id);
         let wait = async {
             let mut last = None;
             while let Some(item) = stream.next().await {

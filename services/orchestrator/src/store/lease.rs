@@ -106,19 +106,6 @@ pub(super) async fn notify_claimers<C: ConnectionTrait>(conn: &C) -> Result<(), 
     Ok(())
 }
 
-/// Announces on PostgreSQL that workflow `id` changed state, when the transaction commits.
-pub(super) async fn notify_change<C: ConnectionTrait>(conn: &C, id: &str) -> Result<(), DbErr> {
-    if conn.get_database_backend() == DbBackend::Postgres {
-        let statement = sea_orm::Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_notify($1, $2)",
-            [CHANGES_CHANNEL.into(), id.into()],
-        );
-        conn.execute_raw(statement).await?;
-    }
-    Ok(())
-}
-
 impl WorkflowStore {
     /// Claims up to `max` runnable workflows for `owner`: first those whose
     /// owner's lease expired (a dead or stalled instance's work is taken over

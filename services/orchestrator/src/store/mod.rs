@@ -205,8 +205,19 @@ impl WorkflowStore {
             }
             None => query,
         };
-        let result = query.exec(&txn).await?;
-        if result.rows_affected != 1 {
+        let moved = workflow.state != expected;
+        // On PostgreSQL a state change is announced by the update itself
+        // (`RETURNING pg_notify(…)`, sent at commit): a round trip fewer.
+        let rows_affected = if moved && self.backend() == DbBackend::Postgres {
+            let mut statement = sea_orm::QueryTrait::into_query(query);
+            let announce =
+                sea_orm::sea_query::Func::cust("pg_notify").arg(lease::CHANGES_CHANNEL).arg(workflow.id.as_str());
+            statement.returning(sea_orm::sea_query::Query::returning().expr(announce));
+            sea_orm::ConnectionTrait::query_all(&txn, &statement).await?.len() as u64
+        } else {
+            query.exec(&txn).await?.rows_affected
+        };
+        if rows_affected != 1 {
             txn.rollback().await?;
             let Some(fence) = fence else { return Ok(Updated::Moved) };
             let attempt: Option<i64> = Entity::find_by_id(&workflow.id)
@@ -217,13 +228,11 @@ impl WorkflowStore {
                 .await?;
             return Ok(if attempt == Some(fence.attempt) { Updated::Moved } else { Updated::Fenced });
         }
-        let moved = workflow.state != expected;
         if moved {
             self.outbox.append(&txn, vec![state_changed(workflow, Some(expected))]).await?;
             if let Some(reply) = workflow.reply_to.as_ref().filter(|_| workflow.state.is_terminal()) {
                 self.outbox.append_records(&txn, vec![crate::ingress::ended(reply, workflow)]).await?;
             }
-            lease::notify_change(&txn, &workflow.id).await?;
             if workflow.state == WorkflowState::Pending {
                 lease::notify_claimers(&txn).await?;
             }
