@@ -290,6 +290,9 @@ async fn every_kind_of_request_is_answered_like_its_grpc_call(backend: Backend) 
     mesh.shutdown().await;
 }
 
+/// A poison record: payload, headers, and the dead-letter reason it must get.
+type Poison = (&'static [u8], &'static [(&'static str, &'static str)], &'static str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_are_dead_lettered_with_their_reason_and_the_rest_are_processed() {
     let broker = kafka::Broker::start().await;
@@ -301,7 +304,7 @@ async fn poison_records_are_dead_lettered_with_their_reason_and_the_rest_are_pro
     let producer = kafka::producer(&broker.bootstrap());
 
     // One key: one partition, so "after" means after.
-    let poison: [(&[u8], &[(&str, &str)], &str); 5] = [
+    let poison: [Poison; 5] = [
         (b"\xff\x00 not protobuf", &[("correlation_id", "c-garbage")], "UNDECODABLE"),
         (b"{\"stamp\":{}}", &[("content-type", "text/csv")], "UNSUPPORTED_CONTENT_TYPE"),
         (b"{}", &[("content-type", "application/json")], "EMPTY_REQUEST"),

@@ -125,6 +125,8 @@ async fn renew(engine: WorkflowEngine, stop: CancellationToken) {
         for id in ids.iter().filter(|id| !renewed.contains(*id)) {
             let held = engine.fence(id);
             match inner.store.lease_of(id).await {
+                // Its worker here finished it between the snapshot and the renewal.
+                Ok(Some((state, _))) if state.is_terminal() && held.is_none() => {}
                 Ok(Some((state, fence))) if state.is_terminal() && Some(fence) == held => {
                     if let Some(worker) = inner.running.lock().expect("running map").get(id) {
                         worker.token.cancel();

@@ -121,7 +121,6 @@ async fn aggregate_loop(
         }
         metrics::gauge!("aggregation_queue_size").set(rx.len() as f64);
         let items: Vec<Item> = batch.iter().filter_map(|q| q.item.clone()).collect();
-        let mut batch = batch;
         let span = batch_span(&batch);
         let clock = std::time::Instant::now();
         // The batch is retried until stored: its offsets are not committed
