@@ -14,12 +14,13 @@ PROTOS=(
     omninode/orchestrator/v1/orchestrator.proto
     omninode/reducer/v1/reducer.proto
     omninode/events/v1/events.proto
+    omninode/ingress/v1/ingress.proto
 )
 
 python_sdk() {
     local out="$1"
     mkdir -p "$out"
-    # google/api comes from googleapis-common-protos at run time; only our contracts are generated.
+    # google/api and google/rpc come from googleapis-common-protos at run time; only our contracts are generated.
     (cd proto && python3 -m grpc_tools.protoc -I . \
         --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" "${PROTOS[@]}")
     find "$out/omninode" -type d -exec touch {}/__init__.py \;

@@ -58,19 +58,19 @@ impl GroupConsumer {
     }
 
     /// Records not yet read by this member, over the partitions assigned to
-    /// it (high watermark minus position); `None` when it cannot be told
-    /// (no assignment yet, the broker did not answer). Blocks up to a second
-    /// per partition: call it off the async threads.
-    pub fn lag(&self) -> Option<i64> {
-        let assignment = self.consumer.assignment().ok()?;
+    /// it (high watermark minus position; 0 with no partition assigned, as a
+    /// member beyond the partition count has), or why it cannot be told.
+    /// Blocks up to a second per partition: call it off the async threads.
+    pub fn lag(&self) -> Result<i64, KafkaError> {
+        let assignment = self.consumer.assignment()?;
         if assignment.count() == 0 {
-            return None;
+            return Ok(0);
         }
-        let positions = self.consumer.position().ok()?;
+        let positions = self.consumer.position()?;
         let mut lag = 0i64;
         for element in assignment.elements() {
             let (low, high) =
-                self.consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(1)).ok()?;
+                self.consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(1))?;
             let position = positions
                 .find_partition(element.topic(), element.partition())
                 .and_then(|p| match p.offset() {
@@ -80,7 +80,7 @@ impl GroupConsumer {
                 .unwrap_or(low);
             lag += (high - position).max(0);
         }
-        Some(lag)
+        Ok(lag)
     }
 
     /// The partitions assigned to this member now, as `topic/partition`.

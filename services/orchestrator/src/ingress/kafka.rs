@@ -78,15 +78,15 @@ async fn report_lag(consumer: Arc<GroupConsumer>, health: HealthRegistry, every:
     loop {
         metrics::gauge!("ingress_assigned_partitions").set(consumer.assigned().len() as f64);
         let probe = consumer.clone();
-        let lag = tokio::task::spawn_blocking(move || probe.lag()).await.ok().flatten();
-        if let Some(lag) = lag {
+        let lag = match tokio::task::spawn_blocking(move || probe.lag()).await {
+            Ok(Ok(lag)) => Ok(lag),
+            Ok(Err(err)) => Err(format!("cannot read the consumer's lag: {err}")),
+            Err(err) => Err(format!("cannot read the consumer's lag: {err}")),
+        };
+        if let Ok(lag) = lag {
             metrics::gauge!("ingress_consumer_lag").set(lag as f64);
         }
-        let result = match lag {
-            Some(_) => Ok(()),
-            None => Err("no partitions assigned yet, or the broker does not answer".to_owned()),
-        };
-        health.set_consumer("ingress", false, result, lag).await;
+        health.set_consumer("ingress", false, lag.as_ref().map(drop).map_err(Clone::clone), lag.ok()).await;
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
