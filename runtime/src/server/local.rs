@@ -86,6 +86,39 @@ pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Env, MeshConfig};
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+    fn runtime(pairs: &[(&str, &str)]) -> Runtime {
+        Runtime::new(MeshConfig::from_env(&Env::from_pairs(pairs.iter().copied())).expect("a valid configuration"))
+    }
+
+    #[tokio::test]
+    async fn a_call_in_process_goes_through_the_server_stack_and_back() {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter.set_service_status("omninode.test.v1.Up", tonic_health::ServingStatus::Serving).await;
+        let channel = runtime(&[]).local_channel(Routes::new(health));
+        let mut client = HealthClient::new(channel);
+        let answer = client.check(HealthCheckRequest { service: "omninode.test.v1.Up".into() }).await.unwrap();
+        assert_eq!(answer.into_inner().status, ServingStatus::Serving as i32);
+        // The status of a refusal (a trailer) arrives as it would over the network.
+        let missing = client.check(HealthCheckRequest { service: "omninode.test.v1.Nope".into() }).await.unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+    }
+
+    #[tokio::test]
+    async fn in_process_calls_are_authenticated_like_network_ones() {
+        // `omninode.*` paths need credentials; health stays public (as on the network).
+        let (_, health) = tonic_health::server::health_reporter();
+        let routes = Routes::new(health);
+        let channel = runtime(&[("GATEWAY_API_KEYS", "k-1")]).local_channel(routes);
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::from_static("/omninode.stamping.v1.StampingService/Hash");
+        let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckRequest>::default();
+        let refused = grpc.unary(tonic::Request::new(HealthCheckRequest::default()), path, codec).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    }
 
     #[test]
     fn grpc_timeouts_parse_in_every_unit_and_refuse_the_rest() {
