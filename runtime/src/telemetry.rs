@@ -31,7 +31,7 @@ pub fn init_tracing(
         None => filter.to_owned(),
     };
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    // One global filter; only the span exporter filters again (our spans alone).
+    // One global filter, for the log lines and the span exporter alike.
     let logs = match format {
         LogFormat::Json => fmt::layer()
             .json()

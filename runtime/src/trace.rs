@@ -206,11 +206,12 @@ where
     let tracer = provider.tracer("omninode");
     let _ = PROVIDER.set(provider);
     ENABLED.store(true, Ordering::Relaxed);
-    let only_ours = tracing_subscriber::filter::filter_fn(|meta| meta.target() == TARGET);
-    Ok(Some(tracing_subscriber::Layer::with_filter(
-        tracing_opentelemetry::layer().with_tracer(tracer).with_tracked_inactivity(false),
-        only_ours,
-    )))
+    // No filter of its own: the process's one global filter decides (it
+    // adds `otel=info` when tracing is on). A per-layer filter beside a global
+    // one sometimes left a span disabled for this layer alone under load (a
+    // published event then lost its traceparent); no library here makes
+    // spans at info, so the spans exported are ours.
+    Ok(Some(tracing_opentelemetry::layer().with_tracer(tracer).with_tracked_inactivity(false)))
 }
 
 /// Exports what is still buffered (at shutdown).

@@ -394,6 +394,11 @@ impl UpProcess {
         self.child.id().expect("the process runs")
     }
 
+    /// Its data directory (the embedded database is `omninode.db` in it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
+    }
+
     /// Stops it gracefully (SIGTERM: it drains and flushes) and waits for it to exit.
     pub async fn stop(mut self) {
         let pid = self.pid().to_string();

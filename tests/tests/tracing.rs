@@ -235,6 +235,24 @@ async fn a_kafka_event_carries_traceparent() {
             Err(_) => seen.push("nothing within 15 s".to_owned()),
         }
         if tokio::time::Instant::now() > deadline {
+            let url = format!("sqlite://{}?mode=ro", mesh.data_dir().join("omninode.db").display());
+            let outbox = match sea_orm::Database::connect(url).await {
+                Ok(db) => {
+                    use sea_orm::ConnectionTrait;
+                    let sql = "SELECT event_type, COALESCE(trace_context, 'NULL') FROM event_outbox";
+                    let statement = sea_orm::Statement::from_string(db.get_database_backend(), sql);
+                    let rows = db.query_all_raw(statement).await.unwrap_or_default();
+                    rows.iter()
+                        .map(|r| {
+                            let kind: String = r.try_get_by_index(0).unwrap_or_default();
+                            let context: String = r.try_get_by_index(1).unwrap_or_default();
+                            format!("{kind}: {context}")
+                        })
+                        .collect::<Vec<_>>()
+                }
+                Err(err) => vec![format!("cannot read the outbox: {err}")],
+            };
+            seen.push(format!("outbox rows (type: trace context): {outbox:?}"));
             let log = std::fs::read_to_string(log.path()).unwrap_or_default();
             let tail: Vec<&str> = log.lines().filter(|l| !l.contains("sea_orm_migration")).rev().take(20).collect();
             panic!(
