@@ -197,7 +197,7 @@ fn default_service_name(services: &[ServiceKind]) -> String {
 /// Reads the configuration from `env`, opens and migrates the database, and
 /// starts `services` plus the admin HTTP server.
 pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<RunningMesh> {
-    let Config { mesh, stamping, mut orchestrator, reducer, gateway, events, consul, trace } =
+    let Config { mesh, stamping, orchestrator, reducer, gateway, events, consul, trace } =
         Config::from_env(env, services)?;
     telemetry::init_tracing(mesh.log_format, &mesh.log_filter, &trace, &mesh.instance_id)
         .map_err(anyhow::Error::msg)?;
@@ -250,9 +250,6 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
         })?;
         let addr = listener.local_addr()?;
         endpoints.stamping = Some(addr);
-        if let Some(orchestrator) = orchestrator.as_mut() {
-            orchestrator.stamping_url = format!("http://{addr}");
-        }
         registered.push(to_register(names::STAMPING, addr));
         let routes =
             Routes::new(omninode_stamping::grpc_service(database.clone(), stamping.clone(), outbox("stamping")));

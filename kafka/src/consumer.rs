@@ -39,12 +39,7 @@ impl GroupConsumer {
     /// The next record whole: payload, key, headers and position.
     pub async fn next_record(&self) -> Result<IncomingRecord, KafkaError> {
         let message = self.consumer.recv().await?;
-        let headers = message
-            .headers()
-            .map(|headers| {
-                headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
-            })
-            .unwrap_or_default();
+        let headers = headers_of(&message);
         Ok(IncomingRecord {
             payload: message.payload().unwrap_or_default().to_vec(),
             key: message.key().map(<[u8]>::to_vec),
@@ -138,12 +133,7 @@ pub async fn tail(
     let start = if from_beginning { Offset::Beginning } else { Offset::End };
     let mut assignment = TopicPartitionList::new();
     for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions()).map(|p| p.id()).collect();
-        if partitions.is_empty() {
-            return Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition));
-        }
-        for partition in partitions {
+        for partition in partitions_of(&consumer, topic)? {
             assignment.add_partition_offset(topic, partition, start)?;
         }
     }
@@ -177,7 +167,7 @@ pub async fn request_reply(
     payload: &[u8],
     headers: &[(&str, &str)],
     patience: Duration,
-    mut each: impl FnMut(&[u8], &[(String, String)]) -> bool,
+    mut each: impl FnMut(&[u8], &[(String, Vec<u8>)]) -> bool,
 ) -> Result<(), KafkaError> {
     use rdkafka::{
         message::{Header, OwnedHeaders},
@@ -187,13 +177,8 @@ pub async fn request_reply(
         .set("group.id", format!("omninode-request-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(answers), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions()).map(|p| p.id()).collect();
-    if partitions.is_empty() {
-        return Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition));
-    }
     let mut assignment = TopicPartitionList::new();
-    for partition in partitions {
+    for partition in partitions_of(&consumer, answers)? {
         let (_, high) = consumer.fetch_watermarks(answers, partition, Duration::from_secs(10))?;
         assignment.add_partition_offset(answers, partition, Offset::Offset(high))?;
     }
@@ -213,16 +198,29 @@ pub async fn request_reply(
             Ok(message) => message?,
             Err(_) => return Err(KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::RequestTimedOut)),
         };
-        let headers: Vec<(String, String)> = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !each(message.payload().unwrap_or_default(), &headers) {
+        if !each(message.payload().unwrap_or_default(), &headers_of(&message)) {
             return Ok(());
         }
     }
+}
+
+/// The partitions of `topic`; an error when it has none (not created yet),
+/// so that a caller can try again rather than follow nothing.
+fn partitions_of(consumer: &StreamConsumer, topic: &str) -> Result<Vec<i32>, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions()).map(|p| p.id()).collect();
+    if partitions.is_empty() {
+        return Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition));
+    }
+    Ok(partitions)
+}
+
+/// A record's headers, as read.
+fn headers_of(message: &impl Message) -> Vec<(String, Vec<u8>)> {
+    message
+        .headers()
+        .map(|headers| {
+            headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect()
+        })
+        .unwrap_or_default()
 }

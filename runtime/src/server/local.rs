@@ -21,9 +21,11 @@ pub type MeshChannel = BoxCloneSyncService<http::Request<Body>, http::Response<B
 /// Why a [`MeshChannel`] could not carry a call. A concrete type, not a boxed
 /// `dyn Error`: async callers generic over `Into<BoxError>` then compile
 /// without higher-ranked lifetime trouble.
+/// The inner error is its `source`, so tonic's mapping to a status (a
+/// refused connection is UNAVAILABLE) finds it as it would unwrapped.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct TransportError(BoxError);
+#[error("{0}")]
+pub struct TransportError(#[source] BoxError);
 
 impl TransportError {
     fn new(error: impl Into<BoxError>) -> Self {

@@ -133,8 +133,8 @@ impl Ingress {
     /// record is dead-lettered instead of tried again.
     pub async fn handle(&self, record: &IncomingRecord, tries: u32) -> Result<Outcome, Retry> {
         let position = &record.position;
-        let position_id = format!("{}/{}/{}", position.topic, position.partition, position.offset);
-        let header_correlation = record.header("correlation_id").or_else(|| record.header("correlation-id"));
+        let position_id = position_id(record);
+        let header_correlation = header_correlation(record);
         let Some(encoding) = Encoding::of_content_type(record.header("content-type")) else {
             let message = format!(
                 "content-type {:?} is not understood: send protobuf (no header, or application/x-protobuf) or application/json",
@@ -213,19 +213,9 @@ impl Ingress {
                 }
             },
         };
-        let txn = begin_write(&self.db).await?;
-        if let Err(err) = remember(&txn, &reply, None).await {
-            txn.rollback().await?;
-            if is_unique_violation(&err) {
-                // Another member of the group applied it meanwhile (a rebalance).
-                metrics::counter!("ingress_requests_deduplicated_total").increment(1);
-                return Ok(Outcome::Deduplicated);
-            }
-            return Err(err.into());
+        if !self.store_answers(&reply, records).await? {
+            return Ok(Outcome::Deduplicated);
         }
-        self.outbox.append_records(&txn, records).await?;
-        txn.commit().await?;
-        self.outbox.committed();
         match outcome {
             Outcome::DeadLettered(why) => {
                 metrics::counter!("ingress_records_dead_lettered_total", "reason" => why).increment(1)
@@ -298,9 +288,8 @@ impl Ingress {
         encoding: Encoding,
     ) -> Result<Outcome, Retry> {
         let position = &record.position;
-        let position_id = format!("{}/{}/{}", position.topic, position.partition, position.offset);
-        let correlation_id =
-            record.header("correlation_id").or_else(|| record.header("correlation-id")).unwrap_or_default().to_owned();
+        let position_id = position_id(record);
+        let correlation_id = header_correlation(record).unwrap_or_default().to_owned();
         let reply = ReplyTo {
             topic: self.config.output_topic.clone(),
             key: record_key(record, &position_id),
@@ -319,21 +308,31 @@ impl Ingress {
                 RpcStatus { code: Code::InvalidArgument as i32, message: message.to_owned(), details: Vec::new() };
             records.push(response(&reply, pb::Stage::Done, Answer::Error(error)));
         }
+        if !self.store_answers(&reply, records).await? {
+            return Ok(Outcome::Deduplicated);
+        }
+        metrics::counter!("ingress_records_dead_lettered_total", "reason" => why).increment(1);
+        tracing::warn!(reason = why, %message, record = %position_id, "request record dead-lettered");
+        Ok(Outcome::DeadLettered(why))
+    }
+
+    /// Remembers `reply`'s request and queues `records` (its answers, its
+    /// dead letter) in one transaction; false, with nothing written, when
+    /// another member of the group remembered it first (a rebalance).
+    async fn store_answers(&self, reply: &ReplyTo, records: Vec<OutboxRecord>) -> Result<bool, Retry> {
         let txn = begin_write(&self.db).await?;
-        if let Err(err) = remember(&txn, &reply, None).await {
+        if let Err(err) = remember(&txn, reply, None).await {
             txn.rollback().await?;
             if is_unique_violation(&err) {
                 metrics::counter!("ingress_requests_deduplicated_total").increment(1);
-                return Ok(Outcome::Deduplicated);
+                return Ok(false);
             }
             return Err(err.into());
         }
         self.outbox.append_records(&txn, records).await?;
         txn.commit().await?;
         self.outbox.committed();
-        metrics::counter!("ingress_records_dead_lettered_total", "reason" => why).increment(1);
-        tracing::warn!(reason = why, %message, record = %position_id, "request record dead-lettered");
-        Ok(Outcome::DeadLettered(why))
+        Ok(true)
     }
 
     fn dead_letter_record(&self, record: &IncomingRecord, why: &'static str, message: &str) -> OutboxRecord {
@@ -455,6 +454,17 @@ fn is_unique_violation(err: &DbErr) -> bool {
 /// A dedup key within the column's 400 characters (a longer one is hashed).
 fn bounded(key: String) -> String {
     if key.len() <= 400 { key } else { format!("hash:{}", blake3::hash(key.as_bytes()).to_hex()) }
+}
+
+/// Where a record was read, as `<topic>/<partition>/<offset>`.
+fn position_id(record: &IncomingRecord) -> String {
+    let position = &record.position;
+    format!("{}/{}/{}", position.topic, position.partition, position.offset)
+}
+
+/// The record's correlation id header (`correlation_id`, or `correlation-id`).
+fn header_correlation(record: &IncomingRecord) -> Option<&str> {
+    record.header("correlation_id").or_else(|| record.header("correlation-id"))
 }
 
 /// The answers' key: the request's record key, else its position.
