@@ -12,7 +12,7 @@ pub mod topics;
 pub use bus::InProcessBus;
 pub use config::{EventsConfig, IngressConfig, KafkaConfig};
 pub use dead_letter::{dead_letter_record, dead_letter_topic};
-pub use outbox::{NewEvent, Outbox, OutboxRecord};
+pub use outbox::{NewEvent, Outbox, OutboxRecord, WriteIf};
 pub use relay::OutboxRelay;
 pub use sink::{EventSink, IncomingRecord, OutgoingEvent, RecordPosition};
 pub use topics::EventKind;

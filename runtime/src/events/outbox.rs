@@ -9,6 +9,7 @@ use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
 use tokio::sync::Notify;
 
 use super::topics::EventKind;
+use crate::db::OneStatement;
 
 pub(crate) mod entity {
     //! The `event_outbox` row (schema owned by `omninode-migrations`).
@@ -68,6 +69,51 @@ async fn insert_rows<C: ConnectionTrait>(conn: &C, rows: Vec<entity::ActiveModel
     Ok(())
 }
 
+/// Which rows of a [`OneStatement`] part are written.
+#[derive(Debug, Clone, Copy)]
+pub enum WriteIf<'a> {
+    /// All of them.
+    Always,
+    /// All of them, if the part named here returned a row (a conditional
+    /// update that matched).
+    Returned(&'a str),
+    /// Those whose key is among the `column` values returned by `part` (an
+    /// insert's new rows).
+    KeyReturned { part: &'a str, column: &'a str },
+}
+
+/// The columns a new outbox row sets (the others take their defaults).
+const ROW_COLUMNS: [&str; 9] = [
+    "event_id",
+    "topic",
+    "partition_key",
+    "event_type",
+    "correlation_id",
+    "payload",
+    "created_at",
+    "trace_context",
+    "headers",
+];
+
+/// A new row's values, in [`ROW_COLUMNS`] order (every one is set by the
+/// row builders; an unset one would be NULL).
+fn row_values(row: entity::ActiveModel) -> [sea_orm::Value; 9] {
+    fn value<V: Into<sea_orm::Value>>(v: sea_orm::ActiveValue<V>) -> sea_orm::Value {
+        v.into_value().unwrap_or(sea_orm::Value::String(None))
+    }
+    [
+        value(row.event_id),
+        value(row.topic),
+        value(row.partition_key),
+        value(row.event_type),
+        value(row.correlation_id),
+        value(row.payload),
+        value(row.created_at),
+        value(row.trace_context),
+        value(row.headers),
+    ]
+}
+
 /// A record for the outbox that is not a mesh event: published as is to
 /// `topic` with key `key`, the headers `event_type` (= `record_type`),
 /// `event_id`, `correlation_id`, and `headers`.
@@ -108,6 +154,40 @@ impl Outbox {
         if events.is_empty() {
             return Ok(());
         }
+        insert_rows(conn, self.event_rows(events)).await
+    }
+
+    /// PostgreSQL: adds the rows of `events` to `statement` as its part
+    /// `name`, written if `when` holds (see [`OneStatement`]); the caller
+    /// calls [`Outbox::committed`] once the statement has run.
+    pub fn add_to(&self, statement: &mut OneStatement, name: &str, events: Vec<(String, NewEvent)>, when: &WriteIf) {
+        let (keys, events): (Vec<String>, Vec<NewEvent>) = events.into_iter().unzip();
+        let rows = self.event_rows(events);
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * ROW_COLUMNS.len());
+        let mut tuples = Vec::with_capacity(rows.len());
+        for (key, row) in keys.into_iter().zip(rows) {
+            let first = values.len();
+            tuples.push(format!(
+                "({})",
+                (1..=ROW_COLUMNS.len() + 1).map(|i| format!("${}", first + i)).collect::<Vec<_>>().join(", ")
+            ));
+            values.push(key.into());
+            values.extend(row_values(row));
+        }
+        let columns = ROW_COLUMNS.join(", ");
+        let condition = match when {
+            WriteIf::Always => String::new(),
+            WriteIf::Returned(part) => format!(" WHERE EXISTS (SELECT 1 FROM {part})"),
+            WriteIf::KeyReturned { part, column } => format!(" WHERE v.key IN (SELECT {column} FROM {part})"),
+        };
+        let sql = format!(
+            "INSERT INTO event_outbox ({columns}) SELECT {columns} FROM (VALUES {}) AS v(key, {columns}){condition}",
+            tuples.join(", ")
+        );
+        statement.add_sql(name, &sql, values);
+    }
+
+    fn event_rows(&self, events: Vec<NewEvent>) -> Vec<entity::ActiveModel> {
         let now = chrono::Utc::now();
         let rows = events.into_iter().map(|event| {
             let event_id = uuid::Uuid::now_v7().to_string();
@@ -140,7 +220,7 @@ impl Outbox {
                 headers: Set(None),
             }
         });
-        insert_rows(conn, rows.collect()).await
+        rows.collect()
     }
 
     /// Writes `records` (answers, dead letters: not events of the mesh, so

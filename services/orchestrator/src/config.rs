@@ -14,7 +14,7 @@ use crate::domain::retry::RetryPolicy;
 pub struct OrchestratorConfig {
     /// `ORCHESTRATOR_PORT` (default 8060).
     pub port: u16,
-    /// `ORCHESTRATOR_CONCURRENCY`: workflows run at once (default 10).
+    /// `ORCHESTRATOR_CONCURRENCY`: workflows run at once (default 64).
     pub concurrency: usize,
     /// `MAX_WORKFLOW_QUEUE_SIZE`: runnable workflows waiting unclaimed, across
     /// every instance, before StartWorkflow answers RESOURCE_EXHAUSTED (default 1000).
@@ -105,7 +105,7 @@ impl OrchestratorConfig {
         }
         Ok(Self {
             port: env.port(ORCHESTRATOR.port_variable, ORCHESTRATOR.default_port)?,
-            concurrency: env.parse_in("ORCHESTRATOR_CONCURRENCY", 10, 1, 1000)?,
+            concurrency: env.parse_in("ORCHESTRATOR_CONCURRENCY", 64, 1, 1000)?,
             max_queue: env.parse_in("MAX_WORKFLOW_QUEUE_SIZE", 1000, 1, 1_000_000)?,
             workflow_timeout: env.millis("ORCHESTRATOR_WORKFLOW_TIMEOUT_MS", 30_000)?,
             step_timeout: env.millis("ORCHESTRATOR_STEP_TIMEOUT_MS", 5_000)?,
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_original_service() {
         let config = OrchestratorConfig::from_env(&Env::default()).unwrap();
-        assert_eq!((config.port, config.concurrency, config.max_queue), (8060, 10, 1000));
+        assert_eq!((config.port, config.concurrency, config.max_queue), (8060, 64, 1000));
         assert_eq!(config.onextree_url, None);
         assert_eq!(config.llm, None);
     }

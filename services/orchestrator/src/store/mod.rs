@@ -14,13 +14,16 @@ use tracing::Instrument;
 
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr,
     sea_query::{Expr, ExprTrait},
 };
 
 use entity::{ActiveModel, Column, Entity, Model};
 use omninode_core::time::now;
-use omninode_runtime::{db::begin_write, events::Outbox};
+use omninode_runtime::{
+    db::{OneStatement, begin_write},
+    events::{NewEvent, Outbox, WriteIf},
+};
 
 pub use lease::{Claimed, Fence};
 
@@ -91,47 +94,37 @@ impl WorkflowStore {
     }
 
     async fn insert_in_transaction(&self, workflow: &Workflow, admission: &Admission) -> Result<Inserted, DbErr> {
-        let txn = begin_write(&self.db).await?;
         let mut row = to_active(workflow)?;
-        match admission {
+        let written = match admission {
             Admission::Claimed { owner, lease } => {
                 row.lease_owner = Set(Some(owner.clone()));
                 row.lease_expires_at = Set(Some(lease::expiry(*lease)));
                 row.lease_attempt = Set(1);
-            }
-            Admission::Queued { limit } => {
-                if !lease::admits(&txn, *limit).await? {
-                    txn.rollback().await?;
-                    return Ok(Inserted::QueueFull { limit: *limit });
+                // A workflow claimed at once (RunWorkflow's path) is written
+                // with its events in one round trip on PostgreSQL.
+                if self.backend() == DbBackend::Postgres && workflow.reply_to.is_none() {
+                    let mut statement = OneStatement::new();
+                    statement.add("w", &Entity::insert(row).into_query());
+                    self.outbox.add_to(&mut statement, "o", keyed(inserted_events(workflow)), &WriteIf::Always);
+                    statement.run(&self.db, "SELECT 1").await.map(|_| true)
+                } else {
+                    self.insert_row(workflow, admission, row).await
                 }
+            }
+            Admission::Queued { .. } => {
                 row.lease_attempt = Set(0);
-            }
-        }
-        let inserted = Entity::insert(row).exec_without_returning(&txn).await;
-        let inserted = match inserted {
-            Ok(_) => {
-                self.outbox.append(&txn, inserted_events(workflow)).await?;
-                // Started by a request from Kafka: the request is remembered
-                // and its first answer queued with the workflow.
-                if let Some(reply) = &workflow.reply_to {
-                    crate::ingress::remember(&txn, reply, Some(&workflow.id)).await?;
-                    self.outbox.append_records(&txn, vec![crate::ingress::accepted(reply, workflow, true)]).await?;
-                }
-                if matches!(admission, Admission::Queued { .. }) {
-                    lease::notify_claimers(&txn).await?;
-                }
-                txn.commit().await.map(|_| ())
-            }
-            Err(err) => {
-                txn.rollback().await?;
-                Err(err)
+                self.insert_row(workflow, admission, row).await
             }
         };
-        match inserted {
-            Ok(()) => {
+        match written {
+            Ok(true) => {
                 self.outbox.committed();
                 Ok(Inserted::Created(workflow.clone()))
             }
+            Ok(false) => match admission {
+                Admission::Queued { limit } => Ok(Inserted::QueueFull { limit: *limit }),
+                Admission::Claimed { .. } => Err(DbErr::RecordNotInserted),
+            },
             Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 let key = workflow.idempotency_key.as_deref().unwrap_or_default();
                 match self.find_by_key(&workflow.namespace, key).await? {
@@ -141,6 +134,35 @@ impl WorkflowStore {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Writes a new workflow's row, its events and (started from Kafka) its
+    /// request and first answer in a transaction; `false` if a queued one
+    /// finds the queue full.
+    async fn insert_row(&self, workflow: &Workflow, admission: &Admission, row: ActiveModel) -> Result<bool, DbErr> {
+        let txn = begin_write(&self.db).await?;
+        if let Admission::Queued { limit } = admission
+            && !lease::admits(&txn, *limit).await?
+        {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        if let Err(err) = Entity::insert(row).exec_without_returning(&txn).await {
+            txn.rollback().await?;
+            return Err(err);
+        }
+        self.outbox.append(&txn, inserted_events(workflow)).await?;
+        // Started by a request from Kafka: the request is remembered and its
+        // first answer queued with the workflow.
+        if let Some(reply) = &workflow.reply_to {
+            crate::ingress::remember(&txn, reply, Some(&workflow.id)).await?;
+            self.outbox.append_records(&txn, vec![crate::ingress::accepted(reply, workflow, true)]).await?;
+        }
+        if matches!(admission, Admission::Queued { .. }) {
+            lease::notify_claimers(&txn).await?;
+        }
+        txn.commit().await?;
+        Ok(true)
     }
 
     /// The workflow started in `namespace` with idempotency key `key`.
@@ -189,7 +211,6 @@ impl WorkflowStore {
             active.lease_owner = Set(None);
             active.lease_expires_at = Set(None);
         }
-        let txn = begin_write(&self.db).await?;
         let mut query = Entity::update_many()
             .set(active)
             .col_expr(Column::Version, Expr::col(Column::Version).add(1))
@@ -206,6 +227,72 @@ impl WorkflowStore {
             None => query,
         };
         let moved = workflow.state != expected;
+        let answers_kafka = moved && workflow.state.is_terminal() && workflow.reply_to.is_some();
+        let written = if self.backend() == DbBackend::Postgres && !answers_kafka {
+            self.update_in_one_statement(workflow, expected, query.into_query()).await?
+        } else {
+            self.update_row(workflow, expected, query).await?
+        };
+        if !written {
+            let Some(fence) = fence else { return Ok(Updated::Moved) };
+            let attempt: Option<i64> = Entity::find_by_id(&workflow.id)
+                .select_only()
+                .column(Column::LeaseAttempt)
+                .into_tuple()
+                .one(&self.db)
+                .await?;
+            return Ok(if attempt == Some(fence.attempt) { Updated::Moved } else { Updated::Fenced });
+        }
+        if moved {
+            self.outbox.committed();
+        }
+        workflow.version += 1;
+        Ok(Updated::Written)
+    }
+
+    /// PostgreSQL: the conditional update, its event and its notifications
+    /// (`pg_notify` in its `RETURNING`, sent at commit) in one statement;
+    /// whether it matched.
+    async fn update_in_one_statement(
+        &self,
+        workflow: &Workflow,
+        expected: WorkflowState,
+        mut update: sea_orm::sea_query::UpdateStatement,
+    ) -> Result<bool, DbErr> {
+        use sea_orm::sea_query::{Func, Query};
+        let moved = workflow.state != expected;
+        // Each state change is announced to the watchers of other instances;
+        // one queued again also wakes every instance's claimer.
+        let announce = || Func::cust("pg_notify").arg(lease::CHANGES_CHANNEL).arg(workflow.id.as_str());
+        let returning = match (moved, workflow.state) {
+            (false, _) => Query::returning().expr(Expr::val(1)),
+            (true, WorkflowState::Pending) => {
+                Query::returning().exprs([announce(), Func::cust("pg_notify").arg(lease::CHANNEL).arg("")])
+            }
+            (true, _) => Query::returning().expr(announce()),
+        };
+        update.returning(returning);
+        let mut statement = OneStatement::new();
+        statement.add("u", &update);
+        if moved {
+            let event = (workflow.id.clone(), state_changed(workflow, Some(expected)));
+            self.outbox.add_to(&mut statement, "o", vec![event], &WriteIf::Returned("u"));
+        }
+        let rows = statement.run(&self.db, "SELECT count(*) AS n FROM u").await?;
+        let matched: i64 = rows.first().map(|row| row.try_get("", "n")).transpose()?.unwrap_or(0);
+        Ok(matched == 1)
+    }
+
+    /// The conditional update, its event, a Kafka request's last answer and
+    /// the claimers' wake-up in a transaction; whether it matched.
+    async fn update_row(
+        &self,
+        workflow: &Workflow,
+        expected: WorkflowState,
+        query: sea_orm::UpdateMany<Entity>,
+    ) -> Result<bool, DbErr> {
+        let txn = begin_write(&self.db).await?;
+        let moved = workflow.state != expected;
         // On PostgreSQL a state change is announced by the update itself
         // (`RETURNING pg_notify(…)`, sent at commit): a round trip fewer.
         let rows_affected = if moved && self.backend() == DbBackend::Postgres {
@@ -219,14 +306,7 @@ impl WorkflowStore {
         };
         if rows_affected != 1 {
             txn.rollback().await?;
-            let Some(fence) = fence else { return Ok(Updated::Moved) };
-            let attempt: Option<i64> = Entity::find_by_id(&workflow.id)
-                .select_only()
-                .column(Column::LeaseAttempt)
-                .into_tuple()
-                .one(&self.db)
-                .await?;
-            return Ok(if attempt == Some(fence.attempt) { Updated::Moved } else { Updated::Fenced });
+            return Ok(false);
         }
         if moved {
             self.outbox.append(&txn, vec![state_changed(workflow, Some(expected))]).await?;
@@ -238,11 +318,7 @@ impl WorkflowStore {
             }
         }
         txn.commit().await?;
-        if moved {
-            self.outbox.committed();
-        }
-        workflow.version += 1;
-        Ok(Updated::Written)
+        Ok(true)
     }
 
     /// Up to `limit` workflows of `namespace` (optionally in `state`) older
@@ -266,9 +342,15 @@ impl WorkflowStore {
     }
 }
 
+/// Events keyed by their workflow (every outbox row of a one-statement write
+/// is written).
+fn keyed(events: Vec<NewEvent>) -> Vec<(String, NewEvent)> {
+    events.into_iter().map(|event| (event.partition_key.clone(), event)).collect()
+}
+
 /// The events of a new workflow: its creation (PENDING) and, when it was
 /// started before its insert, the move to the state it is stored in.
-fn inserted_events(workflow: &Workflow) -> Vec<omninode_runtime::events::NewEvent> {
+fn inserted_events(workflow: &Workflow) -> Vec<NewEvent> {
     if workflow.state == WorkflowState::Pending {
         return vec![state_changed(workflow, None)];
     }
