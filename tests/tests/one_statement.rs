@@ -80,9 +80,11 @@ async fn outbox_rows_follow_what_the_parts_before_them_returned() {
 
     // A conditional update that matches nothing: no event.
     let mut statement = OneStatement::new();
-    statement.add_sql("u", "UPDATE event_outbox SET attempts = attempts + 1 WHERE event_id = $1 RETURNING 1", vec![
-        "none".into(),
-    ]);
+    statement.add_sql(
+        "u",
+        "UPDATE event_outbox SET attempts = attempts + 1 WHERE event_id = $1 RETURNING 1",
+        vec!["none".into()],
+    );
     outbox().add_to(&mut statement, "o", vec![event("unmatched")], &WriteIf::Returned("u"));
     let rows = statement.run(&db, "SELECT count(*) AS n FROM u").await.unwrap();
     assert_eq!(rows[0].try_get::<i64>("", "n").unwrap(), 0);
@@ -91,10 +93,12 @@ async fn outbox_rows_follow_what_the_parts_before_them_returned() {
     // Keyed rows: only the keys the first part returned.
     let mut statement = OneStatement::new();
     statement.add_sql("s", "SELECT * FROM (VALUES ($1), ($2)) AS t(id)", vec!["k1".into(), "k3".into()]);
-    outbox().add_to(&mut statement, "o", vec![event("k1"), event("k2"), event("k3")], &WriteIf::KeyReturned {
-        part: "s",
-        column: "id",
-    });
+    outbox().add_to(
+        &mut statement,
+        "o",
+        vec![event("k1"), event("k2"), event("k3")],
+        &WriteIf::KeyReturned { part: "s", column: "id" },
+    );
     statement.run(&db, "SELECT id FROM s").await.unwrap();
     assert_eq!(outbox_keys(&db).await, ["k1", "k3"]);
 

@@ -14,8 +14,8 @@ use omninode_runtime::{
     group_commit::{BatchWrite, GroupCommit},
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, sea_query::OnConflict,
 };
 use serde::{Deserialize, Serialize};
 
@@ -313,10 +313,7 @@ async fn write_in_one_statement(
         outcomes
     };
     let mut outcomes = outcomes.into_iter();
-    requests
-        .iter()
-        .map(|r| r.items.iter().map(|_| outcomes.next().ok_or(DbErr::RecordNotInserted)).collect())
-        .collect()
+    requests.iter().map(|r| r.items.iter().map(|_| outcomes.next().ok_or(DbErr::RecordNotInserted)).collect()).collect()
 }
 
 /// Which items of one namespace's batch are inserted: a hash goes in once,
