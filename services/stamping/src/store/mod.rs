@@ -369,7 +369,8 @@ async fn insert_new(txn: &WriteTransaction, namespace: &str, rows: &[&NewStamp])
 
 /// Each item's outcome, in order: created if its id was `inserted`, else the
 /// row that holds its key or hash (there before, or a concurrent writer's).
-/// `conn` is a transaction (the lookups set a planner option for it alone).
+/// When there is something to look up, `conn` must be a transaction: the
+/// lookups set a planner option for it alone.
 async fn resolve<C: ConnectionTrait>(
     conn: &C,
     namespace: &str,
