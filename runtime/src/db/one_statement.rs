@@ -35,11 +35,6 @@ impl OneStatement {
         self.values.extend(values);
     }
 
-    /// The number the next value's placeholder will get, minus one.
-    pub fn values_len(&self) -> usize {
-        self.values.len()
-    }
-
     /// Runs the parts, then `select` (which may read the parts' `RETURNING`
     /// rows), as one statement on `conn`; returns `select`'s rows.
     pub async fn run<C: ConnectionTrait>(self, conn: &C, select: &str) -> Result<Vec<QueryResult>, DbErr> {
@@ -103,6 +98,6 @@ mod tests {
         statement.add_sql("a", "SELECT $1, $2", vec![1i32.into(), 2i32.into()]);
         statement.add_sql("b", "SELECT $1", vec!["x".into()]);
         assert_eq!(statement.parts, ["a AS (SELECT $1, $2)", "b AS (SELECT $3)"]);
-        assert_eq!(statement.values_len(), 3);
+        assert_eq!(statement.values.len(), 3);
     }
 }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, Order, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait, LockBehavior, LockType, NullOrdering},
+    sea_query::{Expr, ExprTrait, Func, FunctionCall, LockBehavior, LockType, NullOrdering},
 };
 
 use super::{
@@ -96,6 +96,18 @@ pub(super) async fn admits(txn: &WriteTransaction, limit: u64) -> Result<bool, D
 /// serialise: the bound is exact as long as fewer admissions than this are
 /// between their count and their commit at once, across all instances.
 const ADMISSION_MARGIN: u64 = 256;
+
+/// `pg_notify(…)` that announces a change of workflow `id` to the watchers
+/// of every instance when its statement's transaction commits (PostgreSQL),
+/// written into the change's own `RETURNING`: no statement of its own.
+pub(super) fn announce_change(id: &str) -> FunctionCall {
+    Func::cust("pg_notify").arg(CHANGES_CHANNEL).arg(id)
+}
+
+/// `pg_notify(…)` that wakes every instance's claimer at commit, for a `RETURNING`.
+pub(super) fn wake_claimers() -> FunctionCall {
+    Func::cust("pg_notify").arg(CHANNEL).arg("")
+}
 
 /// Wakes every instance's claimer when the transaction commits (PostgreSQL;
 /// in one process the engine wakes its own claimer).

@@ -260,17 +260,16 @@ impl WorkflowStore {
         expected: WorkflowState,
         mut update: sea_orm::sea_query::UpdateStatement,
     ) -> Result<bool, DbErr> {
-        use sea_orm::sea_query::{Func, Query};
+        use sea_orm::sea_query::Query;
         let moved = workflow.state != expected;
         // Each state change is announced to the watchers of other instances;
         // one queued again also wakes every instance's claimer.
-        let announce = || Func::cust("pg_notify").arg(lease::CHANGES_CHANNEL).arg(workflow.id.as_str());
         let returning = match (moved, workflow.state) {
             (false, _) => Query::returning().expr(Expr::val(1)),
             (true, WorkflowState::Pending) => {
-                Query::returning().exprs([announce(), Func::cust("pg_notify").arg(lease::CHANNEL).arg("")])
+                Query::returning().exprs([lease::announce_change(&workflow.id), lease::wake_claimers()])
             }
-            (true, _) => Query::returning().expr(announce()),
+            (true, _) => Query::returning().expr(lease::announce_change(&workflow.id)),
         };
         update.returning(returning);
         let mut statement = OneStatement::new();
@@ -298,9 +297,7 @@ impl WorkflowStore {
         // (`RETURNING pg_notify(…)`, sent at commit): a round trip fewer.
         let rows_affected = if moved && self.backend() == DbBackend::Postgres {
             let mut statement = sea_orm::QueryTrait::into_query(query);
-            let announce =
-                sea_orm::sea_query::Func::cust("pg_notify").arg(lease::CHANGES_CHANNEL).arg(workflow.id.as_str());
-            statement.returning(sea_orm::sea_query::Query::returning().expr(announce));
+            statement.returning(sea_orm::sea_query::Query::returning().expr(lease::announce_change(&workflow.id)));
             sea_orm::ConnectionTrait::query_all(&txn, &statement).await?.len() as u64
         } else {
             query.exec(&txn).await?.rows_affected
