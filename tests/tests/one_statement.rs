@@ -1,10 +1,10 @@
-//! `OneStatement` on a real PostgreSQL: the parts of one statement commit
-//! together or not at all, and outbox rows are written only where their
-//! condition holds.
+//! `OneStatement` on a real PostgreSQL and on SQLite: the parts of one trip
+//! commit together or not at all, and outbox rows are written only where
+//! their condition holds.
 
 use std::sync::Arc;
 
-use omninode_integration_tests::PostgresDatabase;
+use omninode_integration_tests::{Backend, TestDatabase};
 use omninode_proto::events::v1::{StampCreated, event_envelope::Payload};
 use omninode_runtime::{
     Env, MeshConfig,
@@ -13,9 +13,18 @@ use omninode_runtime::{
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
-async fn migrated(pg: &PostgresDatabase) -> DatabaseConnection {
-    let config = MeshConfig::from_env(&Env::from_pairs([("DATABASE_URL", pg.url.as_str())])).unwrap();
+async fn migrated(database: &TestDatabase) -> DatabaseConnection {
+    let config = MeshConfig::from_env(&Env::from_pairs(database.env())).unwrap();
     connect_and_migrate(&config).await.unwrap()
+}
+
+/// `sql` written with PostgreSQL's placeholders (each used once, in order),
+/// for `db`'s backend (SQLite: `?`, bound in order across the parts).
+fn placeholders(db: &DatabaseConnection, sql: &str) -> String {
+    match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => sql.to_owned(),
+        _ => (1..=9).rev().fold(sql.to_owned(), |sql, n| sql.replace(&format!("${n}"), "?")),
+    }
 }
 
 fn outbox() -> Outbox {
@@ -47,18 +56,21 @@ async fn outbox_keys(db: &DatabaseConnection) -> Vec<String> {
     rows.iter().map(|row| row.try_get::<String>("", "partition_key").unwrap()).collect()
 }
 
-#[tokio::test]
-async fn a_failing_part_writes_nothing_of_the_others() {
-    let pg = PostgresDatabase::create().await;
-    let db = migrated(&pg).await;
-    let mut statement = OneStatement::new();
+async fn a_failing_part_writes_nothing_of_the_others(backend: Backend) {
+    let database = TestDatabase::new(backend).await;
+    let db = migrated(&database).await;
+    let backend = db.get_database_backend();
+    let mut statement = OneStatement::new(backend);
     outbox().add_to(&mut statement, "o", vec![event("a"), event("b")], &WriteIf::Always);
     // The same event id twice: a unique violation in the second part.
     statement.add_sql(
         "dup",
-        "INSERT INTO event_outbox (event_id, topic, partition_key, event_type, payload, created_at) \
-         VALUES ($1, 't', 'dup', 'x', '\\x00', now()), ($1, 't', 'dup', 'x', '\\x00', now())",
-        vec!["00000000-0000-0000-0000-000000000001".into()],
+        &placeholders(
+            &db,
+            "INSERT INTO event_outbox (event_id, topic, partition_key, event_type, payload, created_at) \
+             VALUES ($1, 't', 'dup', 'x', 'x', '2026-01-01T00:00:00Z'), ($2, 't', 'dup', 'x', 'x', '2026-01-01T00:00:00Z')",
+        ),
+        vec!["00000000-0000-0000-0000-000000000001".into(), "00000000-0000-0000-0000-000000000001".into()],
     );
     let err = statement.run(&db, "SELECT 1").await.unwrap_err();
     assert!(
@@ -67,49 +79,96 @@ async fn a_failing_part_writes_nothing_of_the_others() {
     );
     assert!(outbox_keys(&db).await.is_empty(), "nothing of the statement was written");
 
-    let mut statement = OneStatement::new();
-    outbox().add_to(&mut statement, "o", vec![event("a"), event("b")], &WriteIf::Always);
-    statement.run(&db, "SELECT 1").await.unwrap();
-    assert_eq!(outbox_keys(&db).await, ["a", "b"], "written, in order");
+    // The connection that failed is usable: nothing was left open on it.
+    for _ in 0..3 {
+        let mut statement = OneStatement::new(backend);
+        outbox().add_to(&mut statement, "o", vec![event("a"), event("b")], &WriteIf::Always);
+        statement.run(&db, "SELECT 1").await.unwrap();
+    }
+    assert_eq!(outbox_keys(&db).await, ["a", "b", "a", "b", "a", "b"], "written, in order");
 }
 
-#[tokio::test]
-async fn outbox_rows_follow_what_the_parts_before_them_returned() {
-    let pg = PostgresDatabase::create().await;
-    let db = migrated(&pg).await;
+async fn outbox_rows_follow_what_the_parts_before_them_returned(backend: Backend) {
+    let database = TestDatabase::new(backend).await;
+    let db = migrated(&database).await;
+    let backend = db.get_database_backend();
+    let update = |key: &str| {
+        let sql = "UPDATE event_outbox SET attempts = attempts + 1 WHERE partition_key = $1 RETURNING 1";
+        (placeholders(&db, sql), vec![sea_orm::Value::from(key.to_owned())])
+    };
 
     // A conditional update that matches nothing: no event.
-    let mut statement = OneStatement::new();
-    statement.add_sql(
-        "u",
-        "UPDATE event_outbox SET attempts = attempts + 1 WHERE event_id = $1 RETURNING 1",
-        vec!["none".into()],
-    );
+    let mut statement = OneStatement::new(backend);
+    let (sql, values) = update("none");
+    statement.add_sql("u", &sql, values);
     outbox().add_to(&mut statement, "o", vec![event("unmatched")], &WriteIf::Returned("u"));
-    let rows = statement.run(&db, "SELECT count(*) AS n FROM u").await.unwrap();
-    assert_eq!(rows[0].try_get::<i64>("", "n").unwrap(), 0);
+    let rows = statement.run(&db, "SELECT 1 FROM u").await.unwrap();
+    assert!(rows.is_empty(), "the update matched nothing");
     assert!(outbox_keys(&db).await.is_empty());
 
-    // Keyed rows: only the keys the first part returned.
-    let mut statement = OneStatement::new();
-    statement.add_sql("s", "SELECT * FROM (VALUES ($1), ($2)) AS t(id)", vec!["k1".into(), "k3".into()]);
+    // Keyed rows: only the keys (new stamp ids) the first part inserted;
+    // the second stamp's hash is taken, so its row is not.
+    let stamps = |rows: &[(&str, &str)]| {
+        let tuples: Vec<String> = (0..rows.len())
+            .map(|i| {
+                format!(
+                    "(${}, 'ns', ${}, 'f', 1, 'text/plain', '{{}}', '1', 1, '1', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                    2 * i + 1,
+                    2 * i + 2
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO metadata_stamps (id, namespace, file_hash, file_path, file_size, content_type, stamp_data, \
+             protocol_version, version, metadata_version, created_at, updated_at) VALUES {} \
+             ON CONFLICT DO NOTHING RETURNING id",
+            tuples.join(", ")
+        );
+        let values = rows.iter().flat_map(|(id, hash)| [sea_orm::Value::from(*id), sea_orm::Value::from(*hash)]);
+        (placeholders(&db, &sql), values.collect::<Vec<_>>())
+    };
+    let (sql, values) = stamps(&[("id-0", "h2")]);
+    db.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await.unwrap();
+    let mut statement = OneStatement::new(backend);
+    let (sql, values) = stamps(&[("id-1", "h1"), ("id-2", "h2"), ("id-3", "h3")]);
+    statement.add_sql("s", &sql, values);
     outbox().add_to(
         &mut statement,
         "o",
-        vec![event("k1"), event("k2"), event("k3")],
-        &WriteIf::KeyReturned { part: "s", column: "id" },
+        vec![("id-1".to_owned(), event("k1").1), ("id-2".to_owned(), event("k2").1), ("id-3".to_owned(), event("k3").1)],
+        &WriteIf::KeyReturned { part: "s", table: "metadata_stamps", column: "id" },
     );
-    statement.run(&db, "SELECT id FROM s").await.unwrap();
+    let returned = statement.run(&db, "SELECT id FROM s").await.unwrap();
+    let mut returned: Vec<String> = returned.iter().map(|r| r.try_get::<String>("", "id").unwrap()).collect();
+    returned.sort();
+    assert_eq!(returned, ["id-1", "id-3"], "the rows the insert returned");
     assert_eq!(outbox_keys(&db).await, ["k1", "k3"]);
 
     // A conditional update that matches: its event is written.
-    let mut statement = OneStatement::new();
-    statement.add_sql(
-        "u",
-        "UPDATE event_outbox SET attempts = attempts + 1 WHERE partition_key = $1 RETURNING 1",
-        vec!["k1".into()],
-    );
+    let mut statement = OneStatement::new(backend);
+    let (sql, values) = update("k1");
+    statement.add_sql("u", &sql, values);
     outbox().add_to(&mut statement, "o", vec![event("matched")], &WriteIf::Returned("u"));
-    statement.run(&db, "SELECT count(*) FROM u").await.unwrap();
+    assert_eq!(statement.run(&db, "SELECT 1 FROM u").await.unwrap().len(), 1, "the update matched one row");
     assert_eq!(outbox_keys(&db).await, ["k1", "k3", "matched"]);
+}
+
+#[tokio::test]
+async fn a_failing_part_writes_nothing_of_the_others_on_postgres() {
+    a_failing_part_writes_nothing_of_the_others(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_failing_part_writes_nothing_of_the_others_on_sqlite() {
+    a_failing_part_writes_nothing_of_the_others(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn outbox_rows_follow_what_the_parts_before_them_returned_on_postgres() {
+    outbox_rows_follow_what_the_parts_before_them_returned(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn outbox_rows_follow_what_the_parts_before_them_returned_on_sqlite() {
+    outbox_rows_follow_what_the_parts_before_them_returned(Backend::Sqlite).await;
 }

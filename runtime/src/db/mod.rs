@@ -150,14 +150,19 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTransaction, Db
     if db.get_database_backend() != DbBackend::Sqlite {
         return Ok(WriteTransaction { txn: db.begin().await?, _gate: None });
     }
-    // One gate per process: the embedded database is one file per process.
-    static SQLITE_WRITE_GATE: std::sync::OnceLock<Arc<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
-    let gate = SQLITE_WRITE_GATE.get_or_init(Arc::default).clone().lock_owned().await;
+    let gate = sqlite_write_gate().await;
     let options = TransactionOptions {
         sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
         ..TransactionOptions::default()
     };
     Ok(WriteTransaction { txn: db.begin_with_options(options).await?, _gate: Some(gate) })
+}
+
+/// Waits for the SQLite write gate: one per process (the embedded database
+/// is one file per process), held by every write transaction.
+pub(crate) async fn sqlite_write_gate() -> tokio::sync::OwnedMutexGuard<()> {
+    static SQLITE_WRITE_GATE: std::sync::OnceLock<Arc<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
+    SQLITE_WRITE_GATE.get_or_init(Arc::default).clone().lock_owned().await
 }
 
 /// A transaction from [`begin_write`]; on SQLite it holds the write gate

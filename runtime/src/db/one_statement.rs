@@ -1,45 +1,112 @@
-//! `OneStatement`: the writes of one transaction sent to PostgreSQL as a
-//! single statement of data-modifying CTEs (`WITH a AS (INSERT …), b AS
-//! (UPDATE …) SELECT …`) and committed by itself. A transaction of k
-//! statements costs k + 2 round trips (`BEGIN`, each statement, `COMMIT`);
-//! this costs one, with the same atomicity (one statement is one implicit
-//! transaction) and the same durability (its commit waits for the WAL flush
-//! like any other). Each part sees the table as it was before the statement:
-//! a part that depends on another reads that part's `RETURNING` rows.
+//! `OneStatement`: the writes of one transaction sent to the database in
+//! one trip, committed together.
+//!
+//! On PostgreSQL the parts become a single statement of data-modifying CTEs
+//! (`WITH a AS (INSERT …), b AS (UPDATE …) SELECT …`) committed by itself. A
+//! transaction of k statements costs k + 2 round trips (`BEGIN`, each
+//! statement, `COMMIT`); this costs one, with the same atomicity (one
+//! statement is one implicit transaction) and the same durability (its
+//! commit waits for the WAL flush like any other). Each part sees the table
+//! as it was before the statement: a part that depends on another reads that
+//! part's `RETURNING` rows.
+//!
+//! On SQLite the parts run in order as one batch, `BEGIN IMMEDIATE; …;
+//! COMMIT`, handed to the connection's thread at once: one hop instead of
+//! one per statement (each hop wakes that thread and then the caller's). A
+//! part that fails rolls the batch back. A part sees the parts before it;
+//! one that depends on another's effect says so in SQL (`changes()`, or a
+//! lookup of the rows that part wrote).
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, StatementBuilder, Value};
+use std::sync::Arc;
 
-/// A PostgreSQL statement built from named parts; see the module docs.
-#[derive(Debug, Default)]
+use sea_orm::{
+    DatabaseConnection, DbBackend, DbErr, QueryResult, RuntimeErr, Statement, StatementBuilder, Value, Values,
+    sqlx::{self, Executor},
+};
+use sea_query_sqlx::SqlxValues;
+
+/// The writes of one transaction, sent in one trip; see the module docs.
+#[derive(Debug)]
 pub struct OneStatement {
+    backend: DbBackend,
+    /// PostgreSQL: `name AS (sql)`; SQLite: `sql`.
     parts: Vec<String>,
+    names: Vec<String>,
     values: Vec<Value>,
 }
 
 impl OneStatement {
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty statement for `backend` (PostgreSQL or SQLite).
+    pub fn new(backend: DbBackend) -> Self {
+        debug_assert!(matches!(backend, DbBackend::Postgres | DbBackend::Sqlite), "PostgreSQL or SQLite");
+        Self { backend, parts: Vec::new(), names: Vec::new(), values: Vec::new() }
     }
 
-    /// Adds `statement` (built by sea-query for PostgreSQL) as the part `name`.
+    pub fn backend(&self) -> DbBackend {
+        self.backend
+    }
+
+    /// The name of the part added last.
+    pub fn last_part(&self) -> Option<&str> {
+        self.names.last().map(String::as_str)
+    }
+
+    /// Adds `statement` (built by sea-query for this backend) as the part `name`.
     pub fn add(&mut self, name: &str, statement: &impl StatementBuilder) {
-        let built = statement.build(&DbBackend::Postgres);
+        let built = statement.build(&self.backend);
         let values = built.values.map(|v| v.0).unwrap_or_default();
         self.add_sql(name, &built.sql, values);
     }
 
-    /// Adds `sql` as the part `name`; its placeholders are `$1`… over `values`.
+    /// Adds `sql` as the part `name`; its placeholders (PostgreSQL `$1`…,
+    /// SQLite `?`, as sea-query writes them) are over `values`. (On SQLite
+    /// the parts' `?` are bound in order across the batch; a numbered `?NNN`
+    /// would count from the batch's first value.)
     pub fn add_sql(&mut self, name: &str, sql: &str, values: Vec<Value>) {
-        let sql = shift_placeholders(sql, self.values.len());
-        self.parts.push(format!("{name} AS ({sql})"));
+        match self.backend {
+            DbBackend::Postgres => {
+                let sql = shift_placeholders(sql, self.values.len());
+                self.parts.push(format!("{name} AS ({sql})"));
+            }
+            _ => self.parts.push(sql.to_owned()),
+        }
+        self.names.push(name.to_owned());
         self.values.extend(values);
     }
 
-    /// Runs the parts, then `select` (which may read the parts' `RETURNING`
-    /// rows), as one statement on `conn`; returns `select`'s rows.
-    pub async fn run<C: ConnectionTrait>(self, conn: &C, select: &str) -> Result<Vec<QueryResult>, DbErr> {
-        let sql = format!("WITH {} {select}", self.parts.join(", "));
-        conn.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, self.values)).await
+    /// Runs the parts in one trip and answers the `RETURNING` rows of one
+    /// part: on PostgreSQL those `select` reads (`SELECT id FROM s`); on
+    /// SQLite the rows the parts returned, so only that part may have a
+    /// `RETURNING`.
+    pub async fn run(self, db: &DatabaseConnection, select: &str) -> Result<Vec<QueryResult>, DbErr> {
+        match self.backend {
+            DbBackend::Postgres => {
+                let sql = format!("WITH {} {select}", self.parts.join(", "));
+                sea_orm::ConnectionTrait::query_all_raw(db, Statement::from_sql_and_values(self.backend, sql, self.values))
+                    .await
+            }
+            _ => self.run_sqlite(db).await,
+        }
+    }
+
+    async fn run_sqlite(self, db: &DatabaseConnection) -> Result<Vec<QueryResult>, DbErr> {
+        let failed = |err: sqlx::Error| DbErr::Query(RuntimeErr::SqlxError(Arc::new(err)));
+        let sql = format!("BEGIN IMMEDIATE; {}; COMMIT", self.parts.join("; "));
+        let _gate = super::sqlite_write_gate().await;
+        let mut conn = db.get_sqlite_connection_pool().acquire().await.map_err(failed)?;
+        let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(Values(self.values)));
+        match conn.fetch_all(query).await {
+            Ok(rows) => Ok(rows.into_iter().map(QueryResult::from).collect()),
+            Err(err) => {
+                // A part failed: the batch stopped inside its transaction.
+                // (A failed `BEGIN` has none: that `ROLLBACK` fails
+                // harmlessly, and the connection is closed all the same.)
+                if conn.execute(sqlx::raw_sql("ROLLBACK")).await.is_err() {
+                    conn.close_on_drop();
+                }
+                Err(failed(err))
+            }
+        }
     }
 }
 
@@ -94,10 +161,17 @@ mod tests {
 
     #[test]
     fn parts_keep_their_own_values_in_order() {
-        let mut statement = OneStatement::new();
+        let mut statement = OneStatement::new(DbBackend::Postgres);
         statement.add_sql("a", "SELECT $1, $2", vec![1i32.into(), 2i32.into()]);
         statement.add_sql("b", "SELECT $1", vec!["x".into()]);
         assert_eq!(statement.parts, ["a AS (SELECT $1, $2)", "b AS (SELECT $3)"]);
+        assert_eq!(statement.values.len(), 3);
+        assert_eq!(statement.last_part(), Some("b"));
+
+        let mut statement = OneStatement::new(DbBackend::Sqlite);
+        statement.add_sql("a", "SELECT ?, ?", vec![1i32.into(), 2i32.into()]);
+        statement.add_sql("b", "SELECT ?", vec!["x".into()]);
+        assert_eq!(statement.parts, ["SELECT ?, ?", "SELECT ?"], "SQLite binds in order across statements");
         assert_eq!(statement.values.len(), 3);
     }
 }

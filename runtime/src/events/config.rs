@@ -98,6 +98,11 @@ pub struct EventsConfig {
     pub retention: Duration,
     /// `OUTBOX_PRUNE_INTERVAL_MS`: how often published events are pruned (default 60 s).
     pub prune_interval: Duration,
+    /// `OUTBOX_MARK_DELAY_MS`: delivered events are marked published together,
+    /// once the oldest of them has waited this long (default 25; 0 marks each
+    /// round at once). A crash loses at most this window's marks: those
+    /// events are delivered again, and consumers drop repeated event ids.
+    pub mark_delay: Duration,
     /// Requests taken from Kafka, when `ONEX_INPUT_TOPIC` is set.
     pub ingress: Option<IngressConfig>,
 }
@@ -182,6 +187,7 @@ impl EventsConfig {
             max_attempts: env.parse_in("OUTBOX_MAX_ATTEMPTS", 10, 1, 1_000_000)?,
             retention: Duration::from_millis(env.parse_in("OUTBOX_RETENTION_MS", 3_600_000, 0, u64::MAX)?),
             prune_interval: env.millis("OUTBOX_PRUNE_INTERVAL_MS", 60_000)?,
+            mark_delay: Duration::from_millis(env.parse_in("OUTBOX_MARK_DELAY_MS", 25, 0, 10_000)?),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use omninode_proto::events::v1::{EventEnvelope, event_envelope::Payload};
 use prost::Message;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait};
 use tokio::sync::Notify;
 
 use super::topics::EventKind;
@@ -74,12 +74,13 @@ async fn insert_rows<C: ConnectionTrait>(conn: &C, rows: Vec<entity::ActiveModel
 pub enum WriteIf<'a> {
     /// All of them.
     Always,
-    /// All of them, if the part named here returned a row (a conditional
-    /// update that matched).
+    /// All of them, if the part named here — on SQLite the part just before
+    /// — changed a row (a conditional update that matched).
     Returned(&'a str),
-    /// Those whose key is among the `column` values returned by `part` (an
-    /// insert's new rows).
-    KeyReturned { part: &'a str, column: &'a str },
+    /// Those whose key is among the `column` values `part` returned (an
+    /// insert's new rows); on SQLite, those whose key is now a `column` of
+    /// `table` (keys are new ids, so present only if `part` inserted them).
+    KeyReturned { part: &'a str, table: &'a str, column: &'a str },
 }
 
 /// The columns a new outbox row sets (the others take their defaults).
@@ -157,33 +158,54 @@ impl Outbox {
         insert_rows(conn, self.event_rows(events)).await
     }
 
-    /// PostgreSQL: adds the rows of `events` to `statement` as its part
-    /// `name`, written if `when` holds (see [`OneStatement`]); the caller
-    /// calls [`Outbox::committed`] once the statement has run.
+    /// Adds the rows of `events` to `statement` as its part `name`, written
+    /// if `when` holds (see [`OneStatement`]); the caller calls
+    /// [`Outbox::committed`] once the statement has run.
     pub fn add_to(&self, statement: &mut OneStatement, name: &str, events: Vec<(String, NewEvent)>, when: &WriteIf) {
+        let postgres = statement.backend() == DbBackend::Postgres;
         let (keys, events): (Vec<String>, Vec<NewEvent>) = events.into_iter().unzip();
         let rows = self.event_rows(events);
-        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * ROW_COLUMNS.len());
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * (ROW_COLUMNS.len() + 1));
         let mut tuples = Vec::with_capacity(rows.len());
         for (key, row) in keys.into_iter().zip(rows) {
             let first = values.len();
-            tuples.push(format!(
-                "({})",
-                (1..=ROW_COLUMNS.len() + 1).map(|i| format!("${}", first + i)).collect::<Vec<_>>().join(", ")
-            ));
+            let placeholders: Vec<String> = (1..=ROW_COLUMNS.len() + 1)
+                .map(|i| if postgres { format!("${}", first + i) } else { "?".to_owned() })
+                .collect();
+            tuples.push(format!("({})", placeholders.join(", ")));
             values.push(key.into());
             values.extend(row_values(row));
         }
         let columns = ROW_COLUMNS.join(", ");
-        let condition = match when {
-            WriteIf::Always => String::new(),
-            WriteIf::Returned(part) => format!(" WHERE EXISTS (SELECT 1 FROM {part})"),
-            WriteIf::KeyReturned { part, column } => format!(" WHERE v.key IN (SELECT {column} FROM {part})"),
+        let sql = if postgres {
+            let condition = match when {
+                WriteIf::Always => String::new(),
+                WriteIf::Returned(part) => format!(" WHERE EXISTS (SELECT 1 FROM {part})"),
+                WriteIf::KeyReturned { part, column, .. } => format!(" WHERE v.key IN (SELECT {column} FROM {part})"),
+            };
+            format!(
+                "INSERT INTO event_outbox ({columns}) SELECT {columns} FROM (VALUES {}) AS v(key, {columns}){condition}",
+                tuples.join(", ")
+            )
+        } else {
+            // SQLite names a VALUES list's columns column1, column2, …
+            let condition = match when {
+                WriteIf::Always => String::new(),
+                WriteIf::Returned(part) => {
+                    assert_eq!(statement.last_part(), Some(*part), "on SQLite the condition's part comes just before");
+                    " WHERE changes() > 0".to_owned()
+                }
+                WriteIf::KeyReturned { table, column, .. } => {
+                    format!(" WHERE EXISTS (SELECT 1 FROM {table} WHERE {column} = v.column1)")
+                }
+            };
+            let selected: Vec<String> = (2..=ROW_COLUMNS.len() + 1).map(|i| format!("v.column{i}")).collect();
+            format!(
+                "INSERT INTO event_outbox ({columns}) SELECT {} FROM (VALUES {}) AS v{condition}",
+                selected.join(", "),
+                tuples.join(", ")
+            )
         };
-        let sql = format!(
-            "INSERT INTO event_outbox ({columns}) SELECT {columns} FROM (VALUES {}) AS v(key, {columns}){condition}",
-            tuples.join(", ")
-        );
         statement.add_sql(name, &sql, values);
     }
 

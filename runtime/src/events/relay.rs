@@ -7,7 +7,13 @@
 //! With PostgreSQL several processes may share one outbox: only the holder of
 //! a session advisory lock relays, so rows go out once and in order.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -38,6 +44,32 @@ pub struct OutboxRelay {
     max_attempts: i32,
     retention: Duration,
     prune_interval: Duration,
+    mark_delay: Duration,
+    /// Delivered events not yet marked (not counted as pending).
+    unmarked: AtomicU64,
+}
+
+/// Delivered events whose "published" mark is not written yet: marked
+/// together by one write once the oldest has waited the mark delay, or once
+/// a batch of them is waiting, instead of one write per round. Until then
+/// the relay leaves them out of its reads; lost in a crash, they are
+/// delivered again (at least once; consumers drop repeated event ids).
+#[derive(Debug, Default)]
+struct Unmarked {
+    ids: Vec<i64>,
+    /// When the oldest of `ids` was delivered.
+    since: Option<Instant>,
+}
+
+impl Unmarked {
+    /// When they must be marked, if any wait.
+    fn deadline(&self, delay: Duration) -> Option<Instant> {
+        self.since.map(|since| since + delay)
+    }
+
+    fn due(&self, delay: Duration, batch_size: u64) -> bool {
+        self.ids.len() as u64 >= batch_size || self.deadline(delay).is_some_and(|at| at <= Instant::now())
+    }
 }
 
 impl OutboxRelay {
@@ -49,8 +81,19 @@ impl OutboxRelay {
         events: &super::EventsConfig,
     ) -> Self {
         let (batch_size, poll_interval, max_attempts) = (events.batch_size, events.poll_interval, events.max_attempts);
-        let (retention, prune_interval) = (events.retention, events.prune_interval);
-        Self { db, sink, wake, batch_size, poll_interval, max_attempts, retention, prune_interval }
+        let (retention, prune_interval, mark_delay) = (events.retention, events.prune_interval, events.mark_delay);
+        Self {
+            db,
+            sink,
+            wake,
+            batch_size,
+            poll_interval,
+            max_attempts,
+            retention,
+            prune_interval,
+            mark_delay,
+            unmarked: AtomicU64::new(0),
+        }
     }
 
     /// Relays until `stop`; probes the sink every `probe_interval` into `health`
@@ -69,6 +112,7 @@ impl OutboxRelay {
                 let result = prober.sink.probe().await;
                 health.set_component(prober.sink.name(), false, result).await;
                 if let Ok(pending) = prober.pending().await {
+                    let pending = pending.saturating_sub(prober.unmarked.load(Ordering::Relaxed));
                     metrics::gauge!("outbox_pending_events").set(pending as f64);
                 }
                 tokio::select! {
@@ -97,13 +141,17 @@ impl OutboxRelay {
 
     async fn run(&self, stop: CancellationToken) {
         let mut leader: Option<PoolConnection<Postgres>> = None;
+        let mut unmarked = Unmarked::default();
         let mut failures = 0u32;
         loop {
             let round = async {
+                if unmarked.due(self.mark_delay, self.batch_size) {
+                    self.mark(&mut unmarked).await?;
+                }
                 if self.db.get_database_backend() == DbBackend::Postgres && !self.lead(&mut leader).await {
                     return Ok(0);
                 }
-                self.publish_batch().await
+                self.publish_batch(&mut unmarked).await
             };
             let pause = match round.await {
                 Ok(n) if n as u64 >= self.batch_size => {
@@ -121,12 +169,30 @@ impl OutboxRelay {
                     Some(backoff(failures))
                 }
             };
+            let mark_at = unmarked.deadline(self.mark_delay).filter(|_| pause.is_none());
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    if let Err(problem) = self.mark(&mut unmarked).await {
+                        tracing::warn!(%problem, "delivered events left unmarked at shutdown; they will be delivered again");
+                    }
+                    return;
+                }
                 _ = self.wake.notified(), if pause.is_none() => {}
                 _ = tokio::time::sleep(pause.unwrap_or(self.poll_interval)) => {}
+                _ = tokio::time::sleep_until(mark_at.unwrap_or_else(Instant::now).into()), if mark_at.is_some() => {}
             }
         }
+    }
+
+    /// Marks the delivered events published (they stay waiting if it fails).
+    async fn mark(&self, unmarked: &mut Unmarked) -> Result<(), String> {
+        if unmarked.ids.is_empty() {
+            return Ok(());
+        }
+        self.mark_published(&unmarked.ids).await.map_err(|e| format!("cannot mark events published: {e}"))?;
+        self.unmarked.store(0, Ordering::Relaxed);
+        *unmarked = Unmarked::default();
+        Ok(())
     }
 
     /// Whether this process leads (PostgreSQL): holds the advisory lock on a
@@ -152,10 +218,14 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes the oldest unpublished rows; returns how many were delivered.
-    async fn publish_batch(&self) -> Result<usize, String> {
-        let rows = Entity::find()
-            .filter(Column::PublishedAt.is_null())
+    /// Publishes the oldest unpublished rows (but those delivered and not yet
+    /// marked); returns how many were delivered.
+    async fn publish_batch(&self, unmarked: &mut Unmarked) -> Result<usize, String> {
+        let mut query = Entity::find().filter(Column::PublishedAt.is_null());
+        if !unmarked.ids.is_empty() {
+            query = query.filter(Column::Id.is_not_in(unmarked.ids.iter().copied()));
+        }
+        let rows = query
             .filter(Column::Attempts.lt(self.max_attempts))
             .order_by_asc(Column::Id)
             .limit(self.batch_size)
@@ -193,8 +263,13 @@ impl OutboxRelay {
         drop(spans);
         let ids: Vec<i64> = rows.iter().zip(&delivered).filter(|(_, ok)| **ok).map(|(row, _)| row.id).collect();
         if !ids.is_empty() {
-            self.mark_published(&ids).await.map_err(|e| format!("cannot mark events published: {e}"))?;
             metrics::counter!("outbox_events_published_total", "sink" => self.sink.name()).increment(ids.len() as u64);
+            unmarked.since.get_or_insert_with(Instant::now);
+            unmarked.ids.extend_from_slice(&ids);
+            self.unmarked.store(unmarked.ids.len() as u64, Ordering::Relaxed);
+            if self.mark_delay.is_zero() {
+                self.mark(unmarked).await?;
+            }
         }
         let Some(problem) = refused else { return Ok(ids.len()) };
         // Charge the attempt to the first event that did not go out.

@@ -102,9 +102,9 @@ impl WorkflowStore {
                 row.lease_expires_at = Set(Some(lease::expiry(*lease)));
                 row.lease_attempt = Set(1);
                 // A workflow claimed at once (RunWorkflow's path) is written
-                // with its events in one round trip on PostgreSQL.
-                if self.backend() == DbBackend::Postgres && workflow.reply_to.is_none() {
-                    let mut statement = OneStatement::new();
+                // with its events in one trip.
+                if workflow.reply_to.is_none() {
+                    let mut statement = OneStatement::new(self.backend());
                     statement.add("w", &Entity::insert(row).into_query());
                     self.outbox.add_to(&mut statement, "o", keyed(inserted_events(workflow)), &WriteIf::Always);
                     statement.run(&self.db, "SELECT 1").await.map(|_| true)
@@ -229,7 +229,7 @@ impl WorkflowStore {
         };
         let moved = workflow.state != expected;
         let answers_kafka = moved && workflow.state.is_terminal() && workflow.reply_to.is_some();
-        let written = if self.backend() == DbBackend::Postgres && !answers_kafka {
+        let written = if !answers_kafka {
             self.update_in_one_statement(workflow, expected, query.into_query()).await?
         } else {
             self.update_row(workflow, expected, query).await?
@@ -251,9 +251,9 @@ impl WorkflowStore {
         Ok(Updated::Written)
     }
 
-    /// PostgreSQL: the conditional update, its event and its notifications
-    /// (`pg_notify` in its `RETURNING`, sent at commit) in one statement;
-    /// whether it matched.
+    /// The conditional update, its event and (PostgreSQL) its notifications
+    /// (`pg_notify` in its `RETURNING`, sent at commit) in one trip
+    /// ([`OneStatement`]); whether it matched.
     async fn update_in_one_statement(
         &self,
         workflow: &Workflow,
@@ -262,24 +262,24 @@ impl WorkflowStore {
     ) -> Result<bool, DbErr> {
         use sea_orm::sea_query::Query;
         let moved = workflow.state != expected;
-        // Each state change is announced to the watchers of other instances;
-        // one queued again also wakes every instance's claimer.
-        let returning = match (moved, workflow.state) {
-            (false, _) => Query::returning().expr(Expr::val(1)),
-            (true, WorkflowState::Pending) => {
+        // On PostgreSQL each state change is announced to the watchers of
+        // other instances; one queued again also wakes every instance's
+        // claimer. (On SQLite, one process, the engine wakes its own.)
+        let returning = match (moved, workflow.state, self.backend()) {
+            (false, _, _) | (_, _, DbBackend::Sqlite) => Query::returning().expr(Expr::val(1)),
+            (true, WorkflowState::Pending, _) => {
                 Query::returning().exprs([lease::announce_change(&workflow.id), lease::wake_claimers()])
             }
-            (true, _) => Query::returning().expr(lease::announce_change(&workflow.id)),
+            (true, _, _) => Query::returning().expr(lease::announce_change(&workflow.id)),
         };
         update.returning(returning);
-        let mut statement = OneStatement::new();
+        let mut statement = OneStatement::new(self.backend());
         statement.add("u", &update);
         if moved {
             let event = (workflow.id.clone(), state_changed(workflow, Some(expected)));
             self.outbox.add_to(&mut statement, "o", vec![event], &WriteIf::Returned("u"));
         }
-        let rows = statement.run(&self.db, "SELECT count(*) AS n FROM u").await?;
-        let matched: i64 = rows.first().map(|row| row.try_get("", "n")).transpose()?.unwrap_or(0);
+        let matched = statement.run(&self.db, "SELECT 1 FROM u").await?.len();
         Ok(matched == 1)
     }
 

@@ -220,7 +220,7 @@ async fn write_transaction(
     outbox: &Outbox,
     requests: &[WriteRequest],
 ) -> Result<Vec<Vec<Stored>>, DbErr> {
-    if db.get_database_backend() == DbBackend::Postgres && fits_one_statement(requests) {
+    if fits_one_statement(requests) {
         return write_in_one_statement(db, outbox, requests).await;
     }
     let txn = begin_write(db).await?;
@@ -258,18 +258,20 @@ async fn write_transaction(
     Ok(results)
 }
 
-/// Whether a group can go as one PostgreSQL statement: one namespace, and
-/// rows and events small enough that the statement is never held back by
-/// Nagle's algorithm (see [`omninode_runtime::db::STATEMENT_BYTES`]).
+/// Whether a group can go in one trip ([`OneStatement`]): one namespace,
+/// and rows and events small enough that a PostgreSQL statement is never
+/// held back by Nagle's algorithm (see
+/// [`omninode_runtime::db::STATEMENT_BYTES`]). Larger groups take a
+/// transaction of several statements.
 fn fits_one_statement(requests: &[WriteRequest]) -> bool {
     let namespace = &requests[0].namespace;
     let bytes: usize = requests.iter().flat_map(|r| &r.items).map(|item| 2 * row_bytes(&item)).sum();
     requests.iter().all(|r| &r.namespace == namespace) && bytes <= omninode_runtime::db::STATEMENT_BYTES
 }
 
-/// PostgreSQL, one round trip: the new rows (`ON CONFLICT DO NOTHING
-/// RETURNING id`) and the events of those it inserted, in one statement
-/// committed by itself; then the items it did not insert are looked up.
+/// One trip to the database: the new rows (`ON CONFLICT DO NOTHING
+/// RETURNING id`) and the events of those it inserted, committed together;
+/// then the items it did not insert are looked up.
 async fn write_in_one_statement(
     db: &DatabaseConnection,
     outbox: &Outbox,
@@ -293,9 +295,10 @@ async fn write_in_one_statement(
             (item.id.clone(), event)
         })
         .collect();
-    let mut statement = OneStatement::new();
+    let mut statement = OneStatement::new(db.get_database_backend());
     statement.add("s", &insert_statement(namespace, &plan.rows));
-    outbox.add_to(&mut statement, "o", events, &WriteIf::KeyReturned { part: "s", column: "id" });
+    let written = WriteIf::KeyReturned { part: "s", table: "metadata_stamps", column: "id" };
+    outbox.add_to(&mut statement, "o", events, &written);
     let mut inserted = HashSet::with_capacity(plan.rows.len());
     for row in statement.run(db, "SELECT id FROM s").await? {
         inserted.insert(row.try_get::<String>("", "id")?);
