@@ -135,7 +135,11 @@ async fn outbox_rows_follow_what_the_parts_before_them_returned(backend: Backend
     outbox().add_to(
         &mut statement,
         "o",
-        vec![("id-1".to_owned(), event("k1").1), ("id-2".to_owned(), event("k2").1), ("id-3".to_owned(), event("k3").1)],
+        vec![
+            ("id-1".to_owned(), event("k1").1),
+            ("id-2".to_owned(), event("k2").1),
+            ("id-3".to_owned(), event("k3").1),
+        ],
         &WriteIf::KeyReturned { part: "s", table: "metadata_stamps", column: "id" },
     );
     let returned = statement.run(&db, "SELECT id FROM s").await.unwrap();

@@ -82,8 +82,11 @@ impl OneStatement {
         match self.backend {
             DbBackend::Postgres => {
                 let sql = format!("WITH {} {select}", self.parts.join(", "));
-                sea_orm::ConnectionTrait::query_all_raw(db, Statement::from_sql_and_values(self.backend, sql, self.values))
-                    .await
+                sea_orm::ConnectionTrait::query_all_raw(
+                    db,
+                    Statement::from_sql_and_values(self.backend, sql, self.values),
+                )
+                .await
             }
             _ => self.run_sqlite(db).await,
         }

@@ -433,6 +433,134 @@ mod tests {
         }
     }
 
+    /// A sink that delivers everything and counts each event id.
+    #[derive(Default)]
+    struct Counting(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+    #[async_trait::async_trait]
+    impl EventSink for Counting {
+        async fn publish(&self, events: &[OutgoingEvent]) -> (Vec<bool>, Option<String>) {
+            let mut seen = self.0.lock().unwrap();
+            for event in events {
+                *seen.entry(event.event_id.clone()).or_default() += 1;
+            }
+            (vec![true; events.len()], None)
+        }
+        async fn probe(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+    }
+
+    impl Counting {
+        fn deliveries(&self) -> Vec<usize> {
+            let seen = self.0.lock().unwrap();
+            let mut counts: Vec<usize> = seen.values().copied().collect();
+            counts.sort_unstable();
+            counts
+        }
+    }
+
+    async fn outbox_db(dir: &tempfile::TempDir) -> DatabaseConnection {
+        let db = crate::db::connect(&DatabaseTarget::Sqlite(dir.path().join("outbox.db")), 2).await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        db
+    }
+
+    async fn add_event(db: &DatabaseConnection, event_id: &str) {
+        let row = super::super::outbox::entity::ActiveModel {
+            id: sea_orm::ActiveValue::NotSet,
+            event_id: Set(event_id.into()),
+            topic: Set("t".into()),
+            partition_key: Set("k".into()),
+            event_type: Set("StampCreated".into()),
+            correlation_id: Set(None),
+            payload: Set(vec![1]),
+            created_at: Set(chrono::Utc::now()),
+            published_at: Set(None),
+            attempts: Set(0),
+            last_error: Set(None),
+            trace_context: Set(None),
+            headers: Set(None),
+        };
+        Entity::insert(row).exec_without_returning(db).await.unwrap();
+    }
+
+    async fn unmarked(db: &DatabaseConnection) -> u64 {
+        Entity::find().filter(Column::PublishedAt.is_null()).count(db).await.unwrap()
+    }
+
+    async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+        for _ in 0..500 {
+            if done().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what} did not happen within 5 s");
+    }
+
+    fn start(
+        db: &DatabaseConnection,
+        sink: Arc<Counting>,
+        wake: Arc<Notify>,
+        mark_delay_ms: &str,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let env = crate::Env::from_pairs([("OUTBOX_MARK_DELAY_MS", mark_delay_ms)]);
+        let events = crate::events::EventsConfig::from_env(&env, "test").unwrap();
+        let relay = OutboxRelay::new(db.clone(), sink, wake, &events);
+        let health = HealthRegistry::new("test", tonic_health::server::health_reporter().0);
+        let stop = CancellationToken::new();
+        (stop.clone(), relay.spawn(health, Duration::from_secs(60), stop))
+    }
+
+    #[tokio::test]
+    async fn delivered_events_are_marked_together_once_and_not_delivered_again_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = outbox_db(&dir).await;
+        add_event(&db, "e1").await;
+        add_event(&db, "e2").await;
+        let (sink, wake) = (Arc::new(Counting::default()), Arc::new(Notify::new()));
+        // The longest mark delay (10 s), longer than the test takes: only
+        // shutdown marks.
+        let (stop, relay) = start(&db, sink.clone(), wake.clone(), "10000");
+        eventually("both events delivered", async || sink.deliveries().len() == 2).await;
+
+        // Rounds that find the delivered events unmarked leave them alone.
+        for _ in 0..5 {
+            wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        assert_eq!(unmarked(&db).await, 2, "their mark waits for the delay");
+        add_event(&db, "e3").await;
+        wake.notify_one();
+        eventually("the third event delivered", async || sink.deliveries().len() == 3).await;
+        assert_eq!(sink.deliveries(), [1, 1, 1], "each event delivered once");
+
+        stop.cancel();
+        relay.await.unwrap();
+        assert_eq!(unmarked(&db).await, 0, "marked at shutdown");
+    }
+
+    #[tokio::test]
+    async fn delivered_events_are_marked_after_the_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = outbox_db(&dir).await;
+        add_event(&db, "e1").await;
+        let (sink, wake) = (Arc::new(Counting::default()), Arc::new(Notify::new()));
+        let (stop, relay) = start(&db, sink.clone(), wake.clone(), "50");
+        eventually("the event delivered", async || sink.deliveries().len() == 1).await;
+        eventually("the event marked", async || unmarked(&db).await == 0).await;
+        add_event(&db, "e2").await;
+        wake.notify_one();
+        eventually("the second event marked", async || unmarked(&db).await == 0).await;
+        assert_eq!(sink.deliveries(), [1, 1]);
+        stop.cancel();
+        relay.await.unwrap();
+    }
+
     #[tokio::test]
     async fn pruning_deletes_only_events_published_before_the_retention() {
         let dir = tempfile::tempdir().unwrap();
