@@ -6,7 +6,7 @@
 //! the rest are interrupted and their leases released so another instance
 //! takes them at once, without waiting for the leases to expire.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, sync::atomic::Ordering, time::Duration};
 
 use sea_orm::{DbBackend, sqlx::postgres::PgListener};
 use tokio::{task::JoinHandle, time::Instant};
@@ -44,9 +44,15 @@ async fn claim_until(engine: &WorkflowEngine, stop: &CancellationToken) {
     loop {
         let free = inner.slots.available_permits() as u64;
         if free > 0 {
+            // Cleared before the look: a workflow queued meanwhile sets it again.
+            inner.backlog.store(false, Ordering::SeqCst);
             match inner.store.claim(&inner.owner, free, lease).await {
                 Ok(claimed) => {
                     failures = 0;
+                    if claimed.len() as u64 >= free {
+                        // As many as there were workers: more may wait.
+                        inner.backlog.store(true, Ordering::SeqCst);
+                    }
                     for workflow in claimed {
                         let Ok(slot) = inner.slots.clone().acquire_owned().await else { return };
                         metrics::counter!("workflow_claimed_total").increment(1);
@@ -59,6 +65,7 @@ async fn claim_until(engine: &WorkflowEngine, stop: &CancellationToken) {
                 }
                 Err(err) => {
                     failures += 1;
+                    inner.backlog.store(true, Ordering::SeqCst);
                     tracing::warn!(%err, failures, "cannot claim workflows");
                 }
             }
@@ -164,13 +171,13 @@ async fn listen(engine: WorkflowEngine, stop: CancellationToken) {
             },
         };
         // A reconnect may have missed notifications: look once.
-        engine.inner.wake.notify_one();
+        engine.wake_claimer();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 notification = listener.recv() => match notification {
                     Ok(n) if n.channel() == CHANGES_CHANNEL => pass_on(&engine, n.payload()),
-                    Ok(_) => engine.inner.wake.notify_one(),
+                    Ok(_) => engine.wake_claimer(),
                     Err(_) => break,
                 },
             }

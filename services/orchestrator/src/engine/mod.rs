@@ -14,7 +14,10 @@ pub use signals::Signal;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -91,8 +94,17 @@ struct Inner {
     owner: String,
     /// One permit per worker (`ORCHESTRATOR_CONCURRENCY`).
     slots: Arc<Semaphore>,
-    /// Wakes the claimer: a workflow was queued or a worker freed up.
+    /// Wakes the claimer: a workflow was queued, or a worker freed up while
+    /// runnable workflows may be waiting.
     wake: Notify,
+    /// Whether runnable workflows may be waiting in the database: set by
+    /// whatever queues one (here, or — PostgreSQL — a `NOTIFY` from another
+    /// instance) and by a claim that took as many as it could; cleared when a
+    /// claim finds fewer. A finished worker wakes the claimer only while it
+    /// is set: with nothing queued, a claim per finished workflow would only
+    /// scan for work that is not there (the periodic poll still finds
+    /// expired leases).
+    backlog: AtomicBool,
     /// The workflows being run now.
     running: Mutex<HashMap<String, Running>>,
     /// Every stored change, for watchers in this process.
@@ -154,6 +166,7 @@ impl WorkflowEngine {
                 owner: format!("{instance_id}/{}", &suffix[..8]),
                 slots: Arc::new(Semaphore::new(config.concurrency)),
                 wake: Notify::new(),
+                backlog: AtomicBool::new(true),
                 running: Mutex::new(HashMap::new()),
                 updates: broadcast::channel(1024).0,
                 stopping: stop.clone(),
@@ -222,7 +235,7 @@ impl WorkflowEngine {
                         self.spawn_worker(workflow.id.clone(), Fence { attempt: 1 }, slot, Some(workflow.clone()));
                     }
                     None => {
-                        self.inner.wake.notify_one();
+                        self.wake_claimer();
                         // The backlog just grew: say so now, not at the next periodic refresh.
                         self.report_backlog().await;
                     }
@@ -335,6 +348,12 @@ impl WorkflowEngine {
             let _watching = &guard;
             item
         })
+    }
+
+    /// Wakes the claimer: a runnable workflow may be waiting.
+    pub(crate) fn wake_claimer(&self) {
+        self.inner.backlog.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
     }
 
     /// Whether a watcher in this process follows `id`.

@@ -4,7 +4,7 @@
 //! with per-attempt timeouts, retries of transient failures, a
 //! whole-workflow timeout, and cancellation between and during steps.
 
-use std::{future::Future, time::Duration, time::Instant};
+use std::{future::Future, sync::atomic::Ordering, time::Duration, time::Instant};
 
 use omninode_core::{limits, time::now, validate::hash_content};
 use tokio::sync::OwnedSemaphorePermit;
@@ -76,7 +76,9 @@ impl WorkflowEngine {
             }
             engine.inner.running.lock().expect("running map").remove(&id);
             drop(slot);
-            engine.inner.wake.notify_one();
+            if engine.inner.backlog.load(Ordering::SeqCst) {
+                engine.inner.wake.notify_one();
+            }
         });
     }
 

@@ -65,7 +65,7 @@ impl WorkflowEngine {
                 self.publish(&workflow);
             }
             if workflow.state == WorkflowState::Pending {
-                self.inner.wake.notify_one();
+                self.wake_claimer();
             }
             return Ok(workflow);
         }
