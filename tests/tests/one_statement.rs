@@ -176,3 +176,40 @@ async fn outbox_rows_follow_what_the_parts_before_them_returned_on_postgres() {
 async fn outbox_rows_follow_what_the_parts_before_them_returned_on_sqlite() {
     outbox_rows_follow_what_the_parts_before_them_returned(Backend::Sqlite).await;
 }
+
+/// A caller that goes away mid-write (a dropped request) leaves the write
+/// whole or absent and no connection inside a transaction.
+async fn a_dropped_caller_leaves_no_half_written_batch(backend: Backend) {
+    let database = TestDatabase::new(backend).await;
+    let db = migrated(&database).await;
+    let backend = db.get_database_backend();
+    for round in 0..20u64 {
+        let mut statement = OneStatement::new(backend);
+        outbox().add_to(&mut statement, "o", vec![event("a"), event("b")], &WriteIf::Always);
+        // Dropped at its first wait, or somewhat later.
+        let patience = std::time::Duration::from_micros(round * 50);
+        let _ = tokio::time::timeout(patience, statement.run(&db, "SELECT 1")).await;
+    }
+    // Every connection of the pool can write at once: none holds the write lock.
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let mut statement = OneStatement::new(backend);
+        outbox().add_to(&mut statement, "o", vec![event("c")], &WriteIf::Always);
+        statement.run(&db, "SELECT 1").await.unwrap();
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "no write waited on a lock left behind");
+    let keys = outbox_keys(&db).await;
+    let (a, b) = (keys.iter().filter(|k| *k == "a").count(), keys.iter().filter(|k| *k == "b").count());
+    assert_eq!(a, b, "each dropped write is whole or absent: {keys:?}");
+    assert_eq!(keys.iter().filter(|k| *k == "c").count(), 10);
+}
+
+#[tokio::test]
+async fn a_dropped_caller_leaves_no_half_written_batch_on_postgres() {
+    a_dropped_caller_leaves_no_half_written_batch(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_dropped_caller_leaves_no_half_written_batch_on_sqlite() {
+    a_dropped_caller_leaves_no_half_written_batch(Backend::Sqlite).await;
+}

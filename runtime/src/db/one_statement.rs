@@ -92,24 +92,33 @@ impl OneStatement {
         }
     }
 
+    /// Runs the batch in a task of its own: a caller that goes away (a
+    /// dropped request) must not stop it between its `BEGIN` and its
+    /// `COMMIT`, which would leave a pooled connection inside a transaction
+    /// holding the write lock. Like a group commit's write, it finishes.
     async fn run_sqlite(self, db: &DatabaseConnection) -> Result<Vec<QueryResult>, DbErr> {
         let failed = |err: sqlx::Error| DbErr::Query(RuntimeErr::SqlxError(Arc::new(err)));
         let sql = format!("BEGIN IMMEDIATE; {}; COMMIT", self.parts.join("; "));
-        let _gate = super::sqlite_write_gate().await;
-        let mut conn = db.get_sqlite_connection_pool().acquire().await.map_err(failed)?;
-        let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(Values(self.values)));
-        match conn.fetch_all(query).await {
-            Ok(rows) => Ok(rows.into_iter().map(QueryResult::from).collect()),
-            Err(err) => {
-                // A part failed: the batch stopped inside its transaction.
-                // (A failed `BEGIN` has none: that `ROLLBACK` fails
-                // harmlessly, and the connection is closed all the same.)
-                if conn.execute(sqlx::raw_sql("ROLLBACK")).await.is_err() {
-                    conn.close_on_drop();
+        let pool = db.get_sqlite_connection_pool().clone();
+        let values = self.values;
+        let batch = tokio::spawn(async move {
+            let _gate = super::sqlite_write_gate().await;
+            let mut conn = pool.acquire().await.map_err(failed)?;
+            let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(Values(values)));
+            match conn.fetch_all(query).await {
+                Ok(rows) => Ok(rows.into_iter().map(QueryResult::from).collect()),
+                Err(err) => {
+                    // A part failed: the batch stopped inside its transaction.
+                    // (A failed `BEGIN` has none: that `ROLLBACK` fails
+                    // harmlessly, and the connection is closed all the same.)
+                    if conn.execute(sqlx::raw_sql("ROLLBACK")).await.is_err() {
+                        conn.close_on_drop();
+                    }
+                    Err(failed(err))
                 }
-                Err(failed(err))
             }
-        }
+        });
+        batch.await.map_err(|err| DbErr::Custom(format!("the SQLite write stopped: {err}")))?
     }
 }
 
