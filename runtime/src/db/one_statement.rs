@@ -42,6 +42,7 @@ impl OneStatement {
         Self { backend, parts: Vec::new(), names: Vec::new(), values: Vec::new() }
     }
 
+    /// The database the statement is built for.
     pub fn backend(&self) -> DbBackend {
         self.backend
     }
