@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use omninode_integration_tests::{Backend, TestDatabase};
+use omninode_integration_tests::{Backend, TestDatabase, on_both_backends};
 use omninode_proto::events::v1::{StampCreated, event_envelope::Payload};
 use omninode_runtime::{
     Env, MeshConfig,
@@ -12,6 +12,12 @@ use omninode_runtime::{
     events::{EventKind, NewEvent, Outbox, WriteIf},
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+
+on_both_backends!(
+    a_failing_part_writes_nothing_of_the_others,
+    outbox_rows_follow_what_the_parts_before_them_returned,
+    a_dropped_caller_leaves_no_half_written_batch,
+);
 
 async fn migrated(database: &TestDatabase) -> DatabaseConnection {
     let config = MeshConfig::from_env(&Env::from_pairs(database.env())).unwrap();
@@ -157,26 +163,6 @@ async fn outbox_rows_follow_what_the_parts_before_them_returned(backend: Backend
     assert_eq!(outbox_keys(&db).await, ["k1", "k3", "matched"]);
 }
 
-#[tokio::test]
-async fn a_failing_part_writes_nothing_of_the_others_on_postgres() {
-    a_failing_part_writes_nothing_of_the_others(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn a_failing_part_writes_nothing_of_the_others_on_sqlite() {
-    a_failing_part_writes_nothing_of_the_others(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn outbox_rows_follow_what_the_parts_before_them_returned_on_postgres() {
-    outbox_rows_follow_what_the_parts_before_them_returned(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn outbox_rows_follow_what_the_parts_before_them_returned_on_sqlite() {
-    outbox_rows_follow_what_the_parts_before_them_returned(Backend::Sqlite).await;
-}
-
 /// A caller that goes away mid-write (a dropped request) leaves the write
 /// whole or absent and no connection inside a transaction.
 async fn a_dropped_caller_leaves_no_half_written_batch(backend: Backend) {
@@ -202,14 +188,4 @@ async fn a_dropped_caller_leaves_no_half_written_batch(backend: Backend) {
     let (a, b) = (keys.iter().filter(|k| *k == "a").count(), keys.iter().filter(|k| *k == "b").count());
     assert_eq!(a, b, "each dropped write is whole or absent: {keys:?}");
     assert_eq!(keys.iter().filter(|k| *k == "c").count(), 10);
-}
-
-#[tokio::test]
-async fn a_dropped_caller_leaves_no_half_written_batch_on_postgres() {
-    a_dropped_caller_leaves_no_half_written_batch(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn a_dropped_caller_leaves_no_half_written_batch_on_sqlite() {
-    a_dropped_caller_leaves_no_half_written_batch(Backend::Sqlite).await;
 }

@@ -473,8 +473,13 @@ mod tests {
         db
     }
 
-    async fn add_event(db: &DatabaseConnection, event_id: &str) {
-        let row = super::super::outbox::entity::ActiveModel {
+    /// An outbox row of `event_id`, created at `created_at`, published at `published_at`.
+    fn outbox_row(
+        event_id: &str,
+        created_at: chrono::DateTime<chrono::Utc>,
+        published_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> super::super::outbox::entity::ActiveModel {
+        super::super::outbox::entity::ActiveModel {
             id: sea_orm::ActiveValue::NotSet,
             event_id: Set(event_id.into()),
             topic: Set("t".into()),
@@ -482,13 +487,17 @@ mod tests {
             event_type: Set("StampCreated".into()),
             correlation_id: Set(None),
             payload: Set(vec![1]),
-            created_at: Set(chrono::Utc::now()),
-            published_at: Set(None),
+            created_at: Set(created_at),
+            published_at: Set(published_at),
             attempts: Set(0),
             last_error: Set(None),
             trace_context: Set(None),
             headers: Set(None),
-        };
+        }
+    }
+
+    async fn add_event(db: &DatabaseConnection, event_id: &str) {
+        let row = outbox_row(event_id, chrono::Utc::now(), None);
         Entity::insert(row).exec_without_returning(db).await.unwrap();
     }
 
@@ -568,26 +577,9 @@ mod tests {
     #[tokio::test]
     async fn pruning_deletes_only_events_published_before_the_retention() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::db::connect(&DatabaseTarget::Sqlite(dir.path().join("outbox.db")), 2).await.unwrap();
-        Migrator::up(&db, None).await.unwrap();
+        let db = outbox_db(&dir).await;
         let long_ago = chrono::Utc::now() - chrono::Duration::hours(2);
-        let row = |event_id: &str, published_at: Option<chrono::DateTime<chrono::Utc>>| {
-            super::super::outbox::entity::ActiveModel {
-                id: sea_orm::ActiveValue::NotSet,
-                event_id: Set(event_id.into()),
-                topic: Set("t".into()),
-                partition_key: Set("k".into()),
-                event_type: Set("StampCreated".into()),
-                correlation_id: Set(None),
-                payload: Set(vec![1]),
-                created_at: Set(long_ago),
-                published_at: Set(published_at),
-                attempts: Set(0),
-                last_error: Set(None),
-                trace_context: Set(None),
-                headers: Set(None),
-            }
-        };
+        let row = |event_id: &str, published_at| outbox_row(event_id, long_ago, published_at);
         let rows = [
             row("old-published", Some(long_ago)),
             row("recent-published", Some(chrono::Utc::now())),
