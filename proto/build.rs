@@ -31,7 +31,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (files, _, _) in ROOTED {
         tonic_prost_build::configure().build_client(false).build_server(false).compile_protos(files, &["."])?;
     }
-    let mut config = tonic_prost_build::configure().file_descriptor_set_path(out_dir.join("omninode_descriptor.bin"));
+    // What is only hashed arrives as `Bytes`: decoded without a copy, a view
+    // of the received message.
+    let mut config = tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("omninode_descriptor.bin"))
+        .bytes(".omninode.stamping.v1.HashRequest.content")
+        .bytes(".omninode.stamping.v1.HashStreamRequest.chunk");
     for (_, package, path) in ROOTED {
         config = config.extern_path(*package, *path);
     }

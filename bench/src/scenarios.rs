@@ -143,10 +143,12 @@ pub async fn hash(bench: &Bench, mesh: MeshAddrs, report: &mut Report) -> anyhow
             raw.push((concurrency, measured));
         }
         let call: Call = {
-            let (client, payload) = (client.clone(), payload.clone());
+            // Each call sends the same buffer (a reference, not a copy), as
+            // a client holding its content would.
+            let (client, payload) = (client.clone(), bytes::Bytes::from(payload.to_vec()));
             Arc::new(move |_| {
                 let mut client = client.clone();
-                let content = payload.to_vec();
+                let content = payload.clone();
                 Box::pin(async move {
                     let answer =
                         client.hash(HashRequest { content, normalize: false }).await.map_err(|s| s.to_string())?;
@@ -286,7 +288,7 @@ pub async fn gateway_hash(
     bench: &Bench,
     mesh: MeshAddrs,
 ) -> anyhow::Result<(Vec<(usize, Measurement)>, Vec<(usize, Measurement)>)> {
-    let payload = payload(1024);
+    let payload = bytes::Bytes::from(payload(1024));
     let body = bytes::Bytes::from(format!(
         r#"{{"content":"{}"}}"#,
         base64::engine::general_purpose::STANDARD.encode(&payload)

@@ -246,7 +246,7 @@ impl Mesh {
 
     /// The normalised BLAKE3 hash a stamp of `content` records.
     pub async fn hash(&self, content: &[u8]) -> Result<String, Error> {
-        let request = spb::HashRequest { content: content.to_vec(), normalize: true };
+        let request = spb::HashRequest { content: content.to_vec().into(), normalize: true };
         Ok(unary!(self, stamping.hash, request).await?.hash)
     }
 

@@ -59,7 +59,7 @@ async fn every_grpc_service_checks_the_same_credentials_and_namespace_grants() {
     // No key and a wrong key: refused by every service, before anything runs.
     for key in [None, Some("wrong")] {
         eq(code_of(stamping.stamp(with_key(stamp("team.a", "x"), key)).await), UNKNOWN);
-        let hash = pb::HashRequest { content: b"x".to_vec(), normalize: false };
+        let hash = pb::HashRequest { content: b"x".to_vec().into(), normalize: false };
         eq(code_of(stamping.hash(with_key(hash, key)).await), UNKNOWN);
         let list = opb::ListWorkflowsRequest { namespace: "team.a".into(), ..Default::default() };
         eq(code_of(orchestrator.list_workflows(with_key(list, key)).await), UNKNOWN);
@@ -78,7 +78,7 @@ async fn every_grpc_service_checks_the_same_credentials_and_namespace_grants() {
     eq(code_of(stamping.list_stamps(with_key(list, reader)).await), (Code::Ok, ""));
     let list = pb::ListStampsRequest { namespace: "elsewhere".into(), ..Default::default() };
     eq(code_of(stamping.list_stamps(with_key(list, reader)).await), DENIED);
-    let hash = pb::HashRequest { content: b"x".to_vec(), normalize: false };
+    let hash = pb::HashRequest { content: b"x".to_vec().into(), normalize: false };
     eq(code_of(stamping.hash(with_key(hash, reader)).await), (Code::Ok, ""));
 
     // The writer writes in its namespaces only; an empty namespace means the default one.

@@ -125,7 +125,7 @@ async fn browsers_call_every_grpc_server_over_grpc_web() {
     let stamping = mesh.mesh().endpoints.stamping.unwrap();
     let orchestrator = mesh.mesh().endpoints.orchestrator.unwrap();
 
-    let hash = spb::HashRequest { content: b"# Title\n".to_vec(), normalize: true };
+    let hash = spb::HashRequest { content: b"# Title\n".to_vec().into(), normalize: true };
     let expected = mesh.stamping().await.hash(hash.clone()).await.unwrap().into_inner().hash;
     for text in [false, true] {
         let (status, headers, messages, trailers) =

@@ -87,7 +87,7 @@ async fn undecodable_messages_are_invalid_arguments(backend: Backend) {
     let path = http::uri::PathAndQuery::from_static("/omninode.stamping.v1.StampingService/Validate");
     let codec = tonic_prost::ProstCodec::<pb::HashRequest, pb::ValidateResponse>::default();
     let answer = grpc
-        .unary(tonic::Request::new(pb::HashRequest { content: vec![0xff, 0xfe], normalize: false }), path, codec)
+        .unary(tonic::Request::new(pb::HashRequest { content: vec![0xff, 0xfe].into(), normalize: false }), path, codec)
         .await;
     let status = answer.expect_err("invalid UTF-8 is refused");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");

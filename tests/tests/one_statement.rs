@@ -9,9 +9,11 @@ use omninode_proto::events::v1::{StampCreated, event_envelope::Payload};
 use omninode_runtime::{
     Env, MeshConfig,
     db::{OneStatement, connect_and_migrate},
-    events::{EventKind, NewEvent, Outbox, WriteIf},
+    events::{EventKind, EventSink, EventsConfig, NewEvent, Outbox, OutboxRelay, OutgoingEvent, WriteIf},
+    health::HealthRegistry,
 };
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use tokio_util::sync::CancellationToken;
 
 on_both_backends!(
     a_failing_part_writes_nothing_of_the_others,
@@ -188,4 +190,68 @@ async fn a_dropped_caller_leaves_no_half_written_batch(backend: Backend) {
     let (a, b) = (keys.iter().filter(|k| *k == "a").count(), keys.iter().filter(|k| *k == "b").count());
     assert_eq!(a, b, "each dropped write is whole or absent: {keys:?}");
     assert_eq!(keys.iter().filter(|k| *k == "c").count(), 10);
+}
+
+/// The WAL position `function` reports (`pg_current_wal_insert_lsn()`, …), in bytes.
+async fn wal_position(db: &DatabaseConnection, function: &str) -> i64 {
+    let sql = format!("SELECT ({function} - '0/0'::pg_lsn)::bigint AS position");
+    let row = db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql)).await.unwrap().unwrap();
+    row.try_get("", "position").unwrap()
+}
+
+/// Records, per delivered event, how far the WAL was flushed when it left.
+struct FlushWatching {
+    db: DatabaseConnection,
+    flushed_at_delivery: std::sync::Mutex<Vec<(String, i64)>>,
+}
+
+#[tonic::async_trait]
+impl EventSink for FlushWatching {
+    async fn publish(&self, events: &[OutgoingEvent]) -> (Vec<bool>, Option<String>) {
+        let flushed = wal_position(&self.db, "pg_current_wal_flush_lsn()").await;
+        let mut seen = self.flushed_at_delivery.lock().unwrap();
+        seen.extend(events.iter().map(|event| (event.key.clone(), flushed)));
+        (vec![true; events.len()], None)
+    }
+    async fn probe(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "flush-watching"
+    }
+}
+
+/// PostgreSQL: a write committed without waiting for its WAL flush is
+/// committed and answers like any other, and its events leave only once its
+/// WAL is flushed — by the relay itself when nothing else commits.
+#[tokio::test]
+async fn postgres_events_of_a_commit_without_flush_leave_only_once_it_is_durable() {
+    let database = TestDatabase::new(Backend::Postgres).await;
+    let db = migrated(&database).await;
+    let mut statement = OneStatement::new(DbBackend::Postgres);
+    outbox().add_to(&mut statement, "o", vec![event("unflushed")], &WriteIf::Always);
+    statement.commit_without_flush();
+    let answer = statement.run(&db, "SELECT 1 AS one").await.unwrap();
+    assert_eq!(answer.len(), 1, "the answer reads the parts");
+    let committed_by = wal_position(&db, "pg_current_wal_insert_lsn()").await;
+    assert_eq!(outbox_keys(&db).await, ["unflushed"], "committed");
+
+    let sink = Arc::new(FlushWatching { db: db.clone(), flushed_at_delivery: Default::default() });
+    let events = EventsConfig::from_env(&Env::from_pairs([("OUTBOX_MARK_DELAY_MS", "0")]), "test").unwrap();
+    let relay = OutboxRelay::new(db.clone(), sink.clone(), Arc::default(), &events);
+    let health = HealthRegistry::new("test", tonic_health::server::health_reporter().0);
+    let stop = CancellationToken::new();
+    let relaying = relay.spawn(health, std::time::Duration::from_secs(60), stop.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sink.flushed_at_delivery.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the event was never delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    relaying.await.unwrap();
+    let delivered = sink.flushed_at_delivery.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let (key, flushed) = &delivered[0];
+    assert_eq!(key, "unflushed");
+    assert!(*flushed >= committed_by, "delivered with the WAL flushed to {flushed}, before its commit at {committed_by}");
 }

@@ -396,7 +396,7 @@ async fn hash_unary_and_streaming_agree_with_blake3(backend: Backend) {
     let content: Vec<u8> = (0..(3 * 1024 * 1024 + 7)).map(|i| (i % 251) as u8).collect();
     let expected = blake3::hash(&content).to_hex().to_string();
     let unary = client
-        .hash(pb::HashRequest { content: content[..1024].to_vec(), normalize: false })
+        .hash(pb::HashRequest { content: content[..1024].to_vec().into(), normalize: false })
         .await
         .unwrap()
         .into_inner();
@@ -404,14 +404,14 @@ async fn hash_unary_and_streaming_agree_with_blake3(backend: Backend) {
     assert_eq!(unary.size_bytes, 1024);
     let text = "# ONEX:uid=u,hash=h,ts=t\nbody\n\n\n\n";
     let normalized =
-        client.hash(pb::HashRequest { content: text.as_bytes().to_vec(), normalize: true }).await.unwrap().into_inner();
+        client.hash(pb::HashRequest { content: text.as_bytes().to_vec().into(), normalize: true }).await.unwrap().into_inner();
     let stamped = client.stamp(stamp_request("", "body", pb::StampFormat::Lightweight)).await.unwrap().into_inner();
     assert_eq!(normalized.hash, stamped.stamp.unwrap().file_hash, "normalize hashes as Stamp does");
-    let not_text = client.hash(pb::HashRequest { content: vec![0xff, 0xfe], normalize: true }).await.unwrap_err();
+    let not_text = client.hash(pb::HashRequest { content: vec![0xff, 0xfe].into(), normalize: true }).await.unwrap_err();
     assert_eq!(not_text.code(), Code::InvalidArgument);
     assert!(not_text.message().contains("UTF-8"), "{}", not_text.message());
     let chunks: Vec<pb::HashStreamRequest> =
-        content.chunks(64 * 1024).map(|c| pb::HashStreamRequest { chunk: c.to_vec() }).collect();
+        content.chunks(64 * 1024).map(|c| pb::HashStreamRequest { chunk: c.to_vec().into() }).collect();
     let chunk_count = chunks.len() as u64;
     let streamed = client.hash_stream(futures::stream::iter(chunks)).await.unwrap().into_inner();
     assert_eq!(streamed.hash, expected);

@@ -33,18 +33,32 @@ pub struct OneStatement {
     parts: Vec<String>,
     names: Vec<String>,
     values: Vec<Value>,
+    /// PostgreSQL: commit without waiting for the WAL flush.
+    unflushed: bool,
 }
 
 impl OneStatement {
     /// An empty statement for `backend` (PostgreSQL or SQLite).
     pub fn new(backend: DbBackend) -> Self {
         debug_assert!(matches!(backend, DbBackend::Postgres | DbBackend::Sqlite), "PostgreSQL or SQLite");
-        Self { backend, parts: Vec::new(), names: Vec::new(), values: Vec::new() }
+        Self { backend, parts: Vec::new(), names: Vec::new(), values: Vec::new(), unflushed: false }
     }
 
     /// The database the statement is built for.
     pub fn backend(&self) -> DbBackend {
         self.backend
+    }
+
+    /// Commits without waiting for the WAL flush (PostgreSQL's
+    /// `synchronous_commit = off`, for this transaction only), for a write
+    /// no caller is told of before a later durable commit of the same
+    /// process: that commit's flush covers this one, as the WAL is written
+    /// in order. Until then a crash of the database may undo it, so its
+    /// events must not leave before the flush either: the outbox relay
+    /// publishes only rows whose WAL is flushed. (On SQLite a commit does
+    /// not wait for a sync anyway: `synchronous = NORMAL`.)
+    pub fn commit_without_flush(&mut self) {
+        self.unflushed = true;
     }
 
     /// The name of the part added last.
@@ -82,7 +96,15 @@ impl OneStatement {
     pub async fn run(self, db: &DatabaseConnection, select: &str) -> Result<Vec<QueryResult>, DbErr> {
         match self.backend {
             DbBackend::Postgres => {
-                let sql = format!("WITH {} {select}", self.parts.join(", "));
+                let sql = match self.unflushed {
+                    // A `SELECT` part runs only if read: the answer reads it.
+                    true => format!(
+                        "WITH {}, unflushed AS (SELECT set_config('synchronous_commit', 'off', true)) \
+                         SELECT answer.* FROM ({select}) AS answer, unflushed",
+                        self.parts.join(", ")
+                    ),
+                    false => format!("WITH {} {select}", self.parts.join(", ")),
+                };
                 sea_orm::ConnectionTrait::query_all_raw(
                     db,
                     Statement::from_sql_and_values(self.backend, sql, self.values),

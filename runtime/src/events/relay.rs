@@ -34,6 +34,9 @@ use crate::{db::begin_write, health::HealthRegistry};
 /// Advisory lock key of the relay leader ("omninode" in ASCII).
 const LEADER_LOCK_KEY: i64 = 0x6f6d_6e69_6e6f_6465;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long the relay waits for another commit to flush the WAL holding the
+/// rows it read before it flushes that WAL itself.
+const FLUSH_PATIENCE: Duration = Duration::from_millis(20);
 
 /// Publishes the outbox of one database.
 pub struct OutboxRelay {
@@ -239,6 +242,9 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(0);
         }
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            self.await_flush().await.map_err(|e| format!("cannot read the WAL position: {e}"))?;
+        }
         // Each traced event is published in a span of its cause's trace; its
         // record carries that span's traceparent, so consumers link to it.
         let spans: Vec<tracing::Span> = rows.iter().map(|row| publish_span(row, self.sink.name())).collect();
@@ -296,6 +302,47 @@ impl OutboxRelay {
             tracing::error!(event_id = %failed.event_id, %problem, "event set aside after OUTBOX_MAX_ATTEMPTS attempts");
         }
         Err(problem)
+    }
+
+    /// PostgreSQL: returns once the WAL holding every row read so far is
+    /// flushed. A write committed without waiting for its flush
+    /// ([`crate::db::OneStatement::commit_without_flush`]) is visible before
+    /// it is durable, and a crash of the database would undo it after its
+    /// events had left. The rows read were committed before the read, so
+    /// their commit records lie before the WAL's insert position now; once
+    /// the flush passes it, they are durable. Another commit usually
+    /// flushes it within a millisecond (the write's caller waits for a
+    /// durable commit of its own); failing that, the relay commits one.
+    async fn await_flush(&self) -> Result<(), DbErr> {
+        const POSITIONS: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS target, \
+                                 (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint AS flushed";
+        const FLUSHED: &str = "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint AS flushed";
+        // A transactional message writes WAL, so its commit waits for the flush.
+        const FLUSH: &str = "SELECT pg_logical_emit_message(true, 'omninode.relay', '') \
+                             FROM (SELECT set_config('synchronous_commit', 'on', true)) AS durable";
+        let read = |sql: &'static str| async move {
+            let row = sea_orm::ConnectionTrait::query_one_raw(
+                &self.db,
+                sea_orm::Statement::from_string(DbBackend::Postgres, sql),
+            )
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound("the WAL position".into()))?;
+            Ok::<_, DbErr>(row)
+        };
+        let positions = read(POSITIONS).await?;
+        let target: i64 = positions.try_get("", "target")?;
+        let mut flushed: i64 = positions.try_get("", "flushed")?;
+        let deadline = Instant::now() + FLUSH_PATIENCE;
+        while flushed < target {
+            if Instant::now() >= deadline {
+                metrics::counter!("outbox_relay_flushes_total").increment(1);
+                sea_orm::ConnectionTrait::execute_unprepared(&self.db, FLUSH).await?;
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            flushed = read(FLUSHED).await?.try_get("", "flushed")?;
+        }
+        Ok(())
     }
 
     /// Deletes events published more than the retention ago, a bounded slice

@@ -42,7 +42,7 @@ impl StampingClient {
 
     /// The hash a Stamp of `content` records.
     pub async fn hash(&self, content: &str) -> Result<String, CallError> {
-        let request = pb::HashRequest { content: content.as_bytes().to_vec(), normalize: true };
+        let request = pb::HashRequest { content: content.as_bytes().to_vec().into(), normalize: true };
         let response = traced("Hash", self.client.clone().hash(request)).await.map_err(classify)?;
         Ok(response.into_inner().hash)
     }

@@ -188,6 +188,16 @@ impl WorkflowEngine {
     /// idempotency key, returns the workflow it started instead (`false`).
     /// A named definition is pinned to its version now.
     pub async fn submit(&self, request: StartRequest) -> Result<(Workflow, bool), OrchestratorError> {
+        self.admit(request, false).await
+    }
+
+    /// [`Self::submit`]; `answered_when_settled`: the caller hears of the
+    /// workflow only once it settles (see [`Admission::Claimed`]).
+    async fn admit(
+        &self,
+        request: StartRequest,
+        answered_when_settled: bool,
+    ) -> Result<(Workflow, bool), OrchestratorError> {
         let namespace = resolve_namespace(&request.namespace).map_err(OrchestratorError::NamespaceInvalid)?;
         self.check_request(&request)?;
         let input_hash = input_hash(&request.input, request.definition.as_deref());
@@ -217,7 +227,7 @@ impl WorkflowEngine {
             false => self.inner.slots.clone().try_acquire_owned().ok(),
         };
         let admission = match &slot {
-            Some(_) => Admission::Claimed { owner: self.inner.owner.clone(), lease: config.lease },
+            Some(_) => Admission::Claimed { owner: self.inner.owner.clone(), lease: config.lease, answered_when_settled },
             None => Admission::Queued { limit: config.max_queue as u64 },
         };
         // Claimed here with valid input: the built-in pipeline starts in its
@@ -256,7 +266,7 @@ impl WorkflowEngine {
         // Listening before the start, the wait begins from the workflow as
         // submitted: no store read, and no change of it can slip by.
         let updates = self.inner.updates.subscribe();
-        let (workflow, created) = self.submit(request).await?;
+        let (workflow, created) = self.admit(request, true).await?;
         // Allow the worker's whole-workflow timeout to fire first.
         let patience = self.inner.config.workflow_timeout + Duration::from_secs(5);
         let id = workflow.id.clone();

@@ -49,8 +49,11 @@ pub enum Inserted {
 #[derive(Debug, Clone)]
 pub enum Admission {
     /// Claimed at once by this process (a worker slot is free): lease owner
-    /// and duration; the fencing token is 1.
-    Claimed { owner: String, lease: Duration },
+    /// and duration; the fencing token is 1. `answered_when_settled`: the
+    /// caller hears of the workflow only once it settles (RunWorkflow), by a
+    /// durable write of this process that flushes the insert's WAL too, so
+    /// the insert need not wait for its own flush.
+    Claimed { owner: String, lease: Duration, answered_when_settled: bool },
     /// Left for any instance to claim, if fewer than `limit` wait unclaimed.
     Queued { limit: u64 },
 }
@@ -97,7 +100,7 @@ impl WorkflowStore {
     async fn insert_in_transaction(&self, workflow: &Workflow, admission: &Admission) -> Result<Inserted, DbErr> {
         let mut row = to_active(workflow)?;
         let written = match admission {
-            Admission::Claimed { owner, lease } => {
+            Admission::Claimed { owner, lease, answered_when_settled } => {
                 row.lease_owner = Set(Some(owner.clone()));
                 row.lease_expires_at = Set(Some(lease::expiry(*lease)));
                 row.lease_attempt = Set(1);
@@ -107,6 +110,9 @@ impl WorkflowStore {
                     let mut statement = OneStatement::new(self.backend());
                     statement.add("w", &Entity::insert(row).into_query());
                     self.outbox.add_to(&mut statement, "o", keyed(inserted_events(workflow)), &WriteIf::Always);
+                    if *answered_when_settled {
+                        statement.commit_without_flush();
+                    }
                     statement.run(&self.db, "SELECT 1").await.map(|_| true)
                 } else {
                     self.insert_row(workflow, admission, row).await
