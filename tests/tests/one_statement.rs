@@ -253,5 +253,8 @@ async fn postgres_events_of_a_commit_without_flush_leave_only_once_it_is_durable
     assert_eq!(delivered.len(), 1, "{delivered:?}");
     let (key, flushed) = &delivered[0];
     assert_eq!(key, "unflushed");
-    assert!(*flushed >= committed_by, "delivered with the WAL flushed to {flushed}, before its commit at {committed_by}");
+    assert!(
+        *flushed >= committed_by,
+        "delivered with the WAL flushed to {flushed}, before its commit at {committed_by}"
+    );
 }

@@ -403,11 +403,15 @@ async fn hash_unary_and_streaming_agree_with_blake3(backend: Backend) {
     assert_eq!(unary.hash, blake3::hash(&content[..1024]).to_hex().to_string());
     assert_eq!(unary.size_bytes, 1024);
     let text = "# ONEX:uid=u,hash=h,ts=t\nbody\n\n\n\n";
-    let normalized =
-        client.hash(pb::HashRequest { content: text.as_bytes().to_vec().into(), normalize: true }).await.unwrap().into_inner();
+    let normalized = client
+        .hash(pb::HashRequest { content: text.as_bytes().to_vec().into(), normalize: true })
+        .await
+        .unwrap()
+        .into_inner();
     let stamped = client.stamp(stamp_request("", "body", pb::StampFormat::Lightweight)).await.unwrap().into_inner();
     assert_eq!(normalized.hash, stamped.stamp.unwrap().file_hash, "normalize hashes as Stamp does");
-    let not_text = client.hash(pb::HashRequest { content: vec![0xff, 0xfe].into(), normalize: true }).await.unwrap_err();
+    let not_text =
+        client.hash(pb::HashRequest { content: vec![0xff, 0xfe].into(), normalize: true }).await.unwrap_err();
     assert_eq!(not_text.code(), Code::InvalidArgument);
     assert!(not_text.message().contains("UTF-8"), "{}", not_text.message());
     let chunks: Vec<pb::HashStreamRequest> =

@@ -227,7 +227,9 @@ impl WorkflowEngine {
             false => self.inner.slots.clone().try_acquire_owned().ok(),
         };
         let admission = match &slot {
-            Some(_) => Admission::Claimed { owner: self.inner.owner.clone(), lease: config.lease, answered_when_settled },
+            Some(_) => {
+                Admission::Claimed { owner: self.inner.owner.clone(), lease: config.lease, answered_when_settled }
+            }
             None => Admission::Queued { limit: config.max_queue as u64 },
         };
         // Claimed here with valid input: the built-in pipeline starts in its
