@@ -51,8 +51,8 @@ impl OneStatement {
 
     /// Commits without waiting for the WAL flush (PostgreSQL's
     /// `synchronous_commit = off`, for this transaction only), for a write
-    /// no caller is told of before a later durable commit of the same
-    /// process: that commit's flush covers this one, as the WAL is written
+    /// no caller is told of before a later durable commit to the same
+    /// database: that commit's flush covers this one, as the WAL is written
     /// in order. Until then a crash of the database may undo it, so its
     /// events must not leave before the flush either: the outbox relay
     /// publishes only rows whose WAL is flushed. (On SQLite a commit does

@@ -51,8 +51,8 @@ pub enum Admission {
     /// Claimed at once by this process (a worker slot is free): lease owner
     /// and duration; the fencing token is 1. `answered_when_settled`: the
     /// caller hears of the workflow only once it settles (RunWorkflow), by a
-    /// durable write of this process that flushes the insert's WAL too, so
-    /// the insert need not wait for its own flush.
+    /// durable write to the same database that flushes the insert's WAL
+    /// too, so the insert need not wait for its own flush.
     Claimed { owner: String, lease: Duration, answered_when_settled: bool },
     /// Left for any instance to claim, if fewer than `limit` wait unclaimed.
     Queued { limit: u64 },
