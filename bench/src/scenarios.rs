@@ -95,14 +95,13 @@ pub async fn channel(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {
 }
 
 /// In-process BLAKE3 on `concurrency` threads: the hashing ceiling.
-fn raw_blake3(payload: &Arc<Vec<u8>>, concurrency: usize, timing: Timing) -> Measurement {
+fn raw_blake3(payload: &[u8], concurrency: usize, timing: Timing) -> Measurement {
     let start = Instant::now();
     let record_from = start + timing.warmup;
     let end = record_from + timing.measure;
     let latencies: Vec<Duration> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..concurrency)
             .map(|_| {
-                let payload = payload.clone();
                 scope.spawn(move || {
                     let mut latencies = Vec::new();
                     loop {
@@ -110,7 +109,7 @@ fn raw_blake3(payload: &Arc<Vec<u8>>, concurrency: usize, timing: Timing) -> Mea
                         if began >= end {
                             return latencies;
                         }
-                        std::hint::black_box(blake3::hash(std::hint::black_box(&payload)));
+                        std::hint::black_box(blake3::hash(std::hint::black_box(payload)));
                         if began >= record_from {
                             latencies.push(began.elapsed());
                         }
@@ -133,7 +132,9 @@ pub async fn hash(bench: &Bench, mesh: MeshAddrs, report: &mut Report) -> anyhow
         rows: Vec::new(),
     };
     for (size, label) in HASH_SIZES {
-        let payload = Arc::new(payload(size));
+        // One buffer for both: hashed in process, and sent by every call
+        // (a reference, not a copy), as a client holding its content would.
+        let payload = bytes::Bytes::from(payload(size));
         let mut raw = Vec::new();
         for concurrency in CONCURRENCY {
             eprintln!("  blake3 {label} at concurrency {concurrency}");
@@ -143,9 +144,7 @@ pub async fn hash(bench: &Bench, mesh: MeshAddrs, report: &mut Report) -> anyhow
             raw.push((concurrency, measured));
         }
         let call: Call = {
-            // Each call sends the same buffer (a reference, not a copy), as
-            // a client holding its content would.
-            let (client, payload) = (client.clone(), bytes::Bytes::from(payload.to_vec()));
+            let (client, payload) = (client.clone(), payload.clone());
             Arc::new(move |_| {
                 let mut client = client.clone();
                 let content = payload.clone();

@@ -158,6 +158,18 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTransaction, Db
     Ok(WriteTransaction { txn: db.begin_with_options(options).await?, _gate: Some(gate) })
 }
 
+/// PostgreSQL: a one-row subquery that sets `synchronous_commit` for the
+/// transaction of the statement that reads it. The setting is read when that
+/// transaction commits, and `set_config(…, true)` lasts until then; so a
+/// statement committed by itself decides whether its commit waits for the WAL
+/// flush. (A `SELECT` subquery or CTE runs only if read: join it.)
+pub(crate) fn synchronous_commit(on: bool) -> &'static str {
+    match on {
+        true => "(SELECT set_config('synchronous_commit', 'on', true))",
+        false => "(SELECT set_config('synchronous_commit', 'off', true))",
+    }
+}
+
 /// Waits for the SQLite write gate: one per process (the embedded database
 /// is one file per process), held by every write transaction.
 pub(crate) async fn sqlite_write_gate() -> tokio::sync::OwnedMutexGuard<()> {

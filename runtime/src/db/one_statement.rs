@@ -99,9 +99,9 @@ impl OneStatement {
                 let sql = match self.unflushed {
                     // A `SELECT` part runs only if read: the answer reads it.
                     true => format!(
-                        "WITH {}, unflushed AS (SELECT set_config('synchronous_commit', 'off', true)) \
-                         SELECT answer.* FROM ({select}) AS answer, unflushed",
-                        self.parts.join(", ")
+                        "WITH {}, unflushed AS {} SELECT answer.* FROM ({select}) AS answer, unflushed",
+                        self.parts.join(", "),
+                        super::synchronous_commit(false)
                     ),
                     false => format!("WITH {} {select}", self.parts.join(", ")),
                 };

@@ -29,7 +29,10 @@ use super::{
     outbox::entity::{Column, Entity},
     sink::{EventSink, OutgoingEvent},
 };
-use crate::{db::begin_write, health::HealthRegistry};
+use crate::{
+    db::{begin_write, synchronous_commit},
+    health::HealthRegistry,
+};
 
 /// Advisory lock key of the relay leader ("omninode" in ASCII).
 const LEADER_LOCK_KEY: i64 = 0x6f6d_6e69_6e6f_6465;
@@ -317,9 +320,6 @@ impl OutboxRelay {
         const POSITIONS: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS target, \
                                  (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint AS flushed";
         const FLUSHED: &str = "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint AS flushed";
-        // A transactional message writes WAL, so its commit waits for the flush.
-        const FLUSH: &str = "SELECT pg_logical_emit_message(true, 'omninode.relay', '') \
-                             FROM (SELECT set_config('synchronous_commit', 'on', true)) AS durable";
         let read = |sql: &'static str| async move {
             let row = sea_orm::ConnectionTrait::query_one_raw(
                 &self.db,
@@ -336,7 +336,12 @@ impl OutboxRelay {
         while flushed < target {
             if Instant::now() >= deadline {
                 metrics::counter!("outbox_relay_flushes_total").increment(1);
-                sea_orm::ConnectionTrait::execute_unprepared(&self.db, FLUSH).await?;
+                // A transactional message writes WAL, so its commit waits for the flush.
+                let flush = format!(
+                    "SELECT pg_logical_emit_message(true, 'omninode.relay', '') FROM {} AS durable",
+                    synchronous_commit(true)
+                );
+                sea_orm::ConnectionTrait::execute_unprepared(&self.db, &flush).await?;
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -396,12 +401,10 @@ impl OutboxRelay {
         // a simple query, one round trip.
         if self.db.get_database_backend() == DbBackend::Postgres {
             let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-            // `synchronous_commit` is read when the statement's own
-            // transaction commits; `set_config(…, true)` lasts until then.
             let sql = format!(
-                "UPDATE event_outbox SET published_at = '{}' \
-                 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed WHERE id IN ({})",
+                "UPDATE event_outbox SET published_at = '{}' FROM {} AS relaxed WHERE id IN ({})",
                 now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                synchronous_commit(false),
                 ids.join(", ")
             );
             sea_orm::ConnectionTrait::execute_unprepared(&self.db, &sql).await?;
