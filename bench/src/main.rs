@@ -116,6 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let mesh_scenarios = ["hash", "stamp", "workflow", "gateway"];
+    let mut peaks: Vec<(&str, f64)> = Vec::new();
     let mut first_mesh = true;
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let (label, name) = match backend {
@@ -161,10 +162,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         first_mesh = false;
 
         if let Some(peak) = peak {
+            let mib = peak as f64 / (1024.0 * 1024.0);
             report.notes.push(format!(
-                "Peak RSS of `omninode up` on {label} after every load above (up to concurrency 64): {:.1} MiB",
-                peak as f64 / (1024.0 * 1024.0)
+                "Peak RSS of `omninode up` on {label} after every load above (up to concurrency 64): {mib:.1} MiB"
             ));
+            peaks.push((label, mib));
         }
     }
     for section in [stamp_section, workflow_section, gateway_section] {
@@ -248,7 +250,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let growth_verdicts = std::mem::take(&mut report.verdicts);
-    verdicts(&mut report, reducer_rate);
+    verdicts(&mut report, reducer_rate, &peaks);
     report.verdicts.extend(growth_verdicts);
     let text = report.to_markdown();
     println!("{text}");
@@ -401,23 +403,51 @@ async fn tracing_overhead(bench: &Arc<Bench>) -> anyhow::Result<Section> {
 }
 
 /// The performance targets (docs/BENCHMARKS.md) against this run's figures.
-fn verdicts(report: &mut Report, reducer_per_second: Option<f64>) {
+/// `peaks`: each database's peak RSS of `omninode up`, in MiB.
+fn verdicts(report: &mut Report, reducer_per_second: Option<f64>, peaks: &[(&str, f64)]) {
     let rate = |op: &str, c: usize| report.find(op, c).map(|m| m.per_second());
     let mut verdicts = Vec::new();
+    if let (Some(rpc), Some(raw)) = (rate("Hash RPC 1 MiB", 1), rate("BLAKE3 in process 1 MiB", 1)) {
+        let share = rpc / raw.max(f64::EPSILON);
+        verdicts.push(Verdict {
+            target: "Hash RPC at 1 MiB ≥ 50% of in-process BLAKE3 at concurrency 1".into(),
+            measured: format!("{:.0}% ({rpc:.0} of {raw:.0} calls/s)", share * 100.0),
+            met: share >= 0.50,
+        });
+    }
     for label in ["SQLite", "PostgreSQL"] {
-        if let (Some(echo64), Some(stamp64)) = (rate("tonic echo", 64), rate(&format!("Stamp, {label}"), 64)) {
-            let share = stamp64 / echo64.max(f64::EPSILON);
-            verdicts.push(Verdict {
-                target: format!("Stamp with persistence on {label} ≥ 30% of the echo ceiling at concurrency 64"),
-                measured: format!("{:.0}% ({stamp64:.0} of {echo64:.0} calls/s)", share * 100.0),
-                met: share >= 0.30,
-            });
+        for (c, least) in [(64, 0.30), (1, 0.50)] {
+            if let (Some(echo), Some(stamp)) = (rate("tonic echo", c), rate(&format!("Stamp, {label}"), c)) {
+                let share = stamp / echo.max(f64::EPSILON);
+                verdicts.push(Verdict {
+                    target: format!(
+                        "Stamp with persistence on {label} ≥ {:.0}% of the echo ceiling at concurrency {c}",
+                        least * 100.0
+                    ),
+                    measured: format!("{:.0}% ({stamp:.0} of {echo:.0} calls/s)", share * 100.0),
+                    met: share >= least,
+                });
+            }
         }
         if let Some(workflow) = report.find(&format!("RunWorkflow, {label}"), 1) {
             verdicts.push(Verdict {
                 target: format!("RunWorkflow p50 < 2 ms on {label} (concurrency 1)"),
                 measured: show(workflow.p50),
                 met: workflow.p50 < Duration::from_millis(2),
+            });
+        }
+        if let Some(per_second) = rate(&format!("RunWorkflow, {label}"), 64) {
+            verdicts.push(Verdict {
+                target: format!("RunWorkflow ≥ 1000 workflows/s on {label} (concurrency 64)"),
+                measured: format!("{per_second:.0} workflows/s"),
+                met: per_second >= 1000.0,
+            });
+        }
+        if let Some((_, mib)) = peaks.iter().find(|(l, _)| *l == label) {
+            verdicts.push(Verdict {
+                target: format!("peak RSS of `omninode up` on {label} < 100 MiB"),
+                measured: format!("{mib:.1} MiB"),
+                met: *mib < 100.0,
             });
         }
     }
@@ -445,4 +475,56 @@ fn verdicts(report: &mut Report, reducer_per_second: Option<f64>) {
         });
     }
     report.verdicts = verdicts;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{load::Measurement, report::Row};
+
+    /// A row of `calls` calls in one second, each taking `micros`.
+    fn row(operation: &str, concurrency: usize, calls: usize, micros: u64) -> Row {
+        let latencies = vec![Duration::from_micros(micros); calls];
+        let measurement = Measurement::from_latencies(latencies, 0, None, Duration::from_secs(1));
+        Row { operation: operation.into(), concurrency, measurement, bytes_per_call: None, ratio: None }
+    }
+
+    fn verdict<'a>(report: &'a Report, target: &str) -> &'a Verdict {
+        report.verdicts.iter().find(|v| v.target == target).unwrap_or_else(|| panic!("no verdict {target}"))
+    }
+
+    #[test]
+    fn every_target_of_the_run_is_judged_from_its_own_figures() {
+        let mut report = Report::default();
+        report.sections.push(Section {
+            title: "all".into(),
+            ratio_means: String::new(),
+            rows: vec![
+                row("Hash RPC 1 MiB", 1, 600, 1500),
+                row("BLAKE3 in process 1 MiB", 1, 1000, 900),
+                row("tonic echo", 1, 1000, 100),
+                row("tonic echo", 64, 10_000, 900),
+                row("Stamp, SQLite", 1, 400, 300),
+                row("Stamp, SQLite", 64, 3500, 9000),
+                row("RunWorkflow, SQLite", 1, 500, 1900),
+                row("RunWorkflow, SQLite", 64, 900, 60_000),
+            ],
+        });
+        verdicts(&mut report, None, &[("SQLite", 99.0)]);
+
+        let hash = verdict(&report, "Hash RPC at 1 MiB ≥ 50% of in-process BLAKE3 at concurrency 1");
+        assert!(hash.met, "600 of 1000 calls/s: {}", hash.measured);
+        let c1 = verdict(&report, "Stamp with persistence on SQLite ≥ 50% of the echo ceiling at concurrency 1");
+        assert!(!c1.met && c1.measured.starts_with("40%"), "{}", c1.measured);
+        let c64 = verdict(&report, "Stamp with persistence on SQLite ≥ 30% of the echo ceiling at concurrency 64");
+        assert!(c64.met && c64.measured.starts_with("35%"), "{}", c64.measured);
+        assert!(verdict(&report, "RunWorkflow p50 < 2 ms on SQLite (concurrency 1)").met);
+        let throughput = verdict(&report, "RunWorkflow ≥ 1000 workflows/s on SQLite (concurrency 64)");
+        assert!(!throughput.met, "{}", throughput.measured);
+        assert!(verdict(&report, "peak RSS of `omninode up` on SQLite < 100 MiB").met);
+        assert!(
+            report.verdicts.iter().all(|v| !v.target.contains("PostgreSQL")),
+            "a database not measured is not judged"
+        );
+    }
 }

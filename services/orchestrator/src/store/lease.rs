@@ -68,13 +68,34 @@ pub(super) fn holds_lease(state: WorkflowState) -> bool {
 
 /// Runnable and nobody's: PENDING or PROCESSING, or WAITING and due, with
 /// no lease or an expired one.
+///
+/// The states are literals, written as the partial indexes of unfinished
+/// and of waiting workflows state them: a planner proves such an index
+/// usable from the query's text, where a bound state would be known only
+/// per execution (PostgreSQL's generic plans cannot use the index; SQLite,
+/// planning once per statement, neither).
 fn runnable(now: DateTime<Utc>) -> Condition {
-    let running = [WorkflowState::Pending.as_str(), WorkflowState::Processing.as_str()];
-    let due =
-        Condition::all().add(Column::CurrentState.eq(WorkflowState::Waiting.as_str())).add(Column::WakeAt.lte(now));
+    use WorkflowState::{Pending, Processing, Waiting};
+    let running = Expr::cust(format!("current_state IN ('{}', '{}')", Pending.as_str(), Processing.as_str()));
+    let due = Condition::all()
+        .add(Expr::cust(format!("current_state = '{}'", Waiting.as_str())))
+        .add(Column::WakeAt.lte(now));
     Condition::all()
-        .add(Condition::any().add(Column::CurrentState.is_in(running)).add(due))
+        .add(Condition::any().add(running).add(due))
         .add(Condition::any().add(Column::LeaseExpiresAt.is_null()).add(Column::LeaseExpiresAt.lt(now)))
+}
+
+/// The search of a claim: up to `max` runnable workflows (their ids and
+/// lease owners), expired leases first, then the oldest never claimed.
+fn pick(now: DateTime<Utc>, max: u64) -> sea_orm::Select<Entity> {
+    Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .column(Column::LeaseOwner)
+        .filter(runnable(now))
+        .order_by_with_nulls(Column::LeaseExpiresAt, Order::Asc, NullOrdering::Last)
+        .order_by_asc(Column::Id)
+        .limit(max)
 }
 
 /// Whether one more workflow may wait unclaimed under `limit`, decided
@@ -127,14 +148,7 @@ impl WorkflowStore {
             return Ok(Vec::new());
         }
         let txn = begin_write(self.connection()).await?;
-        let mut pick = Entity::find()
-            .select_only()
-            .column(Column::Id)
-            .column(Column::LeaseOwner)
-            .filter(runnable(Utc::now()))
-            .order_by_with_nulls(Column::LeaseExpiresAt, Order::Asc, NullOrdering::Last)
-            .order_by_asc(Column::Id)
-            .limit(max);
+        let mut pick = pick(Utc::now(), max);
         if txn.get_database_backend() == DbBackend::Postgres {
             pick = pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         }
@@ -229,5 +243,30 @@ impl WorkflowStore {
     /// How many runnable workflows wait unclaimed, across instances.
     pub async fn backlog(&self) -> Result<u64, DbErr> {
         Entity::find().filter(runnable(Utc::now())).count(self.connection()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omninode_migrations::MigratorTrait;
+    use omninode_runtime::config::DatabaseTarget;
+    use sea_orm::{QueryTrait, Statement};
+
+    #[tokio::test]
+    async fn sqlite_searches_runnable_workflows_through_the_partial_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = DatabaseTarget::Sqlite(dir.path().join("claims.db"));
+        let db = omninode_runtime::db::connect(&target, 1).await.unwrap();
+        omninode_migrations::Migrator::up(&db, None).await.unwrap();
+        let query = pick(Utc::now(), 8).build(DbBackend::Sqlite);
+        let sql = format!("EXPLAIN QUERY PLAN {}", query.sql);
+        let values = query.values.map(|v| v.0).unwrap_or_default();
+        let rows = db.query_all_raw(Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)).await.unwrap();
+        let plan: Vec<String> = rows.iter().map(|row| row.try_get::<String>("", "detail").unwrap()).collect();
+        // Running workflows through the partial index, waiting ones through
+        // an index on their state; the table itself is never scanned.
+        assert!(plan.iter().any(|d| d.contains("ix_workflow_executions_unfinished")), "{plan:?}");
+        assert!(!plan.iter().any(|d| d.starts_with("SCAN workflow_executions")), "{plan:?}");
     }
 }
