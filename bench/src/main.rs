@@ -140,7 +140,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             gateway_section.rows.extend(rows("REST Hash 1 KiB", through, None, Some(&direct)));
             gateway_section.rows.extend(rows("gRPC Hash 1 KiB", direct, None, None));
         }
-        let stamp = if wanted("stamp") || wanted("workflow") || wanted("gateway") {
+        let stamp = if wanted("stamp") || wanted("workflow") {
             mesh.settle().await;
             scenarios::stamp(&bench, mesh, &namespace).await?
         } else {
@@ -154,8 +154,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         if wanted("gateway") {
             mesh.settle().await;
-            let rest_stamp = scenarios::gateway_stamp(&bench, mesh, &namespace).await?;
-            gateway_section.rows.extend(rows(&format!("REST Stamp, {label}"), rest_stamp, None, Some(&stamp)));
+            let (direct, through) = scenarios::gateway_stamp(&bench, mesh, &namespace).await?;
+            gateway_section.rows.extend(rows(&format!("REST Stamp, {label}"), through, None, Some(&direct)));
+            gateway_section.rows.extend(rows(&format!("gRPC Stamp, {label}"), direct, None, None));
         }
         let peak = mesh_process.peak_rss();
         mesh_process.stop().await;
@@ -453,8 +454,8 @@ fn verdicts(report: &mut Report, reducer_per_second: Option<f64>, peaks: &[(&str
     }
     for (rest, grpc) in [
         ("REST Hash 1 KiB", "gRPC Hash 1 KiB"),
-        ("REST Stamp, SQLite", "Stamp, SQLite"),
-        ("REST Stamp, PostgreSQL", "Stamp, PostgreSQL"),
+        ("REST Stamp, SQLite", "gRPC Stamp, SQLite"),
+        ("REST Stamp, PostgreSQL", "gRPC Stamp, PostgreSQL"),
     ] {
         for c in scenarios::CONCURRENCY {
             if let (Some(through), Some(direct)) = (rate(rest, c), rate(grpc, c)) {
@@ -508,6 +509,10 @@ mod tests {
                 row("Stamp, SQLite", 64, 3500, 9000),
                 row("RunWorkflow, SQLite", 1, 500, 1900),
                 row("RunWorkflow, SQLite", 64, 900, 60_000),
+                row("gRPC Stamp, SQLite", 1, 1000, 300),
+                row("REST Stamp, SQLite", 1, 800, 400),
+                row("gRPC Stamp, SQLite", 16, 1000, 3000),
+                row("REST Stamp, SQLite", 16, 700, 4000),
             ],
         });
         verdicts(&mut report, None, &[("SQLite", 99.0)]);
@@ -522,6 +527,15 @@ mod tests {
         let throughput = verdict(&report, "RunWorkflow ≥ 1000 workflows/s on SQLite (concurrency 64)");
         assert!(!throughput.met, "{}", throughput.measured);
         assert!(verdict(&report, "peak RSS of `omninode up` on SQLite < 100 MiB").met);
+        // The gateway is judged against the gRPC points measured beside it, not the Stamp scenario's.
+        let gateway = |c| {
+            verdict(
+                &report,
+                &format!("gateway overhead < 25%: REST Stamp, SQLite vs gRPC Stamp, SQLite, concurrency {c}"),
+            )
+        };
+        assert!(gateway(1).met && gateway(1).measured == "20%", "{}", gateway(1).measured);
+        assert!(!gateway(16).met && gateway(16).measured == "30%", "{}", gateway(16).measured);
         assert!(
             report.verdicts.iter().all(|v| !v.target.contains("PostgreSQL")),
             "a database not measured is not judged"

@@ -58,6 +58,25 @@ impl Bench {
         points
     }
 
+    /// Measures `first` and then `second` at each concurrency before the
+    /// next, so each pair of points is taken a few seconds apart: on a
+    /// machine whose speed drifts within the hour, their ratio compares the
+    /// two calls, not two moments.
+    pub async fn sweep_pair(
+        &self,
+        (first_name, first): (&str, Call),
+        (second_name, second): (&str, Call),
+    ) -> (Vec<(usize, Measurement)>, Vec<(usize, Measurement)>) {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for concurrency in CONCURRENCY {
+            for (operation, call, points) in [(first_name, &first, &mut a), (second_name, &second, &mut b)] {
+                eprintln!("  {operation} at concurrency {concurrency}");
+                points.push((concurrency, load::run(call.clone(), concurrency, self.timing, &self.sequence).await));
+            }
+        }
+        (a, b)
+    }
+
     /// A ~100-byte source file, distinct for every `n`.
     pub fn source(&self, n: u64) -> String {
         let mut text = format!("# bench {} {n}\ndef f():\n    return {n}\n", self.run_id);
@@ -175,9 +194,14 @@ pub async fn echo(bench: &Bench, addr: std::net::SocketAddr) -> anyhow::Result<V
 
 /// Stamp of a distinct ~100-byte file per call, persisted (and its event with it).
 pub async fn stamp(bench: &Arc<Bench>, mesh: MeshAddrs, namespace: &str) -> anyhow::Result<Vec<(usize, Measurement)>> {
+    Ok(bench.sweep(&format!("Stamp ({namespace})"), stamp_call(bench, mesh, namespace).await?).await)
+}
+
+/// One Stamp over gRPC of a new ~100-byte source file in `namespace`.
+async fn stamp_call(bench: &Arc<Bench>, mesh: MeshAddrs, namespace: &str) -> anyhow::Result<Call> {
     let client = StampingServiceClient::new(channel(mesh.stamping).await?);
     let (bench_ref, namespace_owned) = (bench.clone(), namespace.to_owned());
-    let call: Call = Arc::new(move |n| {
+    Ok(Arc::new(move |n| {
         let mut client = client.clone();
         let request = StampRequest {
             namespace: namespace_owned.clone(),
@@ -189,8 +213,7 @@ pub async fn stamp(bench: &Arc<Bench>, mesh: MeshAddrs, namespace: &str) -> anyh
             let answer = client.stamp(request).await.map_err(|s| s.to_string())?;
             if answer.get_ref().created { Ok(()) } else { Err("the stamp already existed".into()) }
         })
-    });
-    Ok(bench.sweep(&format!("Stamp ({namespace})"), call).await)
+    }))
 }
 
 /// RunWorkflow end to end: orchestrator → stamping → completed, persisted at each step.
@@ -238,11 +261,13 @@ pub async fn run_workflow_across(
 }
 
 /// The same Stamp through the REST gateway (HTTP/1.1 + JSON, keep-alive).
+/// Stamp over gRPC and through the REST gateway, the pair measured back to
+/// back at each concurrency: `(gRPC, REST)`.
 pub async fn gateway_stamp(
     bench: &Arc<Bench>,
     mesh: MeshAddrs,
     namespace: &str,
-) -> anyhow::Result<Vec<(usize, Measurement)>> {
+) -> anyhow::Result<(Vec<(usize, Measurement)>, Vec<(usize, Measurement)>)> {
     let uri = format!("http://{}/v1/namespaces/{namespace}/stamps", mesh.gateway).parse()?;
     let bench_ref = bench.clone();
     // Content is ASCII without quotes or backslashes: no escaping needed beyond newlines.
@@ -250,8 +275,11 @@ pub async fn gateway_stamp(
         let content = bench_ref.source(n).replace('\n', "\\n");
         format!(r#"{{"content":"{content}","filePath":"bench/{n}.py"}}"#).into()
     };
-    let call = rest_post(uri, http::StatusCode::CREATED, body);
-    Ok(bench.sweep(&format!("REST Stamp ({namespace})"), call).await)
+    let rest = rest_post(uri, http::StatusCode::CREATED, body);
+    let grpc = stamp_call(bench, mesh, namespace).await?;
+    Ok(bench
+        .sweep_pair((&format!("gRPC Stamp ({namespace})"), grpc), (&format!("REST Stamp ({namespace})"), rest))
+        .await)
 }
 
 /// POSTs `body(n)` as JSON to `uri` over keep-alive HTTP/1.1; a call
@@ -302,9 +330,7 @@ pub async fn gateway_hash(
             client.hash(HashRequest { content, normalize: false }).await.map(drop).map_err(|s| s.to_string())
         })
     });
-    let direct = bench.sweep("gRPC Hash 1 KiB", grpc).await;
-    let through = bench.sweep("REST Hash 1 KiB", rest).await;
-    Ok((direct, through))
+    Ok(bench.sweep_pair(("gRPC Hash 1 KiB", grpc), ("REST Hash 1 KiB", rest)).await)
 }
 
 /// What the reducer run measured.
