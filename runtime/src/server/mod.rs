@@ -39,6 +39,11 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// applies beyond).
 pub const HTTP2_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 pub const HTTP2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+/// The largest HTTP/2 frame a peer may send: a 1 MiB message comes in 16
+/// frames, not 64 (each frame is a write and a wake-up on both sides). A
+/// call waiting for the request-bytes budget holds one frame; those frames
+/// are bounded by the budget's frame slots.
+pub const HTTP2_MAX_FRAME: u32 = 64 * 1024;
 /// The most header (metadata) bytes a call may carry.
 pub const MAX_HEADER_BYTES: u32 = 64 * 1024;
 
@@ -66,7 +71,8 @@ impl Runtime {
         if let Some(tls) = &config.tls.server {
             tls.spawn_reload(shutdown.clone());
         }
-        let request_bytes = request_bytes::RequestBytesLayer::new(config.max_inflight_request_bytes);
+        let request_bytes =
+            request_bytes::RequestBytesLayer::new(config.max_inflight_request_bytes, HTTP2_MAX_FRAME as usize);
         Self { config, health, reporter, shutdown, request_bytes }
     }
 
@@ -126,11 +132,10 @@ impl Runtime {
                 .layer(auth)
                 .layer(request_bytes)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                // A 1 MiB message without waiting for a window update. (Frames
-                // stay 16 KiB: the request-bytes bound holds a waiting call's
-                // first frame, so larger frames would be held unbounded.)
+                // A 1 MiB message without waiting for a window update, in few frames.
                 .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
                 .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
+                .max_frame_size(Some(HTTP2_MAX_FRAME))
                 // One connection may not monopolise the server.
                 .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
                 .http2_max_header_list_size(Some(MAX_HEADER_BYTES))
