@@ -260,9 +260,9 @@ pub async fn run_workflow_across(
     Ok(bench.sweep(&format!("RunWorkflow ({namespace}, {} instance(s))", orchestrators.len()), call).await)
 }
 
-/// The same Stamp through the REST gateway (HTTP/1.1 + JSON, keep-alive).
-/// Stamp over gRPC and through the REST gateway, the pair measured back to
-/// back at each concurrency: `(gRPC, REST)`.
+/// Stamp over gRPC and through the REST gateway (HTTP/1.1 + JSON,
+/// keep-alive), the pair measured back to back at each concurrency:
+/// `(gRPC, REST)`.
 pub async fn gateway_stamp(
     bench: &Arc<Bench>,
     mesh: MeshAddrs,
@@ -310,7 +310,8 @@ fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i % 251) as u8).collect()
 }
 
-/// The Hash RPC through the gateway and directly, 1 KiB: the gateway's own cost.
+/// The Hash RPC directly and through the gateway, 1 KiB, the pair measured
+/// back to back at each concurrency: `(gRPC, REST)`, the gateway's own cost.
 pub async fn gateway_hash(
     bench: &Bench,
     mesh: MeshAddrs,
