@@ -1,11 +1,102 @@
 //! Versioned watch streams: the current value of one entity, then every newer
 //! version of it, from this process's updates or, for changes another
 //! process made, from a periodic read of the store.
+//!
+//! Updates fan out by key ([`KeyedUpdates`]): a change wakes only the
+//! watchers of its own entity, so a publish costs the same whether the
+//! process has one watcher or thousands (a RunWorkflow caller is one).
 
-use std::{future::Future, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{
+    broadcast::{self, error::RecvError},
+    mpsc,
+};
 use tokio_stream::wrappers::ReceiverStream;
+
+/// Changes one key can queue for a slow watcher before it falls back to
+/// reading the store (an entity changes a few times a second at most).
+const PER_KEY_BACKLOG: usize = 16;
+
+type Channels<T> = Arc<Mutex<HashMap<String, broadcast::Sender<T>>>>;
+
+/// This process's stored changes, delivered to the watchers of each key only.
+pub struct KeyedUpdates<T> {
+    channels: Channels<T>,
+}
+
+impl<T> std::fmt::Debug for KeyedUpdates<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = self.channels.lock().map(|channels| channels.len()).unwrap_or_default();
+        f.debug_struct("KeyedUpdates").field("watched_keys", &keys).finish()
+    }
+}
+
+impl<T> Clone for KeyedUpdates<T> {
+    fn clone(&self) -> Self {
+        Self { channels: self.channels.clone() }
+    }
+}
+
+impl<T: Clone> Default for KeyedUpdates<T> {
+    fn default() -> Self {
+        Self { channels: Arc::default() }
+    }
+}
+
+impl<T: Clone> KeyedUpdates<T> {
+    /// Hands a copy of `value` to the watchers of `key`; nothing is copied
+    /// or kept when there are none.
+    pub fn publish(&self, key: &str, value: &T) {
+        if let Some(channel) = self.channels.lock().expect("update channels").get(key) {
+            let _ = channel.send(value.clone());
+        }
+    }
+
+    /// Starts receiving the changes of `key` published from now on.
+    pub fn subscribe(&self, key: &str) -> Subscription<T> {
+        let mut channels = self.channels.lock().expect("update channels");
+        let channel = channels.entry(key.to_owned()).or_insert_with(|| broadcast::channel(PER_KEY_BACKLOG).0);
+        Subscription { receiver: Some(channel.subscribe()), key: key.to_owned(), channels: self.channels.clone() }
+    }
+
+    /// Whether anyone in this process watches `key`.
+    pub fn is_watched(&self, key: &str) -> bool {
+        self.channels.lock().expect("update channels").contains_key(key)
+    }
+}
+
+/// One watcher's receiver of one key's changes; the key is forgotten when
+/// its last watcher goes.
+pub struct Subscription<T> {
+    receiver: Option<broadcast::Receiver<T>>,
+    key: String,
+    channels: Channels<T>,
+}
+
+impl<T: Clone> Subscription<T> {
+    /// The next change; `Err` when changes were missed (read the store then).
+    pub async fn recv(&mut self) -> Result<T, RecvError> {
+        self.receiver.as_mut().expect("receiver lives until drop").recv().await
+    }
+}
+
+impl<T> Drop for Subscription<T> {
+    fn drop(&mut self) {
+        // Under the lock, so a subscribe to the same key either comes before
+        // (and keeps the channel) or after (and makes a new one).
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.receiver = None;
+        if channels.get(&self.key).is_some_and(|channel| channel.receiver_count() == 0) {
+            channels.remove(&self.key);
+        }
+    }
+}
 
 /// A value with a version that grows with every stored change.
 pub trait Versioned: Clone + Send + 'static {
@@ -19,14 +110,13 @@ pub trait Versioned: Clone + Send + 'static {
 
 /// Streams the value `read` returns now, then each newer version.
 ///
-/// `updates` must be subscribed before the call, so nothing published
-/// between the first read and the subscription is missed; `is_this` picks
-/// the watched entity out of them. `read` answering `Ok(None)` means "not
+/// `updates` (the entity's key) must be subscribed before the call, so
+/// nothing published between the first read and the subscription is
+/// missed. `read` answering `Ok(None)` means "not
 /// there yet"; an error ends the stream after it is sent. The stream ends
 /// after a final value or when the receiver is dropped.
 pub fn watch_versioned<T, E, R, Fut>(
-    mut updates: broadcast::Receiver<T>,
-    is_this: impl Fn(&T) -> bool + Send + 'static,
+    mut updates: Subscription<T>,
     read: R,
     poll: Duration,
 ) -> ReceiverStream<Result<T, E>>
@@ -61,9 +151,8 @@ where
                 tokio::select! {
                     _ = tx.closed() => return,
                     update = updates.recv() => match update {
-                        Ok(value) if is_this(&value) => break Ok(Some(value)),
-                        Ok(_) => continue,
-                        // Missed updates, or no publisher left: read the store.
+                        Ok(value) => break Ok(Some(value)),
+                        // Missed updates: read the store.
                         Err(_) => break read().await,
                     },
                     _ = &mut tick => break read().await,
@@ -102,34 +191,32 @@ mod tests {
 
     #[tokio::test]
     async fn sends_each_newer_version_once_and_ends_after_the_final_one() {
-        let (updates, _) = broadcast::channel(16);
+        let updates = KeyedUpdates::default();
         let stored = Arc::new(AtomicI64::new(1));
         let reader = stored.clone();
         let read = move || {
             let version = reader.load(Ordering::SeqCst);
             async move { Ok::<_, ()>(Some(Counter { key: "a", version })) }
         };
-        let mut stream =
-            watch_versioned(updates.subscribe(), |c: &Counter| c.key == "a", read, Duration::from_secs(60));
+        let mut stream = watch_versioned(updates.subscribe("a"), read, Duration::from_secs(60));
         assert_eq!(stream.next().await, Some(Ok(Counter { key: "a", version: 1 })));
-        for update in [("b", 9), ("a", 1), ("a", 2)] {
-            updates.send(Counter { key: update.0, version: update.1 }).unwrap();
+        for (key, version) in [("b", 9), ("a", 1), ("a", 2)] {
+            updates.publish(key, &Counter { key, version });
         }
         assert_eq!(
             stream.next().await,
             Some(Ok(Counter { key: "a", version: 2 })),
             "other keys and old versions skipped"
         );
-        // A change made elsewhere shows up through the poll.
         stored.store(3, Ordering::SeqCst);
-        updates.send(Counter { key: "a", version: 3 }).unwrap();
+        updates.publish("a", &Counter { key: "a", version: 3 });
         assert_eq!(stream.next().await, Some(Ok(Counter { key: "a", version: 3 })));
         assert_eq!(stream.next().await, None, "final version ends the stream");
     }
 
     #[tokio::test]
     async fn changes_of_other_processes_arrive_by_polling_and_errors_end_the_stream() {
-        let (updates, _) = broadcast::channel::<Counter>(16);
+        let updates = KeyedUpdates::<Counter>::default();
         let reads = Arc::new(AtomicI64::new(0));
         let counter = reads.clone();
         let read = move || {
@@ -142,8 +229,57 @@ mod tests {
                 }
             }
         };
-        let stream = watch_versioned(updates.subscribe(), |_| true, read, Duration::from_millis(10));
+        let stream = watch_versioned(updates.subscribe("a"), read, Duration::from_millis(10));
         let items: Vec<_> = stream.collect().await;
         assert_eq!(items, vec![Ok(Counter { key: "a", version: 1 }), Err("store down")]);
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_missed_changes_reads_the_store() {
+        let updates = KeyedUpdates::default();
+        let stored = Arc::new(AtomicI64::new(1));
+        let reader = stored.clone();
+        let read = move || {
+            let version = reader.load(Ordering::SeqCst);
+            async move { Ok::<_, ()>(Some(Counter { key: "a", version })) }
+        };
+        let mut stream = watch_versioned(updates.subscribe("a"), read, Duration::from_secs(60));
+        assert_eq!(stream.next().await, Some(Ok(Counter { key: "a", version: 1 })));
+        stored.store(2, Ordering::SeqCst);
+        // More than a key's backlog, sent before the watcher runs again:
+        // these values are marked, so the one that arrives shows where it came from.
+        for _ in 0..=PER_KEY_BACKLOG {
+            updates.publish("a", &Counter { key: "published", version: 2 });
+        }
+        assert_eq!(stream.next().await, Some(Ok(Counter { key: "a", version: 2 })), "read from the store");
+    }
+
+    #[test]
+    fn a_change_reaches_only_the_watchers_of_its_key() {
+        let updates = KeyedUpdates::default();
+        let (mut a1, mut a2, mut b) = (updates.subscribe("a"), updates.subscribe("a"), updates.subscribe("b"));
+        updates.publish("a", &Counter { key: "a", version: 1 });
+        updates.publish("c", &Counter { key: "c", version: 1 });
+        let mut next = |s: &mut Subscription<Counter>| s.receiver.as_mut().unwrap().try_recv().ok();
+        assert_eq!(next(&mut a1), Some(Counter { key: "a", version: 1 }));
+        assert_eq!(next(&mut a2), Some(Counter { key: "a", version: 1 }));
+        assert_eq!(next(&mut b), None, "b was not woken for a");
+        assert!(!updates.is_watched("c"), "publishing to an unwatched key keeps nothing");
+    }
+
+    #[test]
+    fn a_key_is_forgotten_when_its_last_watcher_goes() {
+        let updates = KeyedUpdates::<Counter>::default();
+        let (first, second) = (updates.subscribe("a"), updates.subscribe("a"));
+        assert!(updates.is_watched("a"));
+        drop(first);
+        assert!(updates.is_watched("a"), "one watcher left");
+        drop(second);
+        assert!(!updates.is_watched("a"));
+        assert!(updates.channels.lock().unwrap().is_empty(), "no channel left behind");
+        // A new watcher after that gets a channel of its own.
+        let mut again = updates.subscribe("a");
+        updates.publish("a", &Counter { key: "a", version: 7 });
+        assert_eq!(again.receiver.as_mut().unwrap().try_recv().ok(), Some(Counter { key: "a", version: 7 }));
     }
 }

@@ -9,9 +9,8 @@ use chrono::{DateTime, Utc};
 use omninode_core::namespace::resolve_namespace;
 use omninode_runtime::{
     paging::{Page, PageRequest},
-    watch::{Versioned, watch_versioned},
+    watch::{KeyedUpdates, Versioned, watch_versioned},
 };
-use tokio::sync::broadcast;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
@@ -29,19 +28,19 @@ const WATCH_POLL: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone)]
 pub struct Aggregator {
     store: AggregateStore,
-    /// Every stored aggregate, for watchers in this process.
-    updates: broadcast::Sender<Aggregate>,
+    /// Every stored aggregate, for its namespace's watchers in this process.
+    updates: KeyedUpdates<Aggregate>,
 }
 
 impl Aggregator {
     pub fn new(store: AggregateStore) -> Self {
-        Self { store, updates: broadcast::channel(1024).0 }
+        Self { store, updates: KeyedUpdates::default() }
     }
 
     /// Folds `items` (received over `window`) into the aggregates, once each.
     pub async fn apply(&self, items: &[Item], window: (DateTime<Utc>, DateTime<Utc>)) -> Result<(), ReducerError> {
         for aggregate in self.store.apply(items, window).await? {
-            let _ = self.updates.send(aggregate);
+            self.updates.publish(&aggregate.namespace, &aggregate);
         }
         Ok(())
     }
@@ -63,19 +62,19 @@ impl Aggregator {
     /// The aggregates of `namespace` now (once there are any), then after every update.
     pub fn watch(&self, namespace: &str) -> Result<ReceiverStream<Result<Aggregate, ReducerError>>, ReducerError> {
         let namespace = checked_namespace(namespace)?;
-        let (store, watched) = (self.store.clone(), namespace.clone());
+        let (store, updates) = (self.store.clone(), self.updates.subscribe(&namespace));
         let read = move || {
             let (store, namespace) = (store.clone(), namespace.clone());
             async move { store.get(&namespace).await }
         };
-        Ok(watch_versioned(self.updates.subscribe(), move |a: &Aggregate| a.namespace == watched, read, WATCH_POLL))
+        Ok(watch_versioned(updates, read, WATCH_POLL))
     }
 
     /// Recomputes `namespace` from the stamp and workflow tables.
     pub async fn rebuild(&self, namespace: &str) -> Result<Aggregate, ReducerError> {
         let namespace = checked_namespace(namespace)?;
         let stats = self.store.rebuild(&namespace).await?;
-        let _ = self.updates.send(stats.clone());
+        self.updates.publish(&namespace, &stats);
         Ok(stats)
     }
 

@@ -27,10 +27,10 @@ use omninode_core::{
 };
 use omninode_runtime::{
     paging::{Page, PageRequest},
-    watch::{Versioned, watch_versioned},
+    watch::{KeyedUpdates, Subscription, Versioned, watch_versioned},
 };
 use tokio::{
-    sync::{Notify, Semaphore, broadcast},
+    sync::{Notify, Semaphore},
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
@@ -107,37 +107,20 @@ struct Inner {
     backlog: AtomicBool,
     /// The workflows being run now.
     running: Mutex<HashMap<String, Running>>,
-    /// Every stored change, for watchers in this process.
-    updates: broadcast::Sender<Workflow>,
+    /// Every stored change, for the workflow's watchers in this process.
+    updates: KeyedUpdates<Workflow>,
     /// Cancelled when the process stops: new workflows are then left to the other instances.
     stopping: CancellationToken,
-    /// Workflow ids watched in this process, with their number of watchers.
-    watched: Mutex<HashMap<String, usize>>,
 }
 
-/// Counts one watcher of a workflow for as long as its stream lives.
-struct WatchGuard {
-    engine: WorkflowEngine,
-    id: String,
-}
-
-impl WatchGuard {
-    fn new(engine: WorkflowEngine, id: &str) -> Self {
-        *engine.inner.watched.lock().expect("watched map").entry(id.to_owned()).or_default() += 1;
-        Self { engine, id: id.to_owned() }
-    }
-}
-
-impl Drop for WatchGuard {
-    fn drop(&mut self) {
-        let mut watched = self.engine.inner.watched.lock().expect("watched map");
-        if let Some(count) = watched.get_mut(&self.id) {
-            *count -= 1;
-            if *count == 0 {
-                watched.remove(&self.id);
-            }
-        }
-    }
+/// A workflow accepted by [`WorkflowEngine::admit`].
+struct Admitted {
+    workflow: Workflow,
+    /// `false`: an idempotency key's earlier workflow.
+    created: bool,
+    /// The new workflow's changes, subscribed before any could be made
+    /// (asked for by a caller that waits for it to settle).
+    updates: Option<Subscription<Workflow>>,
 }
 
 impl WorkflowEngine {
@@ -168,9 +151,8 @@ impl WorkflowEngine {
                 wake: Notify::new(),
                 backlog: AtomicBool::new(true),
                 running: Mutex::new(HashMap::new()),
-                updates: broadcast::channel(1024).0,
+                updates: KeyedUpdates::default(),
                 stopping: stop.clone(),
-                watched: Mutex::new(HashMap::new()),
                 config,
             }),
         };
@@ -188,16 +170,14 @@ impl WorkflowEngine {
     /// idempotency key, returns the workflow it started instead (`false`).
     /// A named definition is pinned to its version now.
     pub async fn submit(&self, request: StartRequest) -> Result<(Workflow, bool), OrchestratorError> {
-        self.admit(request, false).await
+        let admitted = self.admit(request, false).await?;
+        Ok((admitted.workflow, admitted.created))
     }
 
     /// [`Self::submit`]; `answered_when_settled`: the caller hears of the
-    /// workflow only once it settles (see [`Admission::Claimed`]).
-    async fn admit(
-        &self,
-        request: StartRequest,
-        answered_when_settled: bool,
-    ) -> Result<(Workflow, bool), OrchestratorError> {
+    /// workflow only once it settles (see [`Admission::Claimed`]), and
+    /// follows its changes from before it is stored.
+    async fn admit(&self, request: StartRequest, answered_when_settled: bool) -> Result<Admitted, OrchestratorError> {
         let namespace = resolve_namespace(&request.namespace).map_err(OrchestratorError::NamespaceInvalid)?;
         self.check_request(&request)?;
         let input_hash = input_hash(&request.input, request.definition.as_deref());
@@ -238,6 +218,7 @@ impl WorkflowEngine {
         if slot.is_some() && workflow.definition.is_none() {
             self.start_at_insert(&mut workflow)?;
         }
+        let updates = answered_when_settled.then(|| self.inner.updates.subscribe(&workflow.id));
         match self.inner.store.insert(&workflow, &admission).await? {
             Inserted::Created(workflow) => {
                 self.publish(&workflow);
@@ -252,7 +233,7 @@ impl WorkflowEngine {
                         self.report_backlog().await;
                     }
                 }
-                Ok((workflow, true))
+                Ok(Admitted { workflow, created: true, updates })
             }
             Inserted::ExistingKey(existing) => {
                 let key = workflow.idempotency_key.unwrap_or_default();
@@ -265,14 +246,18 @@ impl WorkflowEngine {
     /// Starts a workflow and waits until it stops running: terminal,
     /// WAITING (an approval or a timer) or PAUSED.
     pub async fn run(&self, request: StartRequest) -> Result<(Workflow, bool), OrchestratorError> {
-        // Listening before the start, the wait begins from the workflow as
-        // submitted: no store read, and no change of it can slip by.
-        let updates = self.inner.updates.subscribe();
-        let (workflow, created) = self.admit(request, true).await?;
+        let Admitted { workflow, created, updates } = self.admit(request, true).await?;
         // Allow the worker's whole-workflow timeout to fire first.
         let patience = self.inner.config.workflow_timeout + Duration::from_secs(5);
         let id = workflow.id.clone();
-        let stream = self.watch_from(&id, updates, Some(workflow));
+        let (updates, first) = match updates {
+            // Listening since before the start, the wait begins from the
+            // workflow as submitted: no store read, and no change can slip by.
+            Some(updates) => (updates, Some(workflow)),
+            // An earlier workflow of the same idempotency key: from the store.
+            None => (self.inner.updates.subscribe(&id), None),
+        };
+        let stream = self.watch_from(&id, updates, first);
         Ok((self.wait_on(stream, &id, patience, is_settled).await?, created))
     }
 
@@ -331,20 +316,18 @@ impl WorkflowEngine {
         &self,
         id: &str,
     ) -> impl futures::Stream<Item = Result<Workflow, OrchestratorError>> + Send + Unpin + 'static {
-        self.watch_from(id, self.inner.updates.subscribe(), None)
+        self.watch_from(id, self.inner.updates.subscribe(id), None)
     }
 
-    /// [`Self::watch`] on `updates`, starting from `first` when given (else from the store).
+    /// [`Self::watch`] on `updates` (subscribed to `id`), starting from
+    /// `first` when given (else from the store).
     fn watch_from(
         &self,
         id: &str,
-        updates: broadcast::Receiver<Workflow>,
+        updates: Subscription<Workflow>,
         first: Option<Workflow>,
     ) -> impl futures::Stream<Item = Result<Workflow, OrchestratorError>> + Send + Unpin + 'static {
-        use futures::StreamExt;
         let (store, id) = (self.inner.store.clone(), id.to_owned());
-        let watched = id.clone();
-        let guard = WatchGuard::new(self.clone(), &id);
         let first = Arc::new(Mutex::new(first));
         let read = move || {
             let (store, id, first) = (store.clone(), id.clone(), first.lock().expect("first read").take());
@@ -355,11 +338,7 @@ impl WorkflowEngine {
                 }
             }
         };
-        let stream = watch_versioned(updates, move |w: &Workflow| w.id == watched, read, WATCH_POLL);
-        stream.map(move |item| {
-            let _watching = &guard;
-            item
-        })
+        watch_versioned(updates, read, WATCH_POLL)
     }
 
     /// Wakes the claimer: a runnable workflow may be waiting.
@@ -370,7 +349,7 @@ impl WorkflowEngine {
 
     /// Whether a watcher in this process follows `id`.
     pub(crate) fn is_watched(&self, id: &str) -> bool {
-        self.inner.watched.lock().expect("watched map").contains_key(id)
+        self.inner.updates.is_watched(id)
     }
 
     /// Waits up to `patience` for the workflow to be terminal.
@@ -454,12 +433,17 @@ impl WorkflowEngine {
     }
 
     pub(crate) fn publish(&self, workflow: &Workflow) {
-        let _ = self.inner.updates.send(workflow.clone());
+        self.inner.updates.publish(&workflow.id, workflow);
     }
 
     /// Publishes a terminal workflow and counts it.
     fn finished(&self, workflow: &Workflow) {
         self.publish(workflow);
+        self.count_finished(workflow);
+    }
+
+    /// Counts a terminal workflow in the metrics.
+    fn count_finished(&self, workflow: &Workflow) {
         let state = workflow.state.as_str();
         metrics::counter!("workflow_orchestration_total", "state" => state).increment(1);
         if workflow.state == WorkflowState::Failed {
@@ -472,9 +456,9 @@ impl WorkflowEngine {
 }
 
 /// A reused idempotency key returns its workflow only for the same input.
-fn same_input(existing: Workflow, input_hash: &str, key: &str) -> Result<(Workflow, bool), OrchestratorError> {
+fn same_input(existing: Workflow, input_hash: &str, key: &str) -> Result<Admitted, OrchestratorError> {
     if existing.input_hash == input_hash {
-        Ok((existing, false))
+        Ok(Admitted { workflow: existing, created: false, updates: None })
     } else {
         Err(OrchestratorError::IdempotencyConflict {
             namespace: existing.namespace,

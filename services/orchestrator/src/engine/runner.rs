@@ -373,7 +373,8 @@ impl WorkflowEngine {
         workflow.transition(to, reason)?;
         let flow = self.save(workflow, from).await?;
         if let Flow::Continue = flow {
-            self.finished(workflow);
+            // `save` published it.
+            self.count_finished(workflow);
         }
         Ok(flow)
     }
