@@ -1,8 +1,10 @@
 //! The live event fan-out behind `GET /v1/events:subscribe`: one task reads
 //! the mesh's event stream (the in-process bus, or a Kafka tail — the same
-//! events the reducer reads), turns each envelope into its proto3 JSON once,
-//! keeps the last [`FanoutConfig::history`] for resuming clients, and offers
-//! it to every subscriber whose filter matches. Offering never waits: a
+//! events the reducer reads), keeps the last [`FanoutConfig::history`] for
+//! resuming clients, and offers each to every subscriber whose filter
+//! matches. An event becomes its proto3 JSON once, when a subscriber first
+//! takes it: with no subscriber, an event costs the hub a decode of its
+//! header fields, not a JSON rendering. Offering never waits: a
 //! subscriber whose bounded queue is full is dropped as too slow (its
 //! connection is closed with [`CLOSE_TOO_SLOW`]), so one slow client never
 //! slows the others, and memory per subscriber is bounded.
@@ -10,7 +12,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, Mutex, OnceLock, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
@@ -52,11 +54,47 @@ pub struct Published {
     pub event_type: &'static str,
     pub namespace: String,
     pub workflow_id: String,
-    /// The proto3 JSON text sent.
-    pub json: String,
+    /// The encoded envelope.
+    bytes: Vec<u8>,
+    pool: DescriptorPool,
+    /// Its proto3 JSON text, once a subscriber has taken it.
+    json: OnceLock<String>,
 }
 
 impl Published {
+    /// The proto3 JSON text sent: the envelope's fields (defaults written)
+    /// and `eventType`.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            self.render_json().unwrap_or_else(|problem| {
+                // The envelope decoded with code generated from these
+                // descriptors, so this is not expected; the client still
+                // hears of the event.
+                tracing::warn!(%problem, event_id = %self.event_id, "cannot render an event's JSON; sent its header");
+                serde_json::json!({
+                    "eventId": self.event_id,
+                    "eventType": self.event_type,
+                    "namespace": self.namespace,
+                    "workflowId": self.workflow_id,
+                })
+                .to_string()
+            })
+        })
+    }
+
+    fn render_json(&self) -> Result<String, String> {
+        let descriptor = self
+            .pool
+            .get_message_by_name("omninode.events.v1.EventEnvelope")
+            .ok_or("the descriptor set lacks EventEnvelope")?;
+        let message = DynamicMessage::decode(descriptor, self.bytes.as_slice()).map_err(|e| e.to_string())?;
+        let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
+        let mut json =
+            message.serialize_with_options(serde_json::value::Serializer, &options).map_err(|e| e.to_string())?;
+        json["eventType"] = Value::String(self.event_type.to_owned());
+        Ok(json.to_string())
+    }
+
     /// Whether `filter` selects this event: each non-empty list must name it.
     fn matches(&self, filter: &Filter) -> bool {
         let types = &filter.event_types;
@@ -146,7 +184,7 @@ impl EventHub {
         let hub = self.clone();
         tokio::spawn(async move {
             while let Some(bytes) = events.recv().await {
-                match hub.render(&bytes) {
+                match hub.render(bytes) {
                     Ok(event) => hub.publish(event),
                     Err(problem) => tracing::warn!(%problem, "an event the fan-out cannot read; skipped"),
                 }
@@ -217,10 +255,10 @@ impl EventHub {
         metrics::gauge!("ws_subscribers").set(state.subscribers.len() as f64);
     }
 
-    /// An encoded envelope as subscribers receive it: its proto3 JSON with
-    /// `eventType` naming the payload.
-    pub fn render(&self, bytes: &[u8]) -> Result<Published, String> {
-        let envelope = EventEnvelope::decode(bytes).map_err(|e| format!("not an EventEnvelope: {e}"))?;
+    /// An encoded envelope as subscribers receive it (its JSON rendered when
+    /// first taken), with `eventType` naming the payload.
+    pub fn render(&self, bytes: Vec<u8>) -> Result<Published, String> {
+        let envelope = EventEnvelope::decode(bytes.as_slice()).map_err(|e| format!("not an EventEnvelope: {e}"))?;
         let (event_type, workflow_id) = match &envelope.payload {
             Some(Payload::StampCreated(stamp)) => ("StampCreated", stamp.workflow_id.clone()),
             Some(Payload::WorkflowStateChanged(change)) => {
@@ -237,21 +275,14 @@ impl EventHub {
             Some(Payload::AggregateUpdated(_)) => ("AggregateUpdated", String::new()),
             None => return Err("an envelope without a payload".into()),
         };
-        let descriptor = self
-            .pool
-            .get_message_by_name("omninode.events.v1.EventEnvelope")
-            .ok_or("the descriptor set lacks EventEnvelope")?;
-        let message = DynamicMessage::decode(descriptor, bytes).map_err(|e| e.to_string())?;
-        let options = prost_reflect::SerializeOptions::new().skip_default_fields(false);
-        let mut json =
-            message.serialize_with_options(serde_json::value::Serializer, &options).map_err(|e| e.to_string())?;
-        json["eventType"] = Value::String(event_type.to_owned());
         Ok(Published {
             event_id: envelope.event_id,
             event_type,
             namespace: envelope.namespace,
             workflow_id,
-            json: json.to_string(),
+            bytes,
+            pool: self.pool.clone(),
+            json: OnceLock::new(),
         })
     }
 }
@@ -275,12 +306,28 @@ mod tests {
     #[test]
     fn events_become_proto3_json_with_their_type() {
         let hub = EventHub::new(FanoutConfig::default());
-        let event = hub.render(&envelope("e1", "a.b")).unwrap();
-        let json: Value = serde_json::from_str(&event.json).unwrap();
+        let event = hub.render(envelope("e1", "a.b")).unwrap();
+        let json: Value = serde_json::from_str(event.json()).unwrap();
         assert_eq!((json["eventId"].as_str(), json["eventType"].as_str()), (Some("e1"), Some("StampCreated")));
         assert_eq!(json["stampCreated"]["fileSize"], "3");
         assert_eq!(json["stampCreated"]["workflowId"], "", "fields with default values are written");
-        assert!(hub.render(b"\xff\xff").is_err());
+        assert!(hub.render(b"\xff\xff".to_vec()).is_err());
+    }
+
+    #[test]
+    fn an_event_is_rendered_once_and_only_when_a_subscriber_takes_it() {
+        let hub = EventHub::new(FanoutConfig::default());
+        hub.publish(hub.render(envelope("unseen", "a")).unwrap());
+        let mut subscriber = hub.subscribe(Caller::anonymous(), Filter::default(), None);
+        let resumed = hub.subscribe(Caller::anonymous(), Filter::default(), Some("unseen"));
+        hub.publish(hub.render(envelope("seen", "a")).unwrap());
+        let kept = hub.state.lock().unwrap().history.clone();
+        assert!(kept.iter().all(|event| event.json.get().is_none()), "published and kept, nothing rendered yet");
+        let taken = subscriber.queue.try_recv().unwrap();
+        let first = taken.json().as_ptr();
+        assert!(resumed.backlog[0].json().contains(r#""eventId":"seen""#));
+        assert_eq!(resumed.backlog[0].json().as_ptr(), first, "every subscriber sends the one rendering");
+        assert!(kept[0].json.get().is_none(), "an event no subscriber took stays unrendered");
     }
 
     #[test]
@@ -291,7 +338,7 @@ mod tests {
         let z_only = Filter { namespaces: ["z".into()].into(), ..Filter::default() };
         let mut other_ns = hub.subscribe(anyone(), z_only, None);
         for i in 0..3 {
-            hub.publish(hub.render(&envelope(&format!("e{i}"), "a")).unwrap());
+            hub.publish(hub.render(envelope(&format!("e{i}"), "a")).unwrap());
         }
         assert!(slow.slow.load(Ordering::SeqCst), "the third event overflowed its queue of two");
         assert_eq!(slow.queue.try_recv().unwrap().event_id, "e0", "what was queued is still delivered");
@@ -300,7 +347,7 @@ mod tests {
         let resumed = hub.subscribe(anyone(), Filter::default(), Some("e0"));
         let ids: Vec<_> = resumed.backlog.iter().map(|e| e.event_id.as_str()).collect();
         assert_eq!((ids, resumed.gap), (vec!["e1", "e2"], false));
-        hub.publish(hub.render(&envelope("e3", "a")).unwrap());
+        hub.publish(hub.render(envelope("e3", "a")).unwrap());
         assert!(hub.subscribe(anyone(), Filter::default(), Some("e0")).gap, "e0 is older than the history kept");
     }
 

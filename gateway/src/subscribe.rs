@@ -182,7 +182,7 @@ async fn send(sink: &mut Sink, message: Message) -> bool {
 
 /// Sends one event; false when the connection is gone or stalled.
 async fn deliver(event: &Published, sink: &mut Sink) -> bool {
-    let ok = send(sink, Message::Text(event.json.clone().into())).await;
+    let ok = send(sink, Message::Text(event.json().to_owned().into())).await;
     if ok {
         metrics::counter!("ws_events_sent_total").increment(1);
     }
