@@ -319,12 +319,12 @@ mod tests {
         let hub = EventHub::new(FanoutConfig::default());
         hub.publish(hub.render(envelope("unseen", "a")).unwrap());
         let mut subscriber = hub.subscribe(Caller::anonymous(), Filter::default(), None);
-        let resumed = hub.subscribe(Caller::anonymous(), Filter::default(), Some("unseen"));
         hub.publish(hub.render(envelope("seen", "a")).unwrap());
         let kept = hub.state.lock().unwrap().history.clone();
         assert!(kept.iter().all(|event| event.json.get().is_none()), "published and kept, nothing rendered yet");
         let taken = subscriber.queue.try_recv().unwrap();
         let first = taken.json().as_ptr();
+        let resumed = hub.subscribe(Caller::anonymous(), Filter::default(), Some("unseen"));
         assert!(resumed.backlog[0].json().contains(r#""eventId":"seen""#));
         assert_eq!(resumed.backlog[0].json().as_ptr(), first, "every subscriber sends the one rendering");
         assert!(kept[0].json.get().is_none(), "an event no subscriber took stays unrendered");

@@ -260,7 +260,7 @@ mod tests {
         let (mut a1, mut a2, mut b) = (updates.subscribe("a"), updates.subscribe("a"), updates.subscribe("b"));
         updates.publish("a", &Counter { key: "a", version: 1 });
         updates.publish("c", &Counter { key: "c", version: 1 });
-        let mut next = |s: &mut Subscription<Counter>| s.receiver.as_mut().unwrap().try_recv().ok();
+        let next = |s: &mut Subscription<Counter>| s.receiver.as_mut().unwrap().try_recv().ok();
         assert_eq!(next(&mut a1), Some(Counter { key: "a", version: 1 }));
         assert_eq!(next(&mut a2), Some(Counter { key: "a", version: 1 }));
         assert_eq!(next(&mut b), None, "b was not woken for a");

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use sea_orm::{
-    ActiveValue::{NotSet, Set},
+    ActiveValue::Set,
     ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
     SqlErr,
     sea_query::{Expr, ExprTrait},
@@ -210,10 +210,7 @@ impl WorkflowStore {
         fence: Option<&Fence>,
     ) -> Result<Updated, DbErr> {
         workflow.updated_at = now();
-        let mut active = to_active(workflow)?;
-        active.id = NotSet;
-        active.created_at = NotSet;
-        active.version = NotSet;
+        let mut active = changes_of(workflow)?;
         if fence.is_none() || !lease::holds_lease(workflow.state) {
             active.lease_owner = Set(None);
             active.lease_expires_at = Set(None);
@@ -377,16 +374,31 @@ fn parse<T: serde::de::DeserializeOwned>(id: &str, column: &str, value: serde_js
     serde_json::from_value(value).map_err(|e| DbErr::Json(format!("workflow_executions.{column} of {id}: {e}")))
 }
 
+/// The whole row of `w`, for its insert.
 fn to_active(w: &Workflow) -> Result<ActiveModel, DbErr> {
     Ok(ActiveModel {
         id: Set(w.id.clone()),
         namespace: Set(w.namespace.clone()),
         workflow_type: Set(w.workflow_type.clone()),
-        current_state: Set(w.state.as_str().to_owned()),
         correlation_id: Set(w.correlation_id.clone()),
         idempotency_key: Set(w.idempotency_key.clone()),
         input_hash: Set(w.input_hash.clone()),
         input: Set(json(&w.input)?),
+        created_at: Set(w.created_at),
+        version: Set(w.version),
+        definition: Set(w.definition.clone()),
+        trace_context: Set(w.trace_context.clone()),
+        reply_to: Set(w.reply_to.as_ref().map(|r| serde_json::to_string(r).expect("ReplyTo serialises"))),
+        ..changes_of(w)?
+    })
+}
+
+/// The columns a state change writes: not what the workflow was admitted
+/// with (its input above all, which may be large), which never changes, nor
+/// its version, which the update counts up itself.
+fn changes_of(w: &Workflow) -> Result<ActiveModel, DbErr> {
+    Ok(ActiveModel {
+        current_state: Set(w.state.as_str().to_owned()),
         file_hash: Set(w.file_hash.clone()),
         stamp_id: Set(w.stamp_id.clone()),
         stamped_content: Set(w.stamped_content.clone()),
@@ -394,22 +406,15 @@ fn to_active(w: &Workflow) -> Result<ActiveModel, DbErr> {
         steps: Set(json(&w.steps)?),
         transitions: Set(json(&w.transitions)?),
         intelligence_data: Set(w.intelligence_data.clone()),
-        created_at: Set(w.created_at),
         started_at: Set(w.started_at),
         completed_at: Set(w.completed_at),
         updated_at: Set(w.updated_at),
         execution_time_ms: Set(w.execution_time_ms.map(|ms| ms as i64)),
-        version: Set(w.version),
-        // Leases are written by the claim, renewal and release statements only.
-        lease_owner: NotSet,
-        lease_expires_at: NotSet,
-        lease_attempt: NotSet,
-        definition: Set(w.definition.clone()),
         step_cursor: Set(i32::try_from(w.cursor).unwrap_or(i32::MAX)),
         current_step: Set(w.current_step.clone()),
         wake_at: Set(w.wake_at),
-        trace_context: Set(w.trace_context.clone()),
-        reply_to: Set(w.reply_to.as_ref().map(|r| serde_json::to_string(r).expect("ReplyTo serialises"))),
+        // Leases are written by the claim, renewal and release statements only.
+        ..ActiveModel::default()
     })
 }
 
@@ -451,4 +456,42 @@ fn from_model(m: Model) -> Result<Workflow, DbErr> {
         wake_at: m.wake_at,
         trace_context: m.trace_context,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use omninode_migrations::MigratorTrait;
+    use omninode_runtime::config::DatabaseTarget;
+
+    use super::*;
+    use crate::domain::workflow::WorkflowInput;
+
+    #[tokio::test]
+    async fn a_state_change_leaves_what_the_workflow_was_admitted_with_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = DatabaseTarget::Sqlite(dir.path().join("workflows.db"));
+        let db = omninode_runtime::db::connect(&target, 1).await.unwrap();
+        omninode_migrations::Migrator::up(&db, None).await.unwrap();
+        let store = WorkflowStore::new(db, Outbox::new("orchestrator", "test", "omninode", Arc::default()));
+        let input = WorkflowInput { content: "x".repeat(100_000), file_path: "a.txt".into(), ..Default::default() };
+        let mut workflow = Workflow::pending("ns".into(), input.clone(), "input-hash".into());
+        workflow.correlation_id = Some("c1".into());
+        let inserted = store.insert(&workflow, &Admission::Queued { limit: 10 }).await.unwrap();
+        assert!(matches!(inserted, Inserted::Created(_)));
+
+        // Fields fixed at admission, changed in memory only: a state change does not write them.
+        workflow.input.content = "changed".into();
+        workflow.correlation_id = Some("changed".into());
+        workflow.transition(WorkflowState::Processing, "").unwrap();
+        workflow.file_hash = Some("file-hash".into());
+        assert_eq!(store.update(&mut workflow, WorkflowState::Pending, None).await.unwrap(), Updated::Written);
+
+        let stored = store.get(&workflow.id).await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.version), (WorkflowState::Processing, workflow.version));
+        assert_eq!(stored.file_hash.as_deref(), Some("file-hash"), "what changed is written");
+        assert_eq!(stored.transitions.len(), workflow.transitions.len());
+        assert_eq!((stored.input, stored.correlation_id.as_deref()), (input, Some("c1")), "the admitted fields as stored");
+    }
 }
