@@ -145,18 +145,14 @@ where
                 }
                 Ok(_) => {}
             }
-            let tick = tokio::time::sleep(poll);
-            tokio::pin!(tick);
-            current = loop {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    update = updates.recv() => match update {
-                        Ok(value) => break Ok(Some(value)),
-                        // Missed updates: read the store.
-                        Err(_) => break read().await,
-                    },
-                    _ = &mut tick => break read().await,
-                }
+            current = tokio::select! {
+                _ = tx.closed() => return,
+                update = updates.recv() => match update {
+                    Ok(value) => Ok(Some(value)),
+                    // Missed updates: read the store.
+                    Err(_) => read().await,
+                },
+                _ = tokio::time::sleep(poll) => read().await,
             };
         }
     });

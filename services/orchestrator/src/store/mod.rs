@@ -492,6 +492,10 @@ mod tests {
         assert_eq!((stored.state, stored.version), (WorkflowState::Processing, workflow.version));
         assert_eq!(stored.file_hash.as_deref(), Some("file-hash"), "what changed is written");
         assert_eq!(stored.transitions.len(), workflow.transitions.len());
-        assert_eq!((stored.input, stored.correlation_id.as_deref()), (input, Some("c1")), "the admitted fields as stored");
+        assert_eq!(
+            (stored.input, stored.correlation_id.as_deref()),
+            (input, Some("c1")),
+            "the admitted fields as stored"
+        );
     }
 }
