@@ -185,16 +185,23 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn sends_each_newer_version_once_and_ends_after_the_final_one() {
-        let updates = KeyedUpdates::default();
+    /// A watch of key "a" over a store holding its version 1 (the returned
+    /// number: set it to change what the store answers). It polls too
+    /// seldom to matter: changes reach it published or by a missed change.
+    fn watch_stored(updates: &KeyedUpdates<Counter>) -> (Arc<AtomicI64>, ReceiverStream<Result<Counter, ()>>) {
         let stored = Arc::new(AtomicI64::new(1));
         let reader = stored.clone();
         let read = move || {
             let version = reader.load(Ordering::SeqCst);
-            async move { Ok::<_, ()>(Some(Counter { key: "a", version })) }
+            async move { Ok(Some(Counter { key: "a", version })) }
         };
-        let mut stream = watch_versioned(updates.subscribe("a"), read, Duration::from_secs(60));
+        (stored, watch_versioned(updates.subscribe("a"), read, Duration::from_secs(60)))
+    }
+
+    #[tokio::test]
+    async fn sends_each_newer_version_once_and_ends_after_the_final_one() {
+        let updates = KeyedUpdates::default();
+        let (stored, mut stream) = watch_stored(&updates);
         assert_eq!(stream.next().await, Some(Ok(Counter { key: "a", version: 1 })));
         for (key, version) in [("b", 9), ("a", 1), ("a", 2)] {
             updates.publish(key, &Counter { key, version });
@@ -233,13 +240,7 @@ mod tests {
     #[tokio::test]
     async fn a_watcher_that_missed_changes_reads_the_store() {
         let updates = KeyedUpdates::default();
-        let stored = Arc::new(AtomicI64::new(1));
-        let reader = stored.clone();
-        let read = move || {
-            let version = reader.load(Ordering::SeqCst);
-            async move { Ok::<_, ()>(Some(Counter { key: "a", version })) }
-        };
-        let mut stream = watch_versioned(updates.subscribe("a"), read, Duration::from_secs(60));
+        let (stored, mut stream) = watch_stored(&updates);
         assert_eq!(stream.next().await, Some(Ok(Counter { key: "a", version: 1 })));
         stored.store(2, Ordering::SeqCst);
         // More than a key's backlog, sent before the watcher runs again:

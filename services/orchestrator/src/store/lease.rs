@@ -249,16 +249,12 @@ impl WorkflowStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use omninode_migrations::MigratorTrait;
-    use omninode_runtime::config::DatabaseTarget;
+    use crate::store::tests::migrated_sqlite;
     use sea_orm::{QueryTrait, Statement};
 
     #[tokio::test]
     async fn sqlite_searches_runnable_workflows_through_the_partial_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = DatabaseTarget::Sqlite(dir.path().join("claims.db"));
-        let db = omninode_runtime::db::connect(&target, 1).await.unwrap();
-        omninode_migrations::Migrator::up(&db, None).await.unwrap();
+        let (_dir, db) = migrated_sqlite().await;
         let query = pick(Utc::now(), 8).build(DbBackend::Sqlite);
         let sql = format!("EXPLAIN QUERY PLAN {}", query.sql);
         let values = query.values.map(|v| v.0).unwrap_or_default();

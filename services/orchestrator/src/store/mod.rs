@@ -459,7 +459,7 @@ fn from_model(m: Model) -> Result<Workflow, DbErr> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use omninode_migrations::MigratorTrait;
@@ -468,12 +468,18 @@ mod tests {
     use super::*;
     use crate::domain::workflow::WorkflowInput;
 
-    #[tokio::test]
-    async fn a_state_change_leaves_what_the_workflow_was_admitted_with_alone() {
+    /// A migrated SQLite database on one connection, in a directory that lives as long as the guard.
+    pub(crate) async fn migrated_sqlite() -> (tempfile::TempDir, DatabaseConnection) {
         let dir = tempfile::tempdir().unwrap();
         let target = DatabaseTarget::Sqlite(dir.path().join("workflows.db"));
         let db = omninode_runtime::db::connect(&target, 1).await.unwrap();
         omninode_migrations::Migrator::up(&db, None).await.unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn a_state_change_leaves_what_the_workflow_was_admitted_with_alone() {
+        let (_dir, db) = migrated_sqlite().await;
         let store = WorkflowStore::new(db, Outbox::new("orchestrator", "test", "omninode", Arc::default()));
         let input = WorkflowInput { content: "x".repeat(100_000), file_path: "a.txt".into(), ..Default::default() };
         let mut workflow = Workflow::pending("ns".into(), input.clone(), "input-hash".into());
