@@ -273,3 +273,44 @@ async fn rolled_back_changes_publish_nothing(sink: Sink, backend: Backend) {
     s.events.assert_quiet(Duration::from_millis(700)).await;
     s.mesh.shutdown().await;
 }
+
+/// The relay's lead (PostgreSQL) is an advisory lock held by a connection
+/// of its own, and each round reads the outbox on that connection: when the
+/// database ends that session, the next round's read fails, the relay gives
+/// the lead up and takes it again on a new connection, and the events of the
+/// stamps made meanwhile go out, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_whose_connection_is_ended_takes_the_lead_again_and_loses_nothing() {
+    use sea_orm::ConnectionTrait;
+    let mut s = setup(Sink::Bus, Backend::Postgres, 64).await;
+    let db = s.mesh.mesh().database.clone();
+    // The relay's lock: key 0x6f6d6e696e6f6465, an int8 advisory lock (objsubid 1).
+    let holder = async || -> Option<i32> {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                 AND classid = x'6f6d6e69'::int::oid AND objid = x'6e6f6465'::int::oid AND objsubid = 1",
+            ))
+            .await
+            .unwrap()?;
+        Some(row.try_get::<i32>("", "pid").unwrap())
+    };
+    let first = stamp(&s.mesh, "before the cut").await;
+    let (_, key, _) = s.events.take(1).await.remove(0);
+    assert_eq!(key, first.file_hash);
+    let ended = holder().await.expect("the relay holds its lock");
+
+    let terminate = format!("SELECT pg_terminate_backend({ended})");
+    db.execute_unprepared(&terminate).await.unwrap();
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        expected.push(stamp(&s.mesh, &format!("after the cut {i}")).await.file_hash);
+    }
+    let received: Vec<String> = s.events.take(5).await.into_iter().map(|(_, key, _)| key).collect();
+    assert_eq!(received, expected, "every event of the stamps made after the cut, once, in order");
+    s.events.assert_quiet(Duration::from_millis(500)).await;
+    let now = holder().await.expect("the relay holds its lock again");
+    assert_ne!(now, ended, "on a new connection");
+    s.mesh.shutdown().await;
+}

@@ -17,16 +17,18 @@ use std::{
 };
 
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait,
     sea_query::{Expr, ExprTrait},
     sqlx::{self, Postgres, pool::PoolConnection},
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use sea_query_sqlx::SqlxValues;
+
 use super::{
-    outbox::entity::{Column, Entity},
+    outbox::entity::{Column, Entity, Model},
     sink::{EventSink, OutgoingEvent},
 };
 use crate::{
@@ -40,6 +42,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long the relay waits for another commit to flush the WAL holding the
 /// rows it read before it flushes that WAL itself.
 const FLUSH_PATIENCE: Duration = Duration::from_millis(20);
+/// The least time from the start of one round to the start of the next
+/// when commits wake the relay: bounds the rounds to 500 a second, and
+/// delays an event by at most this much beyond its round.
+const ROUND_GAP: Duration = Duration::from_millis(2);
+/// PostgreSQL: the WAL's insert position, as a number of bytes.
+const WAL_INSERT_POSITION: &str = "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint";
+/// PostgreSQL: how far the WAL is flushed, as a number of bytes.
+const WAL_FLUSH_POSITION: &str = "(pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint";
+
+/// The WAL's insert and flush positions, read with a batch of rows.
+#[derive(Debug, Clone, Copy)]
+struct WalPositions {
+    target: i64,
+    flushed: i64,
+}
 
 /// Publishes the outbox of one database.
 pub struct OutboxRelay {
@@ -151,6 +168,7 @@ impl OutboxRelay {
         let mut unmarked = Unmarked::default();
         let mut failures = 0u32;
         loop {
+            let started = Instant::now();
             let round = async {
                 if unmarked.due(self.mark_delay, self.batch_size) {
                     self.mark(&mut unmarked).await?;
@@ -158,7 +176,7 @@ impl OutboxRelay {
                 if self.db.get_database_backend() == DbBackend::Postgres && !self.lead(&mut leader).await {
                     return Ok(0);
                 }
-                self.publish_batch(&mut unmarked).await
+                self.publish_batch(&mut unmarked, &mut leader).await
             };
             let pause = match round.await {
                 Ok(n) if n as u64 >= self.batch_size => {
@@ -184,7 +202,12 @@ impl OutboxRelay {
                     }
                     return;
                 }
-                _ = self.wake.notified(), if pause.is_none() => {}
+                _ = self.wake.notified(), if pause.is_none() => {
+                    // Commits come in bursts (a workflow's three, a group's):
+                    // the rounds start at most once per gap, each taking
+                    // what committed meanwhile, instead of one per commit.
+                    tokio::time::sleep_until((started + ROUND_GAP).into()).await;
+                }
                 _ = tokio::time::sleep(pause.unwrap_or(self.poll_interval)) => {}
                 _ = tokio::time::sleep_until(mark_at.unwrap_or_else(Instant::now).into()), if mark_at.is_some() => {}
             }
@@ -205,12 +228,12 @@ impl OutboxRelay {
 
     /// Whether this process leads (PostgreSQL): holds the advisory lock on a
     /// connection of its own, released by PostgreSQL if the process dies.
+    /// A leader's connection is not pinged here: each round reads the
+    /// outbox on it ([`Self::read_batch`]), and a read that fails gives the
+    /// lead up (the next round tries to take it again).
     async fn lead(&self, leader: &mut Option<PoolConnection<Postgres>>) -> bool {
-        if let Some(conn) = leader.as_mut() {
-            if sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok() {
-                return true;
-            }
-            *leader = None;
+        if leader.is_some() {
+            return true;
         }
         let pool = self.db.get_postgres_connection_pool();
         let Ok(mut conn) = pool.acquire().await else { return false };
@@ -226,18 +249,64 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes the oldest unpublished rows (but those delivered and not yet
-    /// marked); returns how many were delivered.
-    async fn publish_batch(&self, unmarked: &mut Unmarked) -> Result<usize, String> {
-        // The unmarked ones are skipped here rather than in the query: one
-        // statement text, whatever their number (a prepared statement each
-        // would fill the statement caches).
-        let mut rows = Entity::find()
+    /// The oldest `limit` unpublished rows. On PostgreSQL they are read on
+    /// the leader's connection, in one statement with the WAL's insert and
+    /// flush positions (see [`Self::await_flush`]): one round trip that
+    /// also shows the lock's session is alive. A read that fails there
+    /// closes that connection (so the lock goes with it, not back into the
+    /// pool) and gives up the lead.
+    async fn read_batch(
+        &self,
+        limit: u64,
+        leader: &mut Option<PoolConnection<Postgres>>,
+    ) -> Result<(Vec<Model>, Option<WalPositions>), DbErr> {
+        let select = Entity::find()
             .filter(Column::PublishedAt.is_null())
             .filter(Column::Attempts.lt(self.max_attempts))
             .order_by_asc(Column::Id)
-            .limit(self.batch_size + unmarked.ids.len() as u64)
-            .all(&self.db)
+            .limit(limit);
+        let Some(conn) = leader.as_mut() else {
+            return Ok((select.all(&self.db).await?, None));
+        };
+        let statement = select
+            .expr_as(Expr::cust(WAL_INSERT_POSITION), "wal_target")
+            .expr_as(Expr::cust(WAL_FLUSH_POSITION), "wal_flushed")
+            .build(DbBackend::Postgres);
+        let values = statement.values.map(|v| v.0).unwrap_or_default();
+        let query = sqlx::query_with(sqlx::AssertSqlSafe(statement.sql), SqlxValues(sea_orm::Values(values)));
+        let rows = match query.fetch_all(&mut **conn).await {
+            Ok(rows) => rows,
+            Err(err) => {
+                if let Some(mut lost) = leader.take() {
+                    lost.close_on_drop();
+                }
+                tracing::warn!(%err, "the outbox read on the relay's connection failed; giving up the lead");
+                return Err(DbErr::Query(sea_orm::RuntimeErr::SqlxError(Arc::new(err))));
+            }
+        };
+        let mut models = Vec::with_capacity(rows.len());
+        let mut positions = None;
+        for row in rows {
+            let row = sea_orm::QueryResult::from(row);
+            positions =
+                Some(WalPositions { target: row.try_get("", "wal_target")?, flushed: row.try_get("", "wal_flushed")? });
+            models.push(Model::from_query_result(&row, "")?);
+        }
+        Ok((models, positions))
+    }
+
+    /// Publishes the oldest unpublished rows (but those delivered and not yet
+    /// marked); returns how many were delivered.
+    async fn publish_batch(
+        &self,
+        unmarked: &mut Unmarked,
+        leader: &mut Option<PoolConnection<Postgres>>,
+    ) -> Result<usize, String> {
+        // The unmarked ones are skipped here rather than in the query: one
+        // statement text, whatever their number (a prepared statement each
+        // would fill the statement caches).
+        let (mut rows, positions) = self
+            .read_batch(self.batch_size + unmarked.ids.len() as u64, leader)
             .await
             .map_err(|e| format!("cannot read the outbox: {e}"))?;
         rows.retain(|row| !unmarked.ids.contains(&row.id));
@@ -245,8 +314,8 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(0);
         }
-        if self.db.get_database_backend() == DbBackend::Postgres {
-            self.await_flush().await.map_err(|e| format!("cannot read the WAL position: {e}"))?;
+        if let Some(positions) = positions {
+            self.await_flush(positions).await.map_err(|e| format!("cannot read the WAL position: {e}"))?;
         }
         // Each traced event is published in a span of its cause's trace; its
         // record carries that span's traceparent, so consumers link to it.
@@ -307,31 +376,18 @@ impl OutboxRelay {
         Err(problem)
     }
 
-    /// PostgreSQL: returns once the WAL holding every row read so far is
-    /// flushed. A write committed without waiting for its flush
-    /// ([`crate::db::OneStatement::commit_without_flush`]) is visible before
-    /// it is durable, and a crash of the database would undo it after its
-    /// events had left. The rows read were committed before the read, so
-    /// their commit records lie before the WAL's insert position now; once
-    /// the flush passes it, they are durable. Another commit usually
-    /// flushes it within a millisecond (the write's caller waits for a
-    /// durable commit of its own); failing that, the relay commits one.
-    async fn await_flush(&self) -> Result<(), DbErr> {
-        const POSITIONS: &str = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS target, \
-                                 (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint AS flushed";
-        const FLUSHED: &str = "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint AS flushed";
-        let read = |sql: &'static str| async move {
-            let row = sea_orm::ConnectionTrait::query_one_raw(
-                &self.db,
-                sea_orm::Statement::from_string(DbBackend::Postgres, sql),
-            )
-            .await?
-            .ok_or_else(|| DbErr::RecordNotFound("the WAL position".into()))?;
-            Ok::<_, DbErr>(row)
-        };
-        let positions = read(POSITIONS).await?;
-        let target: i64 = positions.try_get("", "target")?;
-        let mut flushed: i64 = positions.try_get("", "flushed")?;
+    /// PostgreSQL: returns once the WAL holding the rows read is flushed,
+    /// given the positions read with them. A write committed without
+    /// waiting for its flush ([`crate::db::OneStatement::commit_without_flush`])
+    /// is visible before it is durable, and a crash of the database would
+    /// undo it after its events had left. The rows read were committed
+    /// before the read's snapshot, so their commit records lie before the
+    /// WAL's insert position read in the same statement; once the flush
+    /// passes it, they are durable. Another commit usually flushes it
+    /// within a millisecond (the write's caller waits for a durable commit
+    /// of its own); failing that, the relay commits one.
+    async fn await_flush(&self, positions: WalPositions) -> Result<(), DbErr> {
+        let WalPositions { target, mut flushed } = positions;
         let deadline = Instant::now() + FLUSH_PATIENCE;
         while flushed < target {
             if Instant::now() >= deadline {
@@ -345,7 +401,13 @@ impl OutboxRelay {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
-            flushed = read(FLUSHED).await?.try_get("", "flushed")?;
+            let row = sea_orm::ConnectionTrait::query_one_raw(
+                &self.db,
+                sea_orm::Statement::from_string(DbBackend::Postgres, format!("SELECT {WAL_FLUSH_POSITION} AS flushed")),
+            )
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound("the WAL position".into()))?;
+            flushed = row.try_get("", "flushed")?;
         }
         Ok(())
     }

@@ -99,6 +99,7 @@ impl WorkflowStore {
 
     async fn insert_in_transaction(&self, workflow: &Workflow, admission: &Admission) -> Result<Inserted, DbErr> {
         let mut row = to_active(workflow)?;
+        let mut wake_relay = true;
         let written = match admission {
             Admission::Claimed { owner, lease, answered_when_settled } => {
                 row.lease_owner = Set(Some(owner.clone()));
@@ -113,6 +114,12 @@ impl WorkflowStore {
                     if *answered_when_settled {
                         statement.commit_without_flush();
                     }
+                    // Unflushed on PostgreSQL, the events need no relay
+                    // round of their own: the relay could not publish them
+                    // before the WAL's flush, which the workflow's next
+                    // durable write brings, and that write wakes the relay
+                    // (its poll, failing that).
+                    wake_relay = !(*answered_when_settled && self.backend() == DbBackend::Postgres);
                     statement.run(&self.db, "SELECT 1").await.map(|_| true)
                 } else {
                     self.insert_row(workflow, admission, row).await
@@ -125,7 +132,9 @@ impl WorkflowStore {
         };
         match written {
             Ok(true) => {
-                self.outbox.committed();
+                if wake_relay {
+                    self.outbox.committed();
+                }
                 Ok(Inserted::Created(workflow.clone()))
             }
             Ok(false) => match admission {
