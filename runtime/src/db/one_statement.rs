@@ -61,6 +61,14 @@ impl OneStatement {
         self.unflushed = true;
     }
 
+    /// Whether its commit is left to a later one's flush: set by
+    /// [`Self::commit_without_flush`], on PostgreSQL (SQLite's commits are
+    /// alike). The outbox relay cannot publish its events before that
+    /// flush, so waking the relay for them is for the later commit to do.
+    pub fn flushed_later(&self) -> bool {
+        self.unflushed && self.backend == DbBackend::Postgres
+    }
+
     /// The name of the part added last.
     pub fn last_part(&self) -> Option<&str> {
         self.names.last().map(String::as_str)
@@ -183,6 +191,18 @@ fn shift_placeholders(sql: &str, offset: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_postgresql_commit_asked_to_skip_its_flush_is_flushed_later() {
+        let skipping = |backend| {
+            let mut statement = OneStatement::new(backend);
+            statement.commit_without_flush();
+            statement.flushed_later()
+        };
+        assert!(skipping(DbBackend::Postgres));
+        assert!(!skipping(DbBackend::Sqlite), "SQLite's commits are all alike");
+        assert!(!OneStatement::new(DbBackend::Postgres).flushed_later(), "a durable commit by default");
+    }
 
     #[test]
     fn placeholders_outside_quotes_are_renumbered() {

@@ -266,6 +266,9 @@ impl OutboxRelay {
             .order_by_asc(Column::Id)
             .limit(limit);
         let Some(conn) = leader.as_mut() else {
+            // Only SQLite reads without a leader: PostgreSQL's rows need the
+            // WAL positions read with them.
+            debug_assert_ne!(self.db.get_database_backend(), DbBackend::Postgres, "read on the leader's connection");
             return Ok((select.all(&self.db).await?, None));
         };
         let statement = select
@@ -284,14 +287,15 @@ impl OutboxRelay {
                 return Err(DbErr::Query(sea_orm::RuntimeErr::SqlxError(Arc::new(err))));
             }
         };
-        let mut models = Vec::with_capacity(rows.len());
-        let mut positions = None;
-        for row in rows {
-            let row = sea_orm::QueryResult::from(row);
-            positions =
-                Some(WalPositions { target: row.try_get("", "wal_target")?, flushed: row.try_get("", "wal_flushed")? });
-            models.push(Model::from_query_result(&row, "")?);
-        }
+        let rows: Vec<sea_orm::QueryResult> = rows.into_iter().map(sea_orm::QueryResult::from).collect();
+        // Every row carries the positions; any reading is past the snapshot.
+        let positions = match rows.last() {
+            Some(row) => {
+                Some(WalPositions { target: row.try_get("", "wal_target")?, flushed: row.try_get("", "wal_flushed")? })
+            }
+            None => None,
+        };
+        let models = rows.iter().map(|row| Model::from_query_result(row, "")).collect::<Result<_, _>>()?;
         Ok((models, positions))
     }
 

@@ -114,12 +114,11 @@ impl WorkflowStore {
                     if *answered_when_settled {
                         statement.commit_without_flush();
                     }
-                    // Unflushed on PostgreSQL, the events need no relay
-                    // round of their own: the relay could not publish them
-                    // before the WAL's flush, which the workflow's next
-                    // durable write brings, and that write wakes the relay
+                    // Events the relay could publish only after the WAL's
+                    // flush need no round of their own: the workflow's next
+                    // durable write brings that flush and wakes the relay
                     // (its poll, failing that).
-                    wake_relay = !(*answered_when_settled && self.backend() == DbBackend::Postgres);
+                    wake_relay = !statement.flushed_later();
                     statement.run(&self.db, "SELECT 1").await.map(|_| true)
                 } else {
                     self.insert_row(workflow, admission, row).await
