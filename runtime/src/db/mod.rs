@@ -1,7 +1,7 @@
 //! Database connection (SQLite embedded, PostgreSQL in production) and schema
 //! migration through the `omninode-migrations` crate.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use omninode_migrations::{Migrator, MigratorTrait};
 use sea_orm::{
@@ -13,6 +13,7 @@ use sea_orm::{
 use crate::config::{DatabaseTarget, MeshConfig};
 
 mod one_statement;
+mod sqlite_writer;
 pub use one_statement::OneStatement;
 
 /// Why the database could not be opened.
@@ -55,7 +56,9 @@ pub async fn connect_and_migrate(config: &MeshConfig) -> Result<DatabaseConnecti
 /// The PostgreSQL advisory lock key that serialises schema migrations.
 const MIGRATION_LOCK: i64 = 0x6f6d_6e69_6d69_6772; // "omnimigr"
 
-/// Opens a pool on `target` without migrating.
+/// Opens a pool on `target` without migrating. On an SQLite file it also
+/// opens the file's writer (see [`sqlite_writer`]), which every
+/// [`begin_write`] and [`OneStatement`] on this pool then writes through.
 pub async fn connect(target: &DatabaseTarget, max_connections: u32) -> Result<DatabaseConnection, DbSetupError> {
     let url = match target {
         DatabaseTarget::Sqlite(path) => {
@@ -67,10 +70,27 @@ pub async fn connect(target: &DatabaseTarget, max_connections: u32) -> Result<Da
         }
         DatabaseTarget::Url(url) => url.clone(),
     };
+    let failed = |source| DbSetupError::Connect { target: describe(target), source };
+    let db = Database::connect(pool_options(&url, max_connections, 1)).await.map_err(failed)?;
+    if db.get_database_backend() == DbBackend::Sqlite && !sqlite_writer::registered(&db) {
+        // Its one connection closes when idle (and opens again at the next
+        // write), so a pool nobody uses any more leaves no file open.
+        let mut options = pool_options(&url, 1, 0);
+        options.idle_timeout(SQLITE_WRITER_IDLE);
+        sqlite_writer::register(&db, Database::connect(options).await.map_err(failed)?).await;
+    }
+    Ok(db)
+}
+
+/// An SQLite writer connection idle this long is closed.
+const SQLITE_WRITER_IDLE: Duration = Duration::from_secs(60);
+
+/// The pool's options for `url`: at most `max` connections, `min` kept open.
+fn pool_options(url: &str, max: u32, min: u32) -> ConnectOptions {
     let mut options = ConnectOptions::new(url);
     options
-        .max_connections(max_connections)
-        .min_connections(1)
+        .max_connections(max)
+        .min_connections(min)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false)
@@ -94,11 +114,16 @@ pub async fn connect(target: &DatabaseTarget, max_connections: u32) -> Result<Da
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
+                .pragma("wal_autocheckpoint", wal_autocheckpoint())
         })
         .map_sqlx_sqlite_pool_opts(|pool| {
             pool.after_connect(|conn, _| Box::pin(async move { stable_plans(&mut conn.lock_handle().await?) }))
         });
-    Database::connect(options).await.map_err(|source| DbSetupError::Connect { target: describe(target), source })
+    options
+}
+
+fn wal_autocheckpoint() -> String {
+    std::env::var("SQLITE_WAL_AUTOCHECKPOINT").unwrap_or_else(|_| "1000".into())
 }
 
 /// Turns on SQLite's query planner stability guarantee for `conn`
@@ -172,24 +197,22 @@ pub fn statement_chunks<'a, T>(
     })
 }
 
-/// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`:
-/// a deferred transaction that reads and then writes fails at once with
-/// SQLITE_BUSY_SNAPSHOT when another writer committed in between (no busy
-/// wait applies to that upgrade); taking the write lock up front makes
-/// writers queue instead. They queue on an in-process gate first: SQLite's
-/// own busy handler sleeps 1 to 100 ms between tries, which under load left
-/// the CPU idle while writers slept (the embedded database has one process).
-/// PostgreSQL begins as usual.
+/// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`
+/// on the file's writer connection, behind its gate (see
+/// [`sqlite_writer`]): a deferred transaction that reads and then writes
+/// fails at once with SQLITE_BUSY_SNAPSHOT when another writer committed in
+/// between (no busy wait applies to that upgrade); taking the write lock up
+/// front makes writers queue instead. PostgreSQL begins as usual.
 pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTransaction, DbErr> {
     if db.get_database_backend() != DbBackend::Sqlite {
         return Ok(WriteTransaction { txn: db.begin().await?, _gate: None });
     }
-    let gate = sqlite_write_gate().await;
+    let (gate, writer) = sqlite_writer::write_access(db).await;
     let options = TransactionOptions {
         sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
         ..TransactionOptions::default()
     };
-    Ok(WriteTransaction { txn: db.begin_with_options(options).await?, _gate: Some(gate) })
+    Ok(WriteTransaction { txn: writer.begin_with_options(options).await?, _gate: Some(gate) })
 }
 
 /// PostgreSQL: a one-row subquery that sets `synchronous_commit` for the
@@ -202,13 +225,6 @@ pub(crate) fn synchronous_commit(on: bool) -> &'static str {
         true => "(SELECT set_config('synchronous_commit', 'on', true))",
         false => "(SELECT set_config('synchronous_commit', 'off', true))",
     }
-}
-
-/// Waits for the SQLite write gate: one per process (the embedded database
-/// is one file per process), held by every write transaction.
-pub(crate) async fn sqlite_write_gate() -> tokio::sync::OwnedMutexGuard<()> {
-    static SQLITE_WRITE_GATE: std::sync::OnceLock<Arc<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
-    SQLITE_WRITE_GATE.get_or_init(Arc::default).clone().lock_owned().await
 }
 
 /// A transaction from [`begin_write`]; on SQLite it holds the write gate

@@ -130,11 +130,11 @@ impl OneStatement {
     async fn run_sqlite(self, db: &DatabaseConnection) -> Result<Vec<QueryResult>, DbErr> {
         let failed = |err: sqlx::Error| DbErr::Query(RuntimeErr::SqlxError(Arc::new(err)));
         let sql = format!("BEGIN IMMEDIATE; {}; COMMIT", self.parts.join("; "));
-        let pool = db.get_sqlite_connection_pool().clone();
+        let db = db.clone();
         let values = self.values;
         let batch = tokio::spawn(async move {
-            let _gate = super::sqlite_write_gate().await;
-            let mut conn = pool.acquire().await.map_err(failed)?;
+            let (_gate, writer) = super::sqlite_writer::write_access(&db).await;
+            let mut conn = writer.get_sqlite_connection_pool().acquire().await.map_err(failed)?;
             let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(Values(values)));
             match conn.fetch_all(query).await {
                 Ok(rows) => Ok(rows.into_iter().map(QueryResult::from).collect()),
