@@ -114,7 +114,11 @@ fn pool_options(url: &str, max: u32, min: u32) -> ConnectOptions {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
-                .pragma("wal_autocheckpoint", wal_autocheckpoint())
+                // The writer's checkpointer copies the WAL back (see
+                // `sqlite_writer`); no commit does it while holding the gate.
+                // A WAL that grew in a burst is cut back when it starts again.
+                .pragma("wal_autocheckpoint", "0")
+                .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
         })
         .map_sqlx_sqlite_pool_opts(|pool| {
             pool.after_connect(|conn, _| Box::pin(async move { stable_plans(&mut conn.lock_handle().await?) }))
@@ -122,9 +126,8 @@ fn pool_options(url: &str, max: u32, min: u32) -> ConnectOptions {
     options
 }
 
-fn wal_autocheckpoint() -> String {
-    std::env::var("SQLITE_WAL_AUTOCHECKPOINT").unwrap_or_else(|_| "1000".into())
-}
+/// The bytes of WAL file SQLite keeps when it starts the WAL again.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Turns on SQLite's query planner stability guarantee for `conn`
 /// (`SQLITE_DBCONFIG_ENABLE_QPSG`): a statement's plan is made once, when it
@@ -232,7 +235,7 @@ pub(crate) fn synchronous_commit(on: bool) -> &'static str {
 pub struct WriteTransaction {
     // Dropped first: the rollback is under way before the gate opens.
     txn: DatabaseTransaction,
-    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _gate: Option<sqlite_writer::WriteGuard>,
 }
 
 impl WriteTransaction {
@@ -366,5 +369,81 @@ mod tests {
         assert!(path.exists());
         let applied = Migrator::get_applied_migrations(&db).await.unwrap();
         assert_eq!(applied.len(), Migrator::migrations().len());
+    }
+
+    /// A pool on a new SQLite file in `dir` with a table `t (id, data)`.
+    async fn sqlite_with_table(dir: &std::path::Path, name: &str) -> DatabaseConnection {
+        let db = connect(&DatabaseTarget::Sqlite(dir.join(name)), 4).await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB NOT NULL)").await.unwrap();
+        db
+    }
+
+    async fn insert(txn: &WriteTransaction, id: i64, bytes: usize) {
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "INSERT INTO t (id, data) VALUES (?, ?)",
+            vec![id.into(), vec![7u8; bytes].into()],
+        );
+        txn.execute_raw(statement).await.unwrap();
+    }
+
+    async fn rows(db: &DatabaseConnection) -> i64 {
+        let row = db.query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT count(*) AS n FROM t")).await;
+        row.unwrap().unwrap().try_get::<i64>("", "n").unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_of_one_sqlite_file_take_turns_and_two_files_do_not_wait_for_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (sqlite_with_table(dir.path(), "a.db").await, sqlite_with_table(dir.path(), "b.db").await);
+        let held = begin_write(&a).await.unwrap();
+        insert(&held, 1, 10).await;
+
+        // Another file is written while `a` is held.
+        let other = tokio::time::timeout(Duration::from_secs(10), async {
+            let txn = begin_write(&b).await.unwrap();
+            insert(&txn, 1, 10).await;
+            txn.commit().await.unwrap();
+        });
+        other.await.expect("a write to another file waited for this one");
+        assert_eq!(rows(&b).await, 1);
+
+        // A second writer of `a` waits its turn (no SQLITE_BUSY), then writes.
+        let second = tokio::spawn({
+            let a = a.clone();
+            async move {
+                let txn = begin_write(&a).await.unwrap();
+                insert(&txn, 2, 10).await;
+                txn.commit().await.unwrap();
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!second.is_finished(), "two writers of one file at once");
+        held.commit().await.unwrap();
+        second.await.unwrap();
+        assert_eq!(rows(&a).await, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sqlite_file_written_without_pause_keeps_its_wal_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_with_table(dir.path(), "wal.db").await;
+        let wal = dir.path().join("wal.db-wal");
+        // 15 000 pages and more of WAL written without a pause: with no
+        // checkpoint the WAL would hold all of them (60 MiB).
+        let (transactions, bytes) = (15_000i64, 4000);
+        let mut largest = 0;
+        for id in 0..transactions {
+            let txn = begin_write(&db).await.unwrap();
+            insert(&txn, id, bytes).await;
+            txn.commit().await.unwrap();
+            if id % 500 == 0 {
+                largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+            }
+        }
+        largest = largest.max(std::fs::metadata(&wal).unwrap().len());
+        assert_eq!(rows(&db).await, transactions);
+        let written = (transactions as u64) * bytes as u64;
+        assert!(largest < written / 4, "the WAL reached {largest} bytes for {written} written");
     }
 }
