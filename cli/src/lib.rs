@@ -93,7 +93,7 @@ impl RunningMesh {
         for task in self.background {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
-        self.database.close().await.ok();
+        omninode_runtime::db::close(self.database).await.ok();
         omninode_runtime::trace::flush();
         tracing::info!("stopped");
         Ok(())

@@ -82,6 +82,15 @@ pub async fn connect(target: &DatabaseTarget, max_connections: u32) -> Result<Da
     Ok(db)
 }
 
+/// Closes `db`'s pool; on an SQLite file, the file's writer first (so that
+/// the last connection to close copies the WAL back and removes it).
+pub async fn close(db: DatabaseConnection) -> Result<(), DbErr> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        sqlite_writer::close(&db).await;
+    }
+    db.close().await
+}
+
 /// An SQLite writer connection idle this long is closed.
 const SQLITE_WRITER_IDLE: Duration = Duration::from_secs(60);
 
@@ -445,5 +454,23 @@ mod tests {
         assert_eq!(rows(&db).await, transactions);
         let written = (transactions as u64) * bytes as u64;
         assert!(largest < written / 4, "the WAL reached {largest} bytes for {written} written");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_an_sqlite_pool_closes_its_writer_and_a_new_pool_writes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_with_table(dir.path(), "closed.db").await;
+        let txn = begin_write(&db).await.unwrap();
+        insert(&txn, 1, 10).await;
+        txn.commit().await.unwrap();
+        close(db).await.unwrap();
+        // Every connection closed: the last one copied the WAL back and removed it.
+        assert!(!dir.path().join("closed.db-wal").exists(), "a connection to the file is still open");
+
+        let again = connect(&DatabaseTarget::Sqlite(dir.path().join("closed.db")), 2).await.unwrap();
+        let txn = begin_write(&again).await.unwrap();
+        insert(&txn, 2, 10).await;
+        txn.commit().await.unwrap();
+        assert_eq!(rows(&again).await, 2);
     }
 }

@@ -31,7 +31,7 @@ use std::{
     time::Duration,
 };
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+use sea_orm::{DatabaseConnection, DbBackend, sqlx};
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 /// One SQLite file's writer: its gate and its one-connection pool.
@@ -41,6 +41,16 @@ struct SqliteWriter {
     db: DatabaseConnection,
     /// Told when a writer leaves the gate: there may be frames to copy.
     wrote: Arc<Notify>,
+    /// The pool it was registered with, which its checkpointer reads through.
+    readers: DatabaseConnection,
+}
+
+impl SqliteWriter {
+    /// Whether its readers' pool was closed without [`close`]: a writer
+    /// whose checkpointer has stopped, which a new pool replaces.
+    fn stale(&self) -> bool {
+        self.readers.get_sqlite_connection_pool().is_closed()
+    }
 }
 
 /// The right to write to one SQLite file; see [`write_access`].
@@ -86,10 +96,15 @@ pub(super) async fn register(db: &DatabaseConnection, writer: DatabaseConnection
     };
     let registered = {
         let mut writers = WRITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match writers.contains_key(&file) {
-            true => Err(writer),
-            false => {
-                let registered = Arc::new(SqliteWriter { gate: Arc::default(), db: writer, wrote: Arc::default() });
+        match writers.get(&file) {
+            Some(registered) if !registered.stale() => Err(writer),
+            _ => {
+                let registered = Arc::new(SqliteWriter {
+                    gate: Arc::default(),
+                    db: writer,
+                    wrote: Arc::default(),
+                    readers: db.clone(),
+                });
                 writers.insert(file, registered.clone());
                 Ok(registered)
             }
@@ -97,7 +112,7 @@ pub(super) async fn register(db: &DatabaseConnection, writer: DatabaseConnection
     };
     match registered {
         Ok(writer) => {
-            tokio::spawn(checkpoint_in_background(writer, db.clone()));
+            tokio::spawn(checkpoint_in_background(writer));
         }
         Err(unused) => {
             let _ = unused.close().await;
@@ -106,38 +121,57 @@ pub(super) async fn register(db: &DatabaseConnection, writer: DatabaseConnection
 }
 
 /// Copies the WAL back into the file while writers go on; see the module docs.
-async fn checkpoint_in_background(writer: Arc<SqliteWriter>, readers: DatabaseConnection) {
+async fn checkpoint_in_background(writer: Arc<SqliteWriter>) {
     loop {
         writer.wrote.notified().await;
         tokio::time::sleep(CHECKPOINT_INTERVAL).await;
-        match checkpoint(&readers).await {
-            Ok(frames) if frames >= RESTART_FRAMES => {
-                let _gate = writer.gate.clone().lock_owned().await;
-                if let Err(err) = checkpoint(&readers).await {
-                    tracing::warn!(%err, "SQLite checkpoint failed");
-                }
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(%err, "SQLite checkpoint failed"),
+        if writer.stale() {
+            return; // its pool was closed, by `close` or by whoever opened it
+        }
+        if let Err(err) = checkpoint(&writer).await {
+            tracing::warn!(%err, "SQLite checkpoint failed");
         }
     }
 }
 
+/// Copies what it can on a reading connection; then, if the WAL has grown
+/// long, copies its last frames behind the gate (the connection is taken
+/// first: the gate is never held waiting for one).
+async fn checkpoint(writer: &SqliteWriter) -> Result<(), sqlx::Error> {
+    let mut conn = writer.readers.get_sqlite_connection_pool().acquire().await?;
+    if passive_checkpoint(&mut conn).await? >= RESTART_FRAMES {
+        let _gate = writer.gate.clone().lock_owned().await;
+        passive_checkpoint(&mut conn).await?;
+    }
+    Ok(())
+}
+
 /// A passive checkpoint (it never waits for a reader or a writer): copies
 /// every frame no reader still needs; answers the frames in the WAL.
-async fn checkpoint(db: &DatabaseConnection) -> Result<i64, DbErr> {
-    let row = db
-        .query_one_raw(Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)"))
-        .await?
-        .ok_or_else(|| DbErr::Custom("PRAGMA wal_checkpoint answered no row".into()))?;
-    let frames: i64 = row.try_get_by_index(1)?;
+async fn passive_checkpoint(conn: &mut sqlx::SqliteConnection) -> Result<i64, sqlx::Error> {
+    let (_busy, frames, _copied): (i64, i64, i64) =
+        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&mut *conn).await?;
     metrics::counter!("sqlite_checkpoints_total").increment(1);
     Ok(frames)
 }
 
 /// Whether `db`'s file has a registered writer.
 pub(super) fn registered(db: &DatabaseConnection) -> bool {
-    file_of(db).is_some_and(|file| WRITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains_key(&file))
+    file_of(db).is_some_and(|file| {
+        WRITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&file).is_some_and(|w| !w.stale())
+    })
+}
+
+/// Closes the writer of `db`'s file, if it has one, and forgets it: the next
+/// [`super::connect`] to the file opens a writer of its own. Writes already
+/// behind the gate finish first.
+pub(super) async fn close(db: &DatabaseConnection) {
+    let Some(file) = file_of(db) else { return };
+    let writer = WRITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&file);
+    if let Some(writer) = writer {
+        let _gate = writer.gate.clone().lock_owned().await;
+        let _ = writer.db.clone().close().await;
+    }
 }
 
 /// The right to write to `db`'s file, held until dropped, and the connection
