@@ -155,7 +155,7 @@ async fn passive_checkpoint(conn: &mut sqlx::SqliteConnection) -> Result<i64, sq
     Ok(frames)
 }
 
-/// Whether `db`'s file has a registered writer.
+/// Whether `db`'s file has a registered writer whose pool is open.
 pub(super) fn registered(db: &DatabaseConnection) -> bool {
     file_of(db).is_some_and(|file| {
         WRITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&file).is_some_and(|w| !w.stale())
