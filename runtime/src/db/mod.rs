@@ -474,4 +474,20 @@ mod tests {
         txn.commit().await.unwrap();
         assert_eq!(rows(&again).await, 2);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_whose_pool_was_closed_elsewhere_is_replaced_by_the_next_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite_with_table(dir.path(), "replaced.db").await;
+        let closed = db.clone();
+        db.close().await.unwrap(); // not `db::close`: the writer stays registered, its checkpointer stops
+        assert!(!sqlite_writer::registered(&closed), "a writer whose checkpointer stopped counts as none");
+
+        let again = connect(&DatabaseTarget::Sqlite(dir.path().join("replaced.db")), 2).await.unwrap();
+        assert!(sqlite_writer::registered(&again), "the new pool has a writer (and checkpointer) of its own");
+        let txn = begin_write(&again).await.unwrap();
+        insert(&txn, 1, 10).await;
+        txn.commit().await.unwrap();
+        assert_eq!(rows(&again).await, 1);
+    }
 }
