@@ -77,6 +77,17 @@ const RESTART_FRAMES: i64 = 1000;
 /// The writers of this process, by file name (as in the pool's options).
 static WRITERS: LazyLock<StdMutex<HashMap<PathBuf, Arc<SqliteWriter>>>> = LazyLock::new(Default::default);
 
+fn writers() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Arc<SqliteWriter>>> {
+    WRITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The writer registered for `db`'s file, if any (looked up by the file name
+/// the pool holds, without copying it: every write asks).
+fn writer_of(db: &DatabaseConnection) -> Option<Arc<SqliteWriter>> {
+    let options = db.get_sqlite_connection_pool().connect_options();
+    writers().get(options.get_filename()).cloned()
+}
+
 /// The file `db` (an SQLite pool) opens, unless it is an in-memory database
 /// (each of whose connections is a database of its own: no writer there).
 fn file_of(db: &DatabaseConnection) -> Option<PathBuf> {
@@ -95,7 +106,7 @@ pub(super) async fn register(db: &DatabaseConnection, writer: DatabaseConnection
         return;
     };
     let registered = {
-        let mut writers = WRITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut writers = writers();
         match writers.get(&file) {
             Some(registered) if !registered.stale() => Err(writer),
             _ => {
@@ -157,17 +168,15 @@ async fn passive_checkpoint(conn: &mut sqlx::SqliteConnection) -> Result<i64, sq
 
 /// Whether `db`'s file has a registered writer whose pool is open.
 pub(super) fn registered(db: &DatabaseConnection) -> bool {
-    file_of(db).is_some_and(|file| {
-        WRITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&file).is_some_and(|w| !w.stale())
-    })
+    writer_of(db).is_some_and(|writer| !writer.stale())
 }
 
 /// Closes the writer of `db`'s file, if it has one, and forgets it: the next
 /// [`super::connect`] to the file opens a writer of its own. Writes already
 /// behind the gate finish first.
 pub(super) async fn close(db: &DatabaseConnection) {
-    let Some(file) = file_of(db) else { return };
-    let writer = WRITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&file);
+    let options = db.get_sqlite_connection_pool().connect_options();
+    let writer = writers().remove(options.get_filename());
     if let Some(writer) = writer {
         let _gate = writer.gate.clone().lock_owned().await;
         let _ = writer.db.clone().close().await;
@@ -179,9 +188,7 @@ pub(super) async fn close(db: &DatabaseConnection) {
 /// process) for a pool opened without [`super::connect`].
 pub(crate) async fn write_access(db: &DatabaseConnection) -> (WriteGuard, DatabaseConnection) {
     debug_assert_eq!(db.get_database_backend(), DbBackend::Sqlite);
-    let writer = file_of(db)
-        .and_then(|file| WRITERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&file).cloned());
-    match writer {
+    match writer_of(db) {
         Some(writer) => {
             let gate = writer.gate.clone().lock_owned().await;
             (WriteGuard { _gate: gate, wrote: Some(writer.wrote.clone()) }, writer.db.clone())
