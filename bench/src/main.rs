@@ -10,6 +10,7 @@
 mod echo;
 mod growth;
 mod load;
+mod pinning;
 mod process;
 mod report;
 mod scenarios;
@@ -52,6 +53,10 @@ struct Args {
     /// Write the growth scenario's chart (SVG) here.
     #[arg(long)]
     chart: Option<std::path::PathBuf>,
+    /// Leave the load generator and the servers free to share every CPU
+    /// (by default they are pinned apart with `taskset`).
+    #[arg(long)]
+    no_pin: bool,
 }
 
 fn main() -> ExitCode {
@@ -72,8 +77,17 @@ fn main() -> ExitCode {
         _ => {}
     }
     let args = Args::parse();
+    // Before the runtime starts its threads: they inherit the main thread's CPUs.
+    let pinning = match args.no_pin {
+        true => "Not pinned (`--no-pin`): the load generator and the servers share every CPU.".to_owned(),
+        false => match pinning::Pinning::apply() {
+            Ok(pinning) => pinning.describe(),
+            Err(why) => format!("Not pinned ({why}): the load generator and the servers share every CPU."),
+        },
+    };
+    eprintln!("{pinning}");
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, pinning)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -82,11 +96,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, pinning: String) -> anyhow::Result<()> {
     let (seconds, reducer_events) = if args.smoke { (0.2, 500) } else { (args.seconds, args.reducer_events) };
     let measure = Duration::from_secs_f64(seconds);
     let bench = Arc::new(Bench::new(Timing { warmup: measure / 6, measure }));
     let mut report = Report::default();
+    report.notes.push(pinning);
     let wanted = |scenario: &str| args.only.is_empty() || args.only.iter().any(|s| s == scenario);
 
     let echo = if wanted("stamp") {

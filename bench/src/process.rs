@@ -8,6 +8,8 @@ use anyhow::{Context, bail};
 use omninode_integration_tests::{free_port, http_get};
 use tokio::process::{Child, Command};
 
+use crate::pinning::Pinning;
+
 /// A child process serving on loopback.
 pub struct ServerProcess {
     child: Child,
@@ -16,7 +18,12 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Runs this executable with `args` and `env`, and waits until `ready_at` accepts connections.
     async fn spawn(args: &[&str], env: &[(String, String)], ready_at: SocketAddr) -> anyhow::Result<Self> {
-        let child = Command::new(std::env::current_exe()?)
+        let exe = std::env::current_exe()?;
+        let mut command = match Pinning::current() {
+            Some(pinning) => pinning.server_command(&exe),
+            None => Command::new(&exe),
+        };
+        let child = command
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
