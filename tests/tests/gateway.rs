@@ -198,8 +198,29 @@ async fn workflow_and_stats_routes(backend: Backend) {
     let (status, _, rebuilt) = call(gw, "POST", "/v1/namespaces/gw.flow/stats:rebuild", json!({})).await;
     assert_eq!((status, rebuilt["stats"]["totalStamps"].clone()), (200, json!("1")), "{rebuilt}");
 
-    // StartWorkflow answers at once (201, PENDING or later); the stats stream
-    // (Server-Sent Events) shows the namespace now, then after the new stamp.
+    // The stats stream (Server-Sent Events) shows the namespace now; then
+    // StartWorkflow answers at once (201, PENDING or later), and the stream
+    // shows the new stamp once the workflow has made it. (The stream opens
+    // first: the workflow may finish before a later connection's first event.)
+    let mut stream = tokio::net::TcpStream::connect(gw).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(format!("GET /v1/namespaces/gw.flow/stats:watch HTTP/1.1\r\nHost: {gw}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = vec![0u8; 8192];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut read_until = async |wanted: &str, seen: &mut String| {
+        while !seen.contains(wanted) {
+            let n =
+                tokio::time::timeout_at(deadline, stream.read(&mut buf)).await.expect("stats stream advances").unwrap();
+            assert!(n > 0, "stream closed: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    read_until(r#""totalStamps":"1""#, &mut seen).await;
+    assert!(seen.contains("text/event-stream"), "{seen}");
     let (status, _, started) = call(
         gw,
         "POST",
@@ -217,20 +238,6 @@ async fn workflow_and_stats_routes(backend: Backend) {
     .await;
     assert_eq!(status, 200, "an idempotent repeat creates nothing: {repeat}");
     assert_eq!(repeat["workflow"]["workflowId"], started["workflow"]["workflowId"]);
-    let mut stream = tokio::net::TcpStream::connect(gw).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(format!("GET /v1/namespaces/gw.flow/stats:watch HTTP/1.1\r\nHost: {gw}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut seen = String::new();
-    let mut buf = vec![0u8; 8192];
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !seen.contains(r#""totalStamps":"2""#) {
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await.expect("stats stream advances").unwrap();
-        assert!(n > 0, "stream closed: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    assert!(seen.contains("text/event-stream") && seen.contains(r#""totalStamps":"1""#), "{seen}");
+    read_until(r#""totalStamps":"2""#, &mut seen).await;
     mesh.shutdown().await;
 }

@@ -22,7 +22,8 @@
 //! task of the writer copies what was written, on a reading connection,
 //! while the writers go on; then it takes the gate only to copy the last
 //! frames, so that the next write starts the WAL again from its beginning
-//! and the file stays bounded.
+//! and the file stays bounded. Should that task fall far behind, the writer
+//! connection checkpoints on commit at four times that length (a backstop).
 
 use std::{
     collections::HashMap,
@@ -73,6 +74,11 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// A WAL of at least this many frames is copied to its end behind the gate,
 /// so that the next write starts it again (SQLite's own default size).
 const RESTART_FRAMES: i64 = 1000;
+/// The writer connection's own auto-checkpoint: should the checkpointer
+/// fall far behind (a process starved of CPU runs it rarely), the commit
+/// that fills the WAL to this many frames copies it back itself, as SQLite
+/// does by default, so the WAL stays bounded however the tasks are scheduled.
+pub(super) const BACKSTOP_FRAMES: i64 = 4 * RESTART_FRAMES;
 
 /// The writers of this process, by file name (as in the pool's options).
 static WRITERS: LazyLock<StdMutex<HashMap<PathBuf, Arc<SqliteWriter>>>> = LazyLock::new(Default::default);
