@@ -78,13 +78,12 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     // Before the runtime starts its threads: they inherit the main thread's CPUs.
-    let pinning = match args.no_pin {
-        true => "Not pinned (`--no-pin`): the load generator and the servers share every CPU.".to_owned(),
-        false => match pinning::Pinning::apply() {
-            Ok(pinning) => pinning.describe(),
-            Err(why) => format!("Not pinned ({why}): the load generator and the servers share every CPU."),
-        },
+    let pinned = match args.no_pin {
+        true => Err("`--no-pin`".to_owned()),
+        false => pinning::Pinning::apply().map(pinning::Pinning::describe),
     };
+    let pinning =
+        pinned.unwrap_or_else(|why| format!("Not pinned ({why}): the load generator and the servers share every CPU."));
     eprintln!("{pinning}");
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     match runtime.block_on(run(args, pinning)) {

@@ -16,7 +16,7 @@ pub struct Pinning {
     servers: Vec<usize>,
 }
 
-static PINNING: OnceLock<Option<Pinning>> = OnceLock::new();
+static PINNING: OnceLock<Pinning> = OnceLock::new();
 
 impl Pinning {
     /// The split of `cpus` (the CPUs this process may use): none with fewer than two.
@@ -30,8 +30,8 @@ impl Pinning {
 
     /// Pins this process to the generator's CPUs and remembers the split for
     /// [`Self::server_command`]. Must run before any thread is started: threads
-    /// started later inherit the main thread's CPUs. `None` (and a note why)
-    /// when this process may use fewer than two CPUs or `taskset` failed.
+    /// started later inherit the main thread's CPUs. Why not, when this
+    /// process may use fewer than two CPUs or `taskset` failed.
     pub fn apply() -> Result<&'static Pinning, String> {
         let cpus = allowed_cpus().ok_or("cannot read Cpus_allowed_list from /proc/self/status")?;
         let pinning = Self::of(&cpus).ok_or_else(|| format!("only {} CPU to run on", cpus.len()))?;
@@ -43,12 +43,12 @@ impl Pinning {
         if !status.success() {
             return Err(format!("taskset exited with {status}"));
         }
-        Ok(PINNING.get_or_init(|| Some(pinning)).as_ref().expect("set just now"))
+        Ok(PINNING.get_or_init(|| pinning))
     }
 
     /// The split in force, if [`Self::apply`] pinned this process.
     pub fn current() -> Option<&'static Pinning> {
-        PINNING.get().and_then(Option::as_ref)
+        PINNING.get()
     }
 
     /// A command that runs `program` on the servers' CPUs (`taskset -c`
