@@ -84,9 +84,7 @@ pub async fn growth(
             bulk_insert(&db, &template, loaded, next - 1).await?;
             loaded = next;
         }
-        if backend == Backend::Postgres {
-            db.execute_unprepared("ANALYZE metadata_stamps").await?;
-        }
+        settle(&db, backend).await?;
         eprintln!("  {label}: measuring at {rows} rows");
         let stamp = measure(bench, timing, 16, stamp_call(&stamping, bench)).await;
         let get = measure(bench, timing, 16, get_call(&stamping, rows)).await;
@@ -143,6 +141,31 @@ fn list_call(client: &StampingServiceClient<tonic::transport::Channel>, page_tok
 }
 
 /// Inserts bulk rows `first..=last` copying the template row's stamp and timestamps.
+/// Lets a bulk load settle before its size is measured, as a table is
+/// between loads in a deployment, so that the figures measure the table's
+/// size rather than the load's aftermath: PostgreSQL vacuums and analyses
+/// the table (setting the hint bits and visibility map the first reads of
+/// fresh rows would otherwise write) and checkpoints; SQLite copies its WAL
+/// back into the file; then the kernel writes back every dirty page.
+async fn settle(db: &DatabaseConnection, backend: Backend) -> anyhow::Result<()> {
+    match backend {
+        Backend::Postgres => {
+            db.execute_unprepared("VACUUM (ANALYZE) metadata_stamps").await?;
+            // A role that may not checkpoint (neither superuser nor
+            // pg_checkpoint) measures without: the figures say so.
+            if let Err(err) = db.execute_unprepared("CHECKPOINT").await {
+                eprintln!("  no CHECKPOINT before measuring ({err})");
+            }
+        }
+        Backend::Sqlite => {
+            db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)").await?;
+        }
+    }
+    let synced = tokio::process::Command::new("sync").status().await?;
+    anyhow::ensure!(synced.success(), "`sync` failed: {synced}");
+    Ok(())
+}
+
 async fn bulk_insert(db: &DatabaseConnection, template: &str, first: u64, last: u64) -> anyhow::Result<()> {
     let backend = db.get_database_backend();
     let sql = match backend {

@@ -8,7 +8,7 @@ use omninode_integration_tests::{Backend, TestDatabase, on_both_backends};
 use omninode_proto::events::v1::{StampCreated, event_envelope::Payload};
 use omninode_runtime::{
     Env, MeshConfig,
-    db::{OneStatement, connect_and_migrate},
+    db::{OneStatement, begin_write, connect_and_migrate},
     events::{EventKind, EventSink, EventsConfig, NewEvent, Outbox, OutboxRelay, OutgoingEvent, WriteIf},
     health::HealthRegistry,
 };
@@ -19,6 +19,7 @@ on_both_backends!(
     a_failing_part_writes_nothing_of_the_others,
     outbox_rows_follow_what_the_parts_before_them_returned,
     a_dropped_caller_leaves_no_half_written_batch,
+    batches_written_together_answer_and_fail_each_alone,
 );
 
 async fn migrated(database: &TestDatabase) -> DatabaseConnection {
@@ -190,6 +191,92 @@ async fn a_dropped_caller_leaves_no_half_written_batch(backend: Backend) {
     let (a, b) = (keys.iter().filter(|k| *k == "a").count(), keys.iter().filter(|k| *k == "b").count());
     assert_eq!(a, b, "each dropped write is whole or absent: {keys:?}");
     assert_eq!(keys.iter().filter(|k| *k == "c").count(), 10);
+}
+
+/// Batches that queue while the writer is busy each get their own rows
+/// back; one that fails — first, in the middle, last of the queue — fails
+/// alone and leaves nothing, and the others commit whole.
+async fn batches_written_together_answer_and_fail_each_alone(backend: Backend) {
+    let database = TestDatabase::new(backend).await;
+    let db = migrated(&database).await;
+    let backend = db.get_database_backend();
+    const BATCHES: usize = 24;
+    let fails = |i: usize| i == 0 || i == 11 || i == BATCHES - 1;
+    let batch = |i: usize| {
+        let mut statement = OneStatement::new(backend);
+        let sql = "INSERT INTO metadata_stamps (id, namespace, file_hash, file_path, file_size, content_type, \
+                   stamp_data, protocol_version, version, metadata_version, created_at, updated_at) \
+                   VALUES ($1, 'ns', $2, 'f', 1, 'text/plain', '{}', '1', 1, '1', '2026-01-01T00:00:00Z', \
+                   '2026-01-01T00:00:00Z') RETURNING id";
+        let values = vec![format!("id-{i}").into(), format!("hash-{i}").into()];
+        statement.add_sql("s", &placeholders(&db, sql), values);
+        outbox().add_to(&mut statement, "o", vec![event(&format!("k{i}"))], &WriteIf::Always);
+        if fails(i) {
+            // The same event id twice: a unique violation in its last part.
+            statement.add_sql(
+                "dup",
+                &placeholders(
+                    &db,
+                    "INSERT INTO event_outbox (event_id, topic, partition_key, event_type, payload, created_at) \
+                     VALUES ($1, 't', 'dup', 'x', 'x', '2026-01-01T00:00:00Z'), \
+                     ($2, 't', 'dup', 'x', 'x', '2026-01-01T00:00:00Z')",
+                ),
+                vec![format!("dup-{i}").into(), format!("dup-{i}").into()],
+            );
+        }
+        statement
+    };
+    // The writer is held busy while every batch queues (on SQLite the
+    // write gate; on PostgreSQL an open transaction, which holds nothing
+    // the batches need).
+    let busy = begin_write(&db).await.unwrap();
+    let mut runs = Vec::new();
+    for i in 0..BATCHES {
+        let (db, statement) = (db.clone(), batch(i));
+        let mut run = Box::pin(async move { statement.run(&db, "SELECT id FROM s").await });
+        // Polled once here, so the batches queue in this order (the first,
+        // a middle and the last of the group fail).
+        assert!(futures::poll!(&mut run).is_pending(), "the writer is busy");
+        runs.push(tokio::spawn(run));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    busy.commit().await.unwrap();
+    for (i, run) in runs.into_iter().enumerate() {
+        match run.await.unwrap() {
+            Ok(rows) => {
+                assert!(!fails(i), "batch {i} should have failed");
+                let ids: Vec<String> = rows.iter().map(|r| r.try_get::<String>("", "id").unwrap()).collect();
+                assert_eq!(ids, [format!("id-{i}")], "batch {i} answers its own rows");
+            }
+            Err(err) => {
+                assert!(fails(i), "batch {i} failed: {err}");
+                assert!(
+                    matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))),
+                    "batch {i}: a unique violation, got {err}"
+                );
+            }
+        }
+    }
+    let written: Vec<usize> = (0..BATCHES).filter(|i| !fails(*i)).collect();
+    let mut keys = outbox_keys(&db).await;
+    keys.sort();
+    let mut expected: Vec<String> = written.iter().map(|i| format!("k{i}")).collect();
+    expected.sort();
+    assert_eq!(keys, expected, "the events of the batches that committed, and only those");
+    let stamps = db
+        .query_all_raw(Statement::from_string(backend, "SELECT id FROM metadata_stamps"))
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = stamps.iter().map(|r| r.try_get::<String>("", "id").unwrap()).collect();
+    ids.sort();
+    let mut expected: Vec<String> = written.iter().map(|i| format!("id-{i}")).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "a failed batch left none of its rows");
+
+    // The writer is free afterwards: nothing was left inside a transaction.
+    let mut statement = OneStatement::new(backend);
+    outbox().add_to(&mut statement, "o", vec![event("after")], &WriteIf::Always);
+    tokio::time::timeout(std::time::Duration::from_secs(5), statement.run(&db, "SELECT 1")).await.unwrap().unwrap();
 }
 
 /// The WAL position `function` reports (`pg_current_wal_insert_lsn()`, …), in bytes.
