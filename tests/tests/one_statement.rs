@@ -263,10 +263,7 @@ async fn batches_written_together_answer_and_fail_each_alone(backend: Backend) {
     let mut expected: Vec<String> = written.iter().map(|i| format!("k{i}")).collect();
     expected.sort();
     assert_eq!(keys, expected, "the events of the batches that committed, and only those");
-    let stamps = db
-        .query_all_raw(Statement::from_string(backend, "SELECT id FROM metadata_stamps"))
-        .await
-        .unwrap();
+    let stamps = db.query_all_raw(Statement::from_string(backend, "SELECT id FROM metadata_stamps")).await.unwrap();
     let mut ids: Vec<String> = stamps.iter().map(|r| r.try_get::<String>("", "id").unwrap()).collect();
     ids.sort();
     let mut expected: Vec<String> = written.iter().map(|i| format!("id-{i}")).collect();
