@@ -141,7 +141,6 @@ fn list_call(client: &StampingServiceClient<tonic::transport::Channel>, page_tok
     })
 }
 
-/// Inserts bulk rows `first..=last` copying the template row's stamp and timestamps.
 /// Lets a bulk load settle before its size is measured, as a table is
 /// between loads in a deployment, so that the figures measure the table's
 /// size rather than the load's aftermath: PostgreSQL vacuums and analyses
@@ -167,6 +166,7 @@ async fn settle(db: &DatabaseConnection, backend: Backend) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Inserts bulk rows `first..=last` copying the template row's stamp and timestamps.
 async fn bulk_insert(db: &DatabaseConnection, template: &str, first: u64, last: u64) -> anyhow::Result<()> {
     let backend = db.get_database_backend();
     let sql = match backend {

@@ -19,7 +19,7 @@ on_both_backends!(
     a_failing_part_writes_nothing_of_the_others,
     outbox_rows_follow_what_the_parts_before_them_returned,
     a_dropped_caller_leaves_no_half_written_batch,
-    batches_written_together_answer_and_fail_each_alone,
+    batches_queued_behind_a_busy_writer_answer_and_fail_each_alone,
 );
 
 async fn migrated(database: &TestDatabase) -> DatabaseConnection {
@@ -196,7 +196,7 @@ async fn a_dropped_caller_leaves_no_half_written_batch(backend: Backend) {
 /// Batches that queue while the writer is busy each get their own rows
 /// back; one that fails — first, in the middle, last of the queue — fails
 /// alone and leaves nothing, and the others commit whole.
-async fn batches_written_together_answer_and_fail_each_alone(backend: Backend) {
+async fn batches_queued_behind_a_busy_writer_answer_and_fail_each_alone(backend: Backend) {
     let database = TestDatabase::new(backend).await;
     let db = migrated(&database).await;
     let backend = db.get_database_backend();
@@ -235,7 +235,7 @@ async fn batches_written_together_answer_and_fail_each_alone(backend: Backend) {
         let (db, statement) = (db.clone(), batch(i));
         let mut run = Box::pin(async move { statement.run(&db, "SELECT id FROM s").await });
         // Polled once here, so the batches queue in this order (the first,
-        // a middle and the last of the group fail).
+        // a middle and the last of the queue fail).
         assert!(futures::poll!(&mut run).is_pending(), "the writer is busy");
         runs.push(tokio::spawn(run));
     }
