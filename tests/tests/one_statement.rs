@@ -65,6 +65,41 @@ async fn outbox_keys(db: &DatabaseConnection) -> Vec<String> {
     rows.iter().map(|row| row.try_get::<String>("", "partition_key").unwrap()).collect()
 }
 
+/// An insert of stamp rows `(id, file_hash)` that skips a taken one and
+/// returns the ids it inserted, with its values, for `db`'s backend.
+fn stamps_insert(db: &DatabaseConnection, rows: &[(&str, &str)]) -> (String, Vec<sea_orm::Value>) {
+    let tuples: Vec<String> = (0..rows.len())
+        .map(|i| {
+            format!(
+                "(${}, 'ns', ${}, 'f', 1, 'text/plain', '{{}}', '1', 1, '1', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                2 * i + 1,
+                2 * i + 2
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO metadata_stamps (id, namespace, file_hash, file_path, file_size, content_type, stamp_data, \
+         protocol_version, version, metadata_version, created_at, updated_at) VALUES {} \
+         ON CONFLICT DO NOTHING RETURNING id",
+        tuples.join(", ")
+    );
+    let values = rows.iter().flat_map(|(id, hash)| [sea_orm::Value::from(*id), sea_orm::Value::from(*hash)]);
+    (placeholders(db, &sql), values.collect())
+}
+
+/// Adds a part that fails: the outbox event id `event_id` twice, a unique violation.
+fn add_duplicate_event(statement: &mut OneStatement, db: &DatabaseConnection, event_id: &str) {
+    statement.add_sql(
+        "dup",
+        &placeholders(
+            db,
+            "INSERT INTO event_outbox (event_id, topic, partition_key, event_type, payload, created_at) \
+             VALUES ($1, 't', 'dup', 'x', 'x', '2026-01-01T00:00:00Z'), ($2, 't', 'dup', 'x', 'x', '2026-01-01T00:00:00Z')",
+        ),
+        vec![event_id.into(), event_id.into()],
+    );
+}
+
 async fn a_failing_part_writes_nothing_of_the_others(backend: Backend) {
     let database = TestDatabase::new(backend).await;
     let db = migrated(&database).await;
@@ -72,15 +107,7 @@ async fn a_failing_part_writes_nothing_of_the_others(backend: Backend) {
     let mut statement = OneStatement::new(backend);
     outbox().add_to(&mut statement, "o", vec![event("a"), event("b")], &WriteIf::Always);
     // The same event id twice: a unique violation in the second part.
-    statement.add_sql(
-        "dup",
-        &placeholders(
-            &db,
-            "INSERT INTO event_outbox (event_id, topic, partition_key, event_type, payload, created_at) \
-             VALUES ($1, 't', 'dup', 'x', 'x', '2026-01-01T00:00:00Z'), ($2, 't', 'dup', 'x', 'x', '2026-01-01T00:00:00Z')",
-        ),
-        vec!["00000000-0000-0000-0000-000000000001".into(), "00000000-0000-0000-0000-000000000001".into()],
-    );
+    add_duplicate_event(&mut statement, &db, "00000000-0000-0000-0000-000000000001");
     let err = statement.run(&db, "SELECT 1").await.unwrap_err();
     assert!(
         matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))),
@@ -117,29 +144,10 @@ async fn outbox_rows_follow_what_the_parts_before_them_returned(backend: Backend
 
     // Keyed rows: only the keys (new stamp ids) the first part inserted;
     // the second stamp's hash is taken, so its row is not.
-    let stamps = |rows: &[(&str, &str)]| {
-        let tuples: Vec<String> = (0..rows.len())
-            .map(|i| {
-                format!(
-                    "(${}, 'ns', ${}, 'f', 1, 'text/plain', '{{}}', '1', 1, '1', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
-                    2 * i + 1,
-                    2 * i + 2
-                )
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO metadata_stamps (id, namespace, file_hash, file_path, file_size, content_type, stamp_data, \
-             protocol_version, version, metadata_version, created_at, updated_at) VALUES {} \
-             ON CONFLICT DO NOTHING RETURNING id",
-            tuples.join(", ")
-        );
-        let values = rows.iter().flat_map(|(id, hash)| [sea_orm::Value::from(*id), sea_orm::Value::from(*hash)]);
-        (placeholders(&db, &sql), values.collect::<Vec<_>>())
-    };
-    let (sql, values) = stamps(&[("id-0", "h2")]);
+    let (sql, values) = stamps_insert(&db, &[("id-0", "h2")]);
     db.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await.unwrap();
     let mut statement = OneStatement::new(backend);
-    let (sql, values) = stamps(&[("id-1", "h1"), ("id-2", "h2"), ("id-3", "h3")]);
+    let (sql, values) = stamps_insert(&db, &[("id-1", "h1"), ("id-2", "h2"), ("id-3", "h3")]);
     statement.add_sql("s", &sql, values);
     outbox().add_to(
         &mut statement,
@@ -204,25 +212,12 @@ async fn batches_queued_behind_a_busy_writer_answer_and_fail_each_alone(backend:
     let fails = |i: usize| i == 0 || i == 11 || i == BATCHES - 1;
     let batch = |i: usize| {
         let mut statement = OneStatement::new(backend);
-        let sql = "INSERT INTO metadata_stamps (id, namespace, file_hash, file_path, file_size, content_type, \
-                   stamp_data, protocol_version, version, metadata_version, created_at, updated_at) \
-                   VALUES ($1, 'ns', $2, 'f', 1, 'text/plain', '{}', '1', 1, '1', '2026-01-01T00:00:00Z', \
-                   '2026-01-01T00:00:00Z') RETURNING id";
-        let values = vec![format!("id-{i}").into(), format!("hash-{i}").into()];
-        statement.add_sql("s", &placeholders(&db, sql), values);
+        let (sql, values) = stamps_insert(&db, &[(&format!("id-{i}"), &format!("hash-{i}"))]);
+        statement.add_sql("s", &sql, values);
         outbox().add_to(&mut statement, "o", vec![event(&format!("k{i}"))], &WriteIf::Always);
         if fails(i) {
-            // The same event id twice: a unique violation in its last part.
-            statement.add_sql(
-                "dup",
-                &placeholders(
-                    &db,
-                    "INSERT INTO event_outbox (event_id, topic, partition_key, event_type, payload, created_at) \
-                     VALUES ($1, 't', 'dup', 'x', 'x', '2026-01-01T00:00:00Z'), \
-                     ($2, 't', 'dup', 'x', 'x', '2026-01-01T00:00:00Z')",
-                ),
-                vec![format!("dup-{i}").into(), format!("dup-{i}").into()],
-            );
+            // A unique violation in its last part.
+            add_duplicate_event(&mut statement, &db, &format!("dup-{i}"));
         }
         statement
     };
