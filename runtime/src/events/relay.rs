@@ -83,6 +83,14 @@ struct Unmarked {
     ids: HashSet<i64>,
     /// When the oldest of `ids` was delivered.
     since: Option<Instant>,
+    /// The highest id delivered since the last mark, when every unpublished
+    /// row at or below it that the relay's reads saw was delivered (is in
+    /// `ids`): the next round reads only the rows above it, rather than
+    /// reading every delivered row again to skip it (at 64 callers, ten
+    /// times the new rows per round). A row committed later below it (on
+    /// PostgreSQL, ids are taken before commits land, out of order) is read
+    /// once the mark clears this, at most a mark delay later.
+    through: Option<i64>,
 }
 
 impl Unmarked {
@@ -249,7 +257,7 @@ impl OutboxRelay {
         }
     }
 
-    /// The oldest `limit` unpublished rows. On PostgreSQL they are read on
+    /// The oldest `limit` unpublished rows with ids above `after`. On PostgreSQL they are read on
     /// the leader's connection, in one statement with the WAL's insert and
     /// flush positions (see [`Self::await_flush`]): one round trip that
     /// also shows the lock's session is alive. A read that fails there
@@ -258,11 +266,13 @@ impl OutboxRelay {
     async fn read_batch(
         &self,
         limit: u64,
+        after: i64,
         leader: &mut Option<PoolConnection<Postgres>>,
     ) -> Result<(Vec<Model>, Option<WalPositions>), DbErr> {
         let select = Entity::find()
             .filter(Column::PublishedAt.is_null())
             .filter(Column::Attempts.lt(self.max_attempts))
+            .filter(Column::Id.gt(after))
             .order_by_asc(Column::Id)
             .limit(limit);
         let Some(conn) = leader.as_mut() else {
@@ -306,11 +316,16 @@ impl OutboxRelay {
         unmarked: &mut Unmarked,
         leader: &mut Option<PoolConnection<Postgres>>,
     ) -> Result<usize, String> {
-        // The unmarked ones are skipped here rather than in the query: one
-        // statement text, whatever their number (a prepared statement each
-        // would fill the statement caches).
+        // Rows above the delivered ones when all below were delivered;
+        // otherwise the oldest, the unmarked ones skipped here rather than in
+        // the query: one statement text, whatever their number (a prepared
+        // statement each would fill the statement caches).
+        let (after, skipped) = match unmarked.through {
+            Some(through) => (through, 0),
+            None => (0, unmarked.ids.len() as u64),
+        };
         let (mut rows, positions) = self
-            .read_batch(self.batch_size + unmarked.ids.len() as u64, leader)
+            .read_batch(self.batch_size + skipped, after, leader)
             .await
             .map_err(|e| format!("cannot read the outbox: {e}"))?;
         rows.retain(|row| !unmarked.ids.contains(&row.id));
@@ -348,6 +363,9 @@ impl OutboxRelay {
         }
         drop(spans);
         let ids: Vec<i64> = rows.iter().zip(&delivered).filter(|(_, ok)| **ok).map(|(row, _)| row.id).collect();
+        // The rows are in id order: all of them delivered, every unpublished
+        // row read up to the last one is now delivered.
+        unmarked.through = if delivered.iter().all(|ok| *ok) { rows.last().map(|row| row.id) } else { None };
         if !ids.is_empty() {
             metrics::counter!("outbox_events_published_total", "sink" => self.sink.name()).increment(ids.len() as u64);
             unmarked.since.get_or_insert_with(Instant::now);
@@ -671,6 +689,34 @@ mod tests {
         stop.cancel();
         relay.await.unwrap();
         assert_eq!(unmarked(&db).await, 0, "marked at shutdown");
+    }
+
+    #[tokio::test]
+    async fn an_event_committed_below_the_delivered_ones_is_delivered_once_after_their_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = outbox_db(&dir).await;
+        let add_with_id = async |id: i64, event_id: &str| {
+            let mut row = outbox_row(event_id, chrono::Utc::now(), None);
+            row.id = Set(id);
+            Entity::insert(row).exec_without_returning(&db).await.unwrap();
+        };
+        add_with_id(10, "e10").await;
+        add_with_id(11, "e11").await;
+        let (sink, wake) = (Arc::new(Counting::default()), Arc::new(Notify::new()));
+        let (stop, relay) = start(&db, sink.clone(), wake.clone(), "300");
+        eventually("the first two events delivered", async || sink.deliveries().len() == 2).await;
+
+        // A row whose id lies below those delivered and not yet marked (on
+        // PostgreSQL: a transaction that took its id first and committed
+        // last), and one above them.
+        add_with_id(5, "late").await;
+        add_with_id(12, "e12").await;
+        wake.notify_one();
+        eventually("all four events delivered", async || sink.deliveries().len() == 4).await;
+        eventually("all four marked", async || unmarked(&db).await == 0).await;
+        assert_eq!(sink.deliveries(), [1, 1, 1, 1], "each event delivered once");
+        stop.cancel();
+        relay.await.unwrap();
     }
 
     #[tokio::test]
