@@ -34,6 +34,8 @@ pub struct GrowthPoint {
     pub list_first: Measurement,
     pub list_deep: Measurement,
     pub rebuild: Duration,
+    /// The mesh's peak resident set so far (VmHWM), in bytes, if it could be read.
+    pub peak_rss: Option<u64>,
 }
 
 /// The id and hash of bulk row `i`: ids sort like the API's (time-ordered
@@ -95,7 +97,8 @@ pub async fn growth(
         let started = std::time::Instant::now();
         reducer.rebuild(RebuildRequest { namespace: NAMESPACE.into() }).await?;
         let rebuild = started.elapsed();
-        points.push(GrowthPoint { database: label, rows, stamp, get, list_first, list_deep, rebuild });
+        let peak_rss = mesh_process.peak_rss();
+        points.push(GrowthPoint { database: label, rows, stamp, get, list_first, list_deep, rebuild, peak_rss });
     }
     mesh_process.stop().await;
     Ok(points)
@@ -196,12 +199,13 @@ async fn bulk_insert(db: &DatabaseConnection, template: &str, first: u64, last: 
 /// The Markdown table of the points.
 pub fn table(points: &[GrowthPoint]) -> String {
     let mut text = String::from(
-        "| database | rows | Stamp calls/s (c16) | GetStamp calls/s (c16) | ListStamps first page p50 | deep page p50 | Rebuild |\n\
-         |---|---:|---:|---:|---:|---:|---:|\n",
+        "| database | rows | Stamp calls/s (c16) | GetStamp calls/s (c16) | ListStamps first page p50 | deep page p50 | Rebuild | mesh peak RSS |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for p in points {
+        let peak = p.peak_rss.map_or_else(|| "–".to_owned(), |bytes| format!("{:.1} MiB", bytes as f64 / 1048576.0));
         text.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {} | {} | {} |\n",
+            "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
             p.database,
             p.rows,
             p.stamp.per_second(),
@@ -209,6 +213,7 @@ pub fn table(points: &[GrowthPoint]) -> String {
             crate::report::show(p.list_first.p50),
             crate::report::show(p.list_deep.p50),
             crate::report::show(p.rebuild),
+            peak,
         ));
     }
     text
