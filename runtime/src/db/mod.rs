@@ -71,9 +71,6 @@ pub async fn connect(target: &DatabaseTarget, max_connections: u32) -> Result<Da
         DatabaseTarget::Url(url) => url.clone(),
     };
     let failed = |source| DbSetupError::Connect { target: describe(target), source };
-    if matches!(target, DatabaseTarget::Sqlite(_)) {
-        keep_statement_journals_in_memory();
-    }
     let db = Database::connect(pool_options(&url, max_connections, 1, 0)).await.map_err(failed)?;
     if db.get_database_backend() == DbBackend::Sqlite && !sqlite_writer::registered(&db) {
         // Its one connection closes when idle (and opens again at the next
@@ -139,35 +136,6 @@ fn pool_options(url: &str, max: u32, min: u32, wal_autocheckpoint: i64) -> Conne
             pool.after_connect(|conn, _| Box::pin(async move { stable_plans(&mut conn.lock_handle().await?) }))
         });
     options
-}
-
-/// The size up to which SQLite keeps a statement journal in memory.
-const STATEMENT_JOURNAL_IN_MEMORY: std::os::raw::c_int = 4 * 1024 * 1024;
-
-/// A statement of a multi-statement write (a stamp group's INSERT of many
-/// rows, a reducer batch) keeps the pages it changes in a statement journal,
-/// to undo itself alone if it fails. Past 64 KiB, SQLite's default, it spills
-/// that journal to a temporary file that it creates, writes and deletes
-/// within the transaction: 6 % of the mesh's time under Stamp at 64 callers.
-/// Up to [`STATEMENT_JOURNAL_IN_MEMORY`] it now stays a copy in memory,
-/// freed with the statement. (`PRAGMA temp_store = MEMORY` would do it too,
-/// but it also lifts the sorter's memory bound: a GROUP BY over 10 M rows
-/// then sorts them all in memory.) SQLite takes this setting only before it
-/// initialises, so it is set before the process's first SQLite connection.
-fn keep_statement_journals_in_memory() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: SQLITE_CONFIG_STMTJRNL_SPILL takes one int. Before SQLite
-        // initialises nothing else runs in it (this is the process's first
-        // connection); after, sqlite3_config changes nothing and answers
-        // SQLITE_MISUSE.
-        let code = unsafe {
-            libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_STMTJRNL_SPILL, STATEMENT_JOURNAL_IN_MEMORY)
-        };
-        if code != libsqlite3_sys::SQLITE_OK {
-            tracing::warn!(code, "SQLite was in use before its statement journals could be kept in memory");
-        }
-    });
 }
 
 /// The bytes of WAL file SQLite keeps when it starts the WAL again.
@@ -434,49 +402,6 @@ mod tests {
     async fn rows(db: &DatabaseConnection) -> i64 {
         let row = db.query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT count(*) AS n FROM t")).await;
         row.unwrap().unwrap().try_get::<i64>("", "n").unwrap()
-    }
-
-    /// How many of this process's open files are SQLite's temporary files
-    /// (created in a temporary directory as `etilqs_…`, deleted at once).
-    fn sqlite_temporary_files() -> usize {
-        let fds = std::fs::read_dir("/proc/self/fd").unwrap();
-        let targets = fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok());
-        targets.filter(|target| target.to_string_lossy().contains("etilqs_")).count()
-    }
-
-    #[tokio::test]
-    async fn a_failing_statement_of_a_write_undoes_itself_alone_its_journal_in_memory() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sqlite_with_table(dir.path(), "statement.db").await;
-        // Rows whose pages the failing statement changes, so that it journals them.
-        let txn = begin_write(&db).await.unwrap();
-        for id in 1..=40 {
-            insert(&txn, id, 3000).await;
-        }
-        txn.commit().await.unwrap();
-
-        let txn = begin_write(&db).await.unwrap();
-        insert(&txn, 100, 10).await;
-        // Rewrites every page of the 40 rows (well past SQLite's 64 KiB), then fails at id 40.
-        let update = "UPDATE t SET data = zeroblob(3500), id = CASE WHEN id = 40 THEN 100 ELSE id END";
-        let failed = txn.execute_raw(Statement::from_string(DbBackend::Sqlite, update)).await;
-        assert!(failed.is_err(), "the update meets the unique id 100");
-        let rewritten = "SELECT count(*) AS n FROM t WHERE length(data) <> 3000";
-        let row = txn.query_one_raw(Statement::from_string(DbBackend::Sqlite, rewritten)).await.unwrap().unwrap();
-        assert_eq!(
-            row.try_get::<i64>("", "n").unwrap(),
-            1,
-            "only the 10-byte row differs: the failed update left nothing"
-        );
-        // A statement that succeeds journals the same pages; its journal
-        // is kept until the transaction ends.
-        let rewrite = "UPDATE t SET data = zeroblob(3000) WHERE id <= 40";
-        txn.execute_raw(Statement::from_string(DbBackend::Sqlite, rewrite)).await.unwrap();
-        assert_eq!(sqlite_temporary_files(), 0, "the statement journals were kept in memory");
-        insert(&txn, 101, 10).await;
-        txn.commit().await.unwrap();
-
-        assert_eq!(rows(&db).await, 42, "the 40 rows and the two inserted around the failed statement");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
