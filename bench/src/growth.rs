@@ -1,8 +1,9 @@
 //! How cost grows with data: `metadata_stamps` is bulk-loaded (SQL, not the
 //! API) to each size in turn, and at each size, once the load has settled,
 //! Stamp and GetStamp are loaded at concurrency 16, the first and a deep
-//! ListStamps page are timed, and the reducer's Rebuild of the namespace. The
-//! harness draws the curves as an SVG.
+//! ListStamps page are timed, and the reducer's Rebuild of the namespace; the
+//! mesh's peak resident set is read after each size. The harness draws the
+//! curves as an SVG.
 
 use std::{sync::Arc, time::Duration};
 
