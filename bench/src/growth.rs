@@ -35,8 +35,8 @@ pub struct GrowthPoint {
     pub list_first: Measurement,
     pub list_deep: Measurement,
     pub rebuild: Duration,
-    /// The mesh's peak resident set so far (VmHWM), in bytes, if it could be read.
-    pub peak_rss: Option<u64>,
+    /// The mesh's peak resident set so far (VmHWM), in MiB, if it could be read.
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// The id and hash of bulk row `i`: ids sort like the API's (time-ordered
@@ -98,8 +98,8 @@ pub async fn growth(
         let started = std::time::Instant::now();
         reducer.rebuild(RebuildRequest { namespace: NAMESPACE.into() }).await?;
         let rebuild = started.elapsed();
-        let peak_rss = mesh_process.peak_rss();
-        points.push(GrowthPoint { database: label, rows, stamp, get, list_first, list_deep, rebuild, peak_rss });
+        let peak_rss_mib = mesh_process.peak_rss_mib();
+        points.push(GrowthPoint { database: label, rows, stamp, get, list_first, list_deep, rebuild, peak_rss_mib });
     }
     mesh_process.stop().await;
     Ok(points)
@@ -204,7 +204,7 @@ pub fn table(points: &[GrowthPoint]) -> String {
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for p in points {
-        let peak = p.peak_rss.map_or_else(|| "–".to_owned(), |bytes| format!("{:.1} MiB", bytes as f64 / 1048576.0));
+        let peak = p.peak_rss_mib.map_or_else(|| "–".to_owned(), |mib| format!("{mib:.1} MiB"));
         text.push_str(&format!(
             "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
             p.database,

@@ -172,12 +172,11 @@ async fn run(args: Args, pinning: String) -> anyhow::Result<()> {
             gateway_section.rows.extend(rows(&format!("REST Stamp, {label}"), through, None, Some(&direct)));
             gateway_section.rows.extend(rows(&format!("gRPC Stamp, {label}"), direct, None, None));
         }
-        let peak = mesh_process.peak_rss();
+        let peak = mesh_process.peak_rss_mib();
         mesh_process.stop().await;
         first_mesh = false;
 
-        if let Some(peak) = peak {
-            let mib = peak as f64 / (1024.0 * 1024.0);
+        if let Some(mib) = peak {
             report.notes.push(format!(
                 "Peak RSS of `omninode up` on {label} after every load above (up to concurrency 64): {mib:.1} MiB"
             ));

@@ -44,9 +44,9 @@ impl ServerProcess {
         bail!("the server process `{}` did not listen on {ready_at} within 30 s", args.join(" "))
     }
 
-    /// Peak resident set size so far (VmHWM), in bytes.
-    pub fn peak_rss(&self) -> Option<u64> {
-        omninode_integration_tests::memory_kib(self.child.id()?).map(|(peak_kib, _)| peak_kib * 1024)
+    /// Peak resident set size so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        omninode_integration_tests::memory_kib(self.child.id()?).map(|(peak_kib, _)| peak_kib as f64 / 1024.0)
     }
 
     pub async fn stop(mut self) {
