@@ -4,7 +4,7 @@
 use bytes::{Buf, BufMut, Bytes};
 use tonic::{
     Status,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
 };
 
 /// Sends and receives encoded protobuf messages unchanged.
@@ -26,9 +26,20 @@ impl Codec for RawCodec {
     }
 }
 
+/// Buffers that start small and grow to the message: most messages the
+/// gateway carries are far below tonic's default 8 KiB, and an allocation
+/// that size costs the allocator more than growing a small one.
+fn buffer_settings() -> BufferSettings {
+    BufferSettings::new(512, 32 * 1024)
+}
+
 impl Encoder for RawCodec {
     type Item = Bytes;
     type Error = Status;
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffer_settings()
+    }
 
     fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         dst.put(item);
@@ -39,6 +50,10 @@ impl Encoder for RawCodec {
 impl Decoder for RawCodec {
     type Item = Bytes;
     type Error = Status;
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffer_settings()
+    }
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         Ok(Some(src.copy_to_bytes(src.remaining())))

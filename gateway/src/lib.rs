@@ -24,8 +24,8 @@ use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::{DefaultBodyLimit, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri},
+    extract::{DefaultBodyLimit, Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use omninode_runtime::server::MeshChannel;
@@ -108,7 +108,8 @@ impl Gateway {
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::from_fn_with_state(guard, guard::check))
             .layer(axum::middleware::from_fn(request_id::assign))
-            .with_state(self);
+            // Shared, not cloned per request: axum clones the state for every call.
+            .with_state(Arc::new(self));
         match cors {
             None => router,
             Some(origins) => router.layer(omninode_runtime::server::cors_layer(&origins)),
@@ -125,14 +126,17 @@ async fn console() -> Response {
     response
 }
 
-async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    // The request taken apart, not its method, URI and headers copied by extractors.
+    let (http::request::Parts { method, uri, headers, .. }, body) = request.into_parts();
     if let Err(denied) = gateway.auth.authenticate(&headers) {
         return error_response(&denied.into_status(), None);
     }
     let path = uri.path();
     let mut allowed: Vec<&str> = Vec::new();
+    let split = template::SplitPath::new(path);
     let found = gateway.routes.iter().find_map(|route| {
-        let bindings = route.template.matches(path)?;
+        let bindings = route.template.matches_split(split.as_ref()?)?;
         allowed.push(route.http_method.as_str());
         (route.http_method == method).then_some((route, bindings))
     });
@@ -259,13 +263,18 @@ async fn handle(State(gateway): State<Gateway>, method: Method, uri: Uri, header
                     };
                     raw::response(code, &message, field, file_type)
                 }
-                _ => (code, axum::Json(transcode::response_json(&message, &route.response_body))).into_response(),
+                _ => json_response(code, transcode::response_json_bytes(&message, &route.response_body)),
             };
             copy_metadata(&metadata, response.headers_mut());
             response
         }
         Err(status) => error_response(&status, None),
     }
+}
+
+/// A JSON body already written.
+fn json_response(code: StatusCode, body: Vec<u8>) -> Response {
+    (code, [(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 /// `status` with another code, its message and details kept.
@@ -311,7 +320,7 @@ async fn upload(
     let file = raw.response_field.as_ref().filter(|_| raw::wants_raw(headers));
     let mut response = match file {
         Some(field) => raw::response(StatusCode::OK, &message, field, "text/plain"),
-        None => axum::Json(transcode::response_json(&message, &route.response_body)).into_response(),
+        None => json_response(StatusCode::OK, transcode::response_json_bytes(&message, &route.response_body)),
     };
     copy_metadata(&metadata, response.headers_mut());
     Ok(response)

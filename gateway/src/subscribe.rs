@@ -15,7 +15,10 @@
 //! subscriber that falls behind is closed with [`CLOSE_TOO_SLOW`], and one
 //! whose connection stays blocked for [`STALL_LIMIT`] is dropped.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use axum::{
     extract::{
@@ -43,7 +46,7 @@ pub const STALL_LIMIT: Duration = Duration::from_secs(30);
 pub const PROTOCOL: &str = "omninode.v1";
 
 pub(crate) async fn subscribe(
-    State(gateway): State<Gateway>,
+    State(gateway): State<Arc<Gateway>>,
     uri: Uri,
     mut headers: HeaderMap,
     upgrade: WebSocketUpgrade,

@@ -69,17 +69,16 @@ impl PathTemplate {
     /// The variable bindings when `path` (percent-decoded per segment by the
     /// caller) matches.
     pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
-        let path = path.strip_prefix('/')?;
-        let (path, verb) = match (&self.verb, path.rsplit_once(':')) {
-            (Some(_), Some((p, v))) if !v.contains('/') => (p, Some(v)),
-            // A last segment with a ':' names a custom method, which a template without one does not serve.
-            (None, Some((_, v))) if !v.contains('/') => return None,
-            _ => (path, None),
-        };
-        if verb != self.verb.as_deref() {
+        self.matches_split(&SplitPath::new(path)?)
+    }
+
+    /// [`Self::matches`] for a path split once for every template tried.
+    pub fn matches_split(&self, path: &SplitPath<'_>) -> Option<Vec<(String, String)>> {
+        // A last segment with a ':' names a custom method, which only a template with that verb serves.
+        if path.verb != self.verb.as_deref() {
             return None;
         }
-        let parts: Vec<&str> = if path.is_empty() { Vec::new() } else { path.split('/').collect() };
+        let parts = &path.parts;
         let mut bindings = Vec::new();
         let mut i = 0;
         for segment in &self.segments {
@@ -144,6 +143,27 @@ impl PathTemplate {
     /// Literal segments count: more specific routes are tried first.
     pub fn specificity(&self) -> usize {
         self.segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count() + usize::from(self.verb.is_some())
+    }
+}
+
+/// A request path split into segments and its `:verb`, once, for matching
+/// against every template.
+#[derive(Debug)]
+pub struct SplitPath<'a> {
+    parts: Vec<&'a str>,
+    verb: Option<&'a str>,
+}
+
+impl<'a> SplitPath<'a> {
+    /// `None` when `path` does not start with '/'.
+    pub fn new(path: &'a str) -> Option<Self> {
+        let path = path.strip_prefix('/')?;
+        let (path, verb) = match path.rsplit_once(':') {
+            Some((p, v)) if !v.contains('/') => (p, Some(v)),
+            _ => (path, None),
+        };
+        let parts = if path.is_empty() { Vec::new() } else { path.split('/').collect() };
+        Some(Self { parts, verb })
     }
 }
 

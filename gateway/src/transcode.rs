@@ -224,9 +224,8 @@ pub(crate) fn form_urlencoded(query: &str) -> Vec<(String, String)> {
 /// field written, default values included (`"created": false`, zero counts,
 /// enum zero values), as grpc-gateway does by default.
 pub fn response_json(message: &DynamicMessage, response_body: &str) -> serde_json::Value {
-    let options = SerializeOptions::new().skip_default_fields(false);
     let to_json = |m: &DynamicMessage| {
-        m.serialize_with_options(serde_json::value::Serializer, &options).unwrap_or(serde_json::Value::Null)
+        m.serialize_with_options(serde_json::value::Serializer, &json_options()).unwrap_or(serde_json::Value::Null)
     };
     if response_body.is_empty() {
         return to_json(message);
@@ -234,5 +233,55 @@ pub fn response_json(message: &DynamicMessage, response_body: &str) -> serde_jso
     match message.get_field_by_name(response_body).as_deref() {
         Some(Value::Message(m)) => to_json(m),
         _ => to_json(message).get(response_body).cloned().unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// [`response_json`] written straight out as bytes, without building the
+/// JSON tree first (a response body is written once and sent).
+pub fn response_json_bytes(message: &DynamicMessage, response_body: &str) -> Vec<u8> {
+    let write = |m: &DynamicMessage| {
+        let mut out = Vec::with_capacity(256);
+        match m.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &json_options()) {
+            Ok(()) => out,
+            Err(_) => b"null".to_vec(),
+        }
+    };
+    if response_body.is_empty() {
+        return write(message);
+    }
+    match message.get_field_by_name(response_body).as_deref() {
+        Some(Value::Message(m)) => write(m),
+        _ => serde_json::to_vec(&response_json(message, response_body)).unwrap_or_else(|_| b"null".to_vec()),
+    }
+}
+
+fn json_options() -> SerializeOptions {
+    SerializeOptions::new().skip_default_fields(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp_response() -> DynamicMessage {
+        let pool = crate::rules::descriptor_pool();
+        let desc = pool.get_message_by_name("omninode.stamping.v1.StampResponse").expect("in the contracts");
+        let json = r#"{"stamp":{"namespace":"ns","fileHash":"ab"},"stampedContent":"x\n\"quoted\" é","created":false}"#;
+        from_json(desc, json.as_bytes(), UnknownFields::Reject).expect("a valid message")
+    }
+
+    #[test]
+    fn response_bytes_are_the_json_tree_written_out() {
+        let message = stamp_response();
+        for body in ["", "stamp", "stamped_content", "created"] {
+            let bytes = response_json_bytes(&message, body);
+            let tree: serde_json::Value = serde_json::from_slice(&bytes).expect("valid JSON");
+            assert_eq!(tree, response_json(&message, body), "response_body {body:?}");
+        }
+        // Default values are written, as grpc-gateway does.
+        let whole: serde_json::Value = serde_json::from_slice(&response_json_bytes(&message, "")).unwrap();
+        assert_eq!(whole["created"], serde_json::Value::Bool(false));
+        assert_eq!(whole["stampText"], serde_json::Value::String(String::new()));
+        assert_eq!(whole["stamp"]["namespace"], "ns");
     }
 }
