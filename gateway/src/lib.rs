@@ -426,10 +426,14 @@ fn deadline(headers: &HeaderMap) -> Option<Duration> {
     headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(omninode_runtime::server::parse_grpc_timeout)
 }
 
-/// gRPC response metadata out as `Grpc-Metadata-*` headers.
+/// gRPC response metadata out as `Grpc-Metadata-*` headers: the service's
+/// own, not the protocol's (`content-type`, `grpc-status` and the rest of the
+/// `grpc-` names the gRPC spec reserves), as grpc-gateway does.
 fn copy_metadata(metadata: &tonic::metadata::MetadataMap, headers: &mut HeaderMap) {
     for entry in metadata.iter() {
-        if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = entry {
+        if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = entry
+            && !is_protocol_header(key.as_str())
+        {
             let name = format!("grpc-metadata-{}", key.as_str());
             if let (Ok(name), Ok(value)) =
                 (http::HeaderName::from_str(&name), HeaderValue::from_str(value.to_str().unwrap_or_default()))
@@ -438,6 +442,10 @@ fn copy_metadata(metadata: &tonic::metadata::MetadataMap, headers: &mut HeaderMa
             }
         }
     }
+}
+
+fn is_protocol_header(name: &str) -> bool {
+    name.starts_with("grpc-") || matches!(name, "content-type" | "content-length" | "te" | "user-agent")
 }
 
 /// A `google.rpc.Status` JSON body with grpc-gateway's HTTP status.

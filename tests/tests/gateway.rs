@@ -79,8 +79,11 @@ async fn stamping_routes_round_trip(backend: Backend) {
         "a repeat creates nothing, and says so: {again}"
     );
 
-    let (status, _, got) = call(gw, "GET", &format!("/v1/namespaces/gw.docs/stamps/{hash}"), Value::Null).await;
+    let (status, headers, got) = call(gw, "GET", &format!("/v1/namespaces/gw.docs/stamps/{hash}"), Value::Null).await;
     assert_eq!(status, 200);
+    // The protocol's own headers are not the service's metadata.
+    let protocol = |k: &str| k == "grpc-metadata-content-type" || k.starts_with("grpc-metadata-grpc-");
+    assert!(!headers.iter().any(|(k, _)| protocol(k)), "{headers:?}");
     assert_eq!(got["stamp"]["stampId"], record["stampId"]);
 
     let (status, _, verdict) =
@@ -148,6 +151,7 @@ async fn errors_map_to_http_and_google_rpc_status(backend: Backend) {
         headers.iter().any(|(k, v)| k == "grpc-metadata-omninode-error-reason" && v == "STAMP_NOT_FOUND"),
         "{headers:?}"
     );
+    assert!(!headers.iter().any(|(k, _)| k.starts_with("grpc-metadata-grpc-")), "{headers:?}");
     mesh.shutdown().await;
 }
 
