@@ -190,12 +190,12 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
         }
         _ => {}
     }
-    let service = route.method.parent_service().full_name().to_owned();
-    let Some(channel) = gateway.upstreams.get(&service).cloned() else {
+    let service = route.method.parent_service();
+    let Some(channel) = gateway.upstreams.get(service.full_name()).cloned() else {
         let status = errors::refusal(
             ErrorCode::Unavailable,
             reason::DEPENDENCY_UNAVAILABLE,
-            format!("no upstream for {service}"),
+            format!("no upstream for {}", service.full_name()),
         );
         return error_response(&status, None);
     };

@@ -50,23 +50,39 @@ impl Runtime {
             .service(routes)
             .map_response(|response| response.map(Body::new))
             .map_err(TransportError::new);
-        let stack = BoxCloneSyncService::new(stack);
-        // The server's `grpc-timeout` handling, which a direct call does not pass through.
-        BoxCloneSyncService::new(tower::service_fn(move |request: http::Request<Body>| {
-            let stack = stack.clone();
-            async move {
-                let limit =
-                    request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
-                let call = stack.oneshot(request);
-                match limit {
-                    None => call.await,
-                    Some(limit) => match tokio::time::timeout(limit, call).await {
-                        Ok(answer) => answer,
-                        Err(_) => Ok(Status::deadline_exceeded("deadline exceeded").into_http()),
-                    },
-                }
+        BoxCloneSyncService::new(Local { stack: BoxCloneSyncService::new(stack) })
+    }
+}
+
+/// The server stack called in process, with the server's `grpc-timeout`
+/// handling, which a direct call does not pass through. Each call goes to
+/// this clone's stack (made ready by `poll_ready`), not to a fresh copy.
+#[derive(Clone)]
+struct Local {
+    stack: MeshChannel,
+}
+
+impl tower::Service<http::Request<Body>> for Local {
+    type Response = http::Response<Body>;
+    type Error = TransportError;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.stack.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let limit = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+        let call = self.stack.call(request);
+        Box::pin(async move {
+            match limit {
+                None => call.await,
+                Some(limit) => match tokio::time::timeout(limit, call).await {
+                    Ok(answer) => answer,
+                    Err(_) => Ok(Status::deadline_exceeded("deadline exceeded").into_http()),
+                },
             }
-        }))
+        })
     }
 }
 
