@@ -599,6 +599,11 @@ mod tests {
             counts.sort_unstable();
             counts
         }
+
+        /// How many times `event_id` was delivered.
+        fn count(&self, event_id: &str) -> usize {
+            self.0.lock().unwrap().get(event_id).copied().unwrap_or(0)
+        }
     }
 
     async fn outbox_db(dir: &tempfile::TempDir) -> DatabaseConnection {
@@ -713,6 +718,40 @@ mod tests {
         add_with_id(12, "e12").await;
         wake.notify_one();
         eventually("all four events delivered", async || sink.deliveries().len() == 4).await;
+        eventually("all four marked", async || unmarked(&db).await == 0).await;
+        assert_eq!(sink.deliveries(), [1, 1, 1, 1], "each event delivered once");
+        stop.cancel();
+        relay.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rounds_that_read_nothing_keep_the_floor_until_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = outbox_db(&dir).await;
+        let add_with_id = async |id: i64, event_id: &str| {
+            let mut row = outbox_row(event_id, chrono::Utc::now(), None);
+            row.id = Set(id);
+            Entity::insert(row).exec_without_returning(&db).await.unwrap();
+        };
+        add_with_id(10, "e10").await;
+        add_with_id(11, "e11").await;
+        let (sink, wake) = (Arc::new(Counting::default()), Arc::new(Notify::new()));
+        let (stop, relay) = start(&db, sink.clone(), wake.clone(), "3000");
+        eventually("the first two events delivered", async || sink.deliveries().len() == 2).await;
+        // Rounds that find nothing above the delivered rows.
+        for _ in 0..5 {
+            wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // Still above the floor: a row below it is read only after the mark.
+        add_with_id(5, "late").await;
+        add_with_id(12, "e12").await;
+        wake.notify_one();
+        eventually("the row above the delivered ones delivered", async || sink.count("e12") == 1).await;
+        assert_eq!(sink.count("late"), 0, "a round after empty ones reads above the floor, not from the oldest row");
+        assert_eq!(unmarked(&db).await, 4, "the delivered rows wait for their mark");
+        eventually("the row below delivered after the mark", async || sink.count("late") == 1).await;
         eventually("all four marked", async || unmarked(&db).await == 0).await;
         assert_eq!(sink.deliveries(), [1, 1, 1, 1], "each event delivered once");
         stop.cancel();
