@@ -308,7 +308,7 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             runtime.bind(port).await.with_context(|| format!("cannot bind REDUCER_PORT {port} on {}", mesh.host))?;
         endpoints.reducer = Some(listener.local_addr()?);
         registered.push(to_register(names::REDUCER, listener.local_addr()?));
-        let service = omninode_reducer::start(
+        let started = omninode_reducer::start(
             database.clone(),
             &config,
             &events,
@@ -317,7 +317,8 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
             runtime.shutdown_token(),
         )
         .map_err(|e| anyhow::anyhow!("cannot start the reducer: {e}"))?;
-        let routes = Routes::new(service);
+        background.push(started.consumer);
+        let routes = Routes::new(started.service);
         local.insert(names::REDUCER.grpc_name, runtime.local_channel(routes.clone()));
         servers.push(spawn_grpc(&runtime, listener, routes, omninode_reducer::SERVICE_NAME).await);
     }
@@ -360,11 +361,13 @@ pub async fn start(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Runnin
     let admin_server = runtime.spawn_admin(admin);
     servers.push(tokio::spawn(async move { Ok(admin_server.await??) }));
     runtime.health.spawn_database_probe(database.clone(), mesh.health_check_interval, runtime.shutdown_token()).await;
-    OutboxRelay::new(database.clone(), sink, wake, &events).spawn(
+    // Its last mark is written before the database closes; then it closes
+    // the in-process bus, whose reducer stores what it took and ends.
+    background.push(OutboxRelay::new(database.clone(), sink, wake, &events).spawn(
         runtime.health.clone(),
         mesh.health_check_interval,
         runtime.shutdown_token(),
-    );
+    ));
     if !mesh.auth.is_enabled() && !mesh.host.is_loopback() {
         tracing::warn!(
             host = %mesh.host,

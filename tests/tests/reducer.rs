@@ -81,7 +81,11 @@ fn assert_matches_sql(stats: &rpb::NamespaceStats, sql: &(u64, u64, Vec<(String,
     assert_eq!(types, sql.2, "per file type");
 }
 
-on_both_backends!(bus_aggregates_equal_sql_and_the_api_answers, kafka_two_reducers_one_killed_still_exact);
+on_both_backends!(
+    bus_aggregates_equal_sql_and_the_api_answers,
+    bus_batch_in_hand_is_stored_at_shutdown,
+    kafka_two_reducers_one_killed_still_exact
+);
 
 async fn bus_aggregates_equal_sql_and_the_api_answers(backend: Backend) {
     let vars = [("AGGREGATION_WINDOW_SIZE_MS", "100"), ("AGGREGATION_BATCH_SIZE", "250")];
@@ -143,6 +147,48 @@ async fn bus_aggregates_equal_sql_and_the_api_answers(backend: Backend) {
     let (_, metrics) = mesh.admin_get("/metrics").await;
     assert!(metrics.contains("aggregation_items_total"), "{metrics}");
     assert!(metrics.contains("aggregation_duration_ms_bucket"), "{metrics}");
+    mesh.shutdown().await;
+}
+
+/// Events the relay delivered to the in-process bus are marked published
+/// and never delivered again: a shutdown while the reducer holds them in its
+/// batch window stores them before the database closes, so the next start
+/// counts every stamp.
+async fn bus_batch_in_hand_is_stored_at_shutdown(backend: Backend) {
+    let database = TestDatabase::new(backend).await;
+    let services = [ServiceKind::Stamping, ServiceKind::Reducer];
+    // A window and a batch far larger than the test: the batch is still in hand at shutdown.
+    let holding = [("AGGREGATION_WINDOW_SIZE_MS", "600000"), ("AGGREGATION_BATCH_SIZE", "5000")];
+    let mesh = TestMesh::start_services(database.clone(), &services, &holding).await;
+    stamp_many(&mesh, "agg.stop", 0, 300, 100).await;
+    let db = mesh.mesh().database.clone();
+    let unpublished = "SELECT COUNT(*) AS n FROM event_outbox WHERE published_at IS NULL";
+    wait_until("every stamp's event delivered and marked published", Duration::from_secs(10), || {
+        let db = db.clone();
+        async move {
+            let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), unpublished)).await.ok()??;
+            (row.try_get::<i64>("", "n").ok()? == 0).then_some(())
+        }
+    })
+    .await;
+    let mut client = mesh.reducer().await;
+    let held = client.get_namespace_stats(rpb::GetNamespaceStatsRequest { namespace: "agg.stop".into() }).await;
+    assert_eq!(held.unwrap_err().code(), Code::NotFound, "the batch is still in the reducer's hands");
+    mesh.shutdown().await;
+
+    let mesh = TestMesh::start_services(database, &services, &[("AGGREGATION_WINDOW_SIZE_MS", "100")]).await;
+    let sql = counted_in_sql(&mesh.mesh().database, "agg.stop").await;
+    assert_eq!(sql.0, 300);
+    let client = mesh.reducer().await;
+    let stats = wait_until("the stamps of the batch in hand at shutdown aggregated", Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            let request = rpb::GetNamespaceStatsRequest { namespace: "agg.stop".into() };
+            client.get_namespace_stats(request).await.ok()?.into_inner().stats
+        }
+    })
+    .await;
+    assert_matches_sql(&stats, &sql);
     mesh.shutdown().await;
 }
 

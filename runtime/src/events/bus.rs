@@ -2,7 +2,9 @@
 //! configured. It is fed by the same outbox relay, so events are published
 //! in commit order, only after commit, and marked published only once every
 //! subscriber of their topic has taken them (bounded queues: a slow
-//! subscriber slows the relay, it never grows memory).
+//! subscriber slows the relay, it never grows memory). When the relay stops
+//! it closes the bus, and each subscriber's receiver ends after the events
+//! already sent to it.
 
 use std::{
     collections::HashMap,
@@ -56,5 +58,13 @@ impl EventSink for InProcessBus {
 
     fn name(&self) -> &'static str {
         "event_bus"
+    }
+
+    /// Ends every subscriber's input once what was published is taken: a
+    /// subscriber that drains at shutdown (the reducer) knows it has
+    /// everything the relay delivered, and marked published, when its
+    /// receiver ends.
+    async fn close(&self) {
+        self.subscribers.lock().expect("bus subscribers").clear();
     }
 }

@@ -208,6 +208,7 @@ impl OutboxRelay {
                     if let Err(problem) = self.mark(&mut unmarked).await {
                         tracing::warn!(%problem, "delivered events left unmarked at shutdown; they will be delivered again");
                     }
+                    self.sink.close().await;
                     return;
                 }
                 _ = self.wake.notified(), if pause.is_none() => {

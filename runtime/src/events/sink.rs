@@ -31,6 +31,11 @@ pub trait EventSink: Send + Sync + 'static {
 
     /// The health component name ("kafka", "event_bus").
     fn name(&self) -> &'static str;
+
+    /// Told by the relay once it has stopped for good: nothing more will be
+    /// published. A sink whose receivers wait for the end of their input
+    /// (the in-process bus) ends it here; a broker's sink has nothing to do.
+    async fn close(&self) {}
 }
 
 /// Where a consumed record was read (topic, partition, offset), for the

@@ -24,10 +24,19 @@ pub use error::ReducerError;
 
 use omninode_proto::reducer::v1::reducer_service_server::ReducerServiceServer;
 use omninode_runtime::events::{EventsConfig, InProcessBus, Outbox};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The fully qualified gRPC service name, for health and discovery.
 pub const SERVICE_NAME: &str = omninode_runtime::names::REDUCER.grpc_name;
+
+/// A started reducer: its gRPC service and the task that aggregates its input.
+pub struct Started {
+    pub service: ReducerServiceServer<grpc::ReducerGrpc>,
+    /// Ends after `stop` once what it must store is stored (see
+    /// [`consumer`]); the database must stay open until then.
+    pub consumer: JoinHandle<()>,
+}
 
 /// Starts consuming (Kafka when configured, else `bus`) and returns the
 /// gRPC service; consumption stops when `stop` is cancelled.
@@ -38,9 +47,9 @@ pub fn start(
     bus: Option<&InProcessBus>,
     outbox: Outbox,
     stop: CancellationToken,
-) -> Result<ReducerServiceServer<grpc::ReducerGrpc>, ReducerError> {
+) -> Result<Started, ReducerError> {
     let aggregator = Aggregator::new(store::AggregateStore::new(db, outbox));
-    match (&events.kafka, bus) {
+    let consumer = match (&events.kafka, bus) {
         #[cfg(feature = "kafka")]
         (Some(kafka), _) => consumer::spawn_from_kafka(kafka, &events.topic_prefix, config, aggregator.clone(), stop)?,
         #[cfg(not(feature = "kafka"))]
@@ -53,6 +62,6 @@ pub fn start(
         (None, None) => {
             return Err(ReducerError::Dependency("no event input: set KAFKA_BOOTSTRAP_SERVERS".into()));
         }
-    }
-    Ok(grpc::ReducerGrpc::new(aggregator).into_server())
+    };
+    Ok(Started { service: grpc::ReducerGrpc::new(aggregator).into_server(), consumer })
 }

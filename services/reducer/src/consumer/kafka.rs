@@ -5,20 +5,22 @@ use std::sync::Arc;
 
 use omninode_kafka::GroupConsumer;
 use omninode_runtime::events::KafkaConfig;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::{Queued, aggregate_loop, decode_or_why, input_topics};
 use crate::{aggregator::Aggregator, config::ReducerConfig, error::ReducerError};
 
-/// Starts consuming and aggregating until `stop`.
+/// Starts consuming and aggregating until `stop`; returns the aggregating
+/// task, which ends after the batch in hand is stored (the records read
+/// beyond it are not committed, and the group reads them again).
 pub fn spawn_from_kafka(
     kafka: &KafkaConfig,
     topic_prefix: &str,
     config: &ReducerConfig,
     aggregator: Aggregator,
     stop: CancellationToken,
-) -> Result<(), ReducerError> {
+) -> Result<JoinHandle<()>, ReducerError> {
     let consumer =
         GroupConsumer::subscribe(kafka, &config.consumer_group, &input_topics(topic_prefix), config.session_timeout)
             .map_err(|e| {
@@ -58,6 +60,5 @@ pub fn spawn_from_kafka(
         }
     });
     let commit = Box::new(move |positions: &[omninode_runtime::events::RecordPosition]| consumer.commit(positions));
-    tokio::spawn(aggregate_loop(rx, config.clone(), aggregator, Some(commit), stop));
-    Ok(())
+    Ok(tokio::spawn(aggregate_loop(rx, config.clone(), aggregator, Some(commit), stop)))
 }

@@ -4,6 +4,12 @@
 //! it in batches of AGGREGATION_BATCH_SIZE or every AGGREGATION_WINDOW_SIZE_MS,
 //! stores each batch in one transaction, and only then commits the Kafka
 //! offsets it covered.
+//!
+//! At shutdown the batch in hand is stored at once, without waiting out its
+//! window. Kafka's records beyond it stay uncommitted and are read again;
+//! the bus's are not delivered again (the relay marks them published once
+//! the bus has taken them), so from the bus the reducer takes everything
+//! until the relay closes it, and stores it before it ends.
 
 #[cfg(feature = "kafka")]
 mod kafka;
@@ -17,7 +23,7 @@ use omninode_runtime::{
     events::{EventKind, InProcessBus, RecordPosition},
 };
 use prost::Message as _;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "kafka")]
@@ -66,14 +72,16 @@ fn decode_or_why(payload: &[u8]) -> Result<Option<Item>, String> {
     Ok(item_from(envelope))
 }
 
-/// Starts aggregating what `bus` delivers until `stop`.
+/// Starts aggregating what `bus` delivers; returns the aggregating task,
+/// which ends once `stop` is cancelled and the bus closed, with everything
+/// the bus delivered stored.
 pub fn spawn_from_bus(
     bus: &InProcessBus,
     topic_prefix: &str,
     config: &ReducerConfig,
     aggregator: Aggregator,
     stop: CancellationToken,
-) {
+) -> JoinHandle<()> {
     let mut events = bus.subscribe(&input_topics(topic_prefix), config.max_queue);
     let (tx, rx) = mpsc::channel(config.max_queue);
     tokio::spawn(async move {
@@ -85,7 +93,7 @@ pub fn spawn_from_bus(
             }
         }
     });
-    tokio::spawn(aggregate_loop(rx, config.clone(), aggregator, None, stop));
+    tokio::spawn(aggregate_loop(rx, config.clone(), aggregator, None, stop))
 }
 
 async fn aggregate_loop(
@@ -96,9 +104,13 @@ async fn aggregate_loop(
     stop: CancellationToken,
 ) {
     tokio::spawn(prune_loop(aggregator.clone(), config.clone(), stop.clone()));
+    // Records that are read again after a restart (uncommitted offsets) may
+    // be left at shutdown; the bus's must all be stored (see the module docs).
+    let drain = commit.is_none();
     loop {
         let first = tokio::select! {
-            _ = stop.cancelled() => return,
+            biased;
+            _ = stop.cancelled(), if !drain => return,
             first = rx.recv() => match first { Some(first) => first, None => return },
         };
         let started = Utc::now();
@@ -108,6 +120,7 @@ async fn aggregate_loop(
             tokio::select! {
                 next = rx.recv() => match next { Some(next) => batch.push(next), None => break },
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = stop.cancelled() => break,
             }
         }
         // Behind (events already waiting): take them into this transaction
@@ -141,7 +154,10 @@ async fn aggregate_loop(
                     }
                     let pause = Duration::from_millis(20).saturating_mul(1 << Ord::min(failures, 8));
                     tokio::select! {
-                        _ = stop.cancelled() => return,
+                        _ = stop.cancelled() => {
+                            tracing::warn!(events = items.len(), "stopping with an aggregation batch not stored");
+                            return;
+                        }
                         _ = tokio::time::sleep(pause) => {}
                     }
                 }
