@@ -365,7 +365,22 @@ impl UpProcess {
     /// Starts it with `vars` on top of the base test environment; with `log`,
     /// at level info with its stderr (JSON lines) written there.
     pub async fn start(binary: &str, vars: &[(&str, String)], log: Option<&std::path::Path>) -> Self {
-        let data = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), binary, vars, log).await
+    }
+
+    /// Kills it (SIGKILL: no shutdown work at all), waits for it to exit and
+    /// starts `binary` again on the same data directory with `vars`.
+    pub async fn kill_and_restart(mut self, binary: &str, vars: &[(&str, String)]) -> Self {
+        self.child.kill().await.expect("SIGKILL");
+        Self::start_in(self._data, binary, vars, None).await
+    }
+
+    async fn start_in(
+        data: tempfile::TempDir,
+        binary: &str,
+        vars: &[(&str, String)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let port = free_port();
         let mut command = tokio::process::Command::new(binary);
         command

@@ -134,17 +134,25 @@ async fn errors_map_to_http_and_google_rpc_status(backend: Backend) {
         assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
         assert!(error["details"].is_array());
     }
-    // A client deadline becomes the call's grpc-timeout: 1 ms cannot run a workflow.
+    // A client deadline becomes the call's grpc-timeout: a run whose HTTP step
+    // waits on a server that never answers cannot settle within it.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let step = json!({"name": "call", "timeout_ms": 2000, "http": {"method": "POST", "url": url}});
+    let held = json!({"definition": {"name": "gw-held", "steps": [step]}});
+    let (status, _, body) = call(gw, "POST", "/v1/workflowDefinitions", held).await;
+    assert_eq!(status, 201, "{body}");
     let (status, _, body) = http_request(
         gw,
         "POST",
         "/v1/namespaces/gw/workflows:run",
-        &[("content-type", "application/json"), ("grpc-timeout", "1m")],
-        r#"{"input":{"content":"too slow"}}"#,
+        &[("content-type", "application/json"), ("grpc-timeout", "200m")],
+        r#"{"definition":"gw-held","input":{"content":"held"}}"#,
     )
     .await;
     assert_eq!(status, 504, "{body}");
     assert!(body.contains(r#""code":4"#), "{body}");
+    drop(silent);
 
     let (_, headers, _) = call(gw, "GET", &missing, Value::Null).await;
     assert!(

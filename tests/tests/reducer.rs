@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use omninode_integration_tests::{
-    Backend, ServiceKind, TestDatabase, TestMesh, base_env, free_port, kafka, on_both_backends, reducer_client,
-    wait_until,
+    Backend, ServiceKind, TestDatabase, TestMesh, UpProcess, base_env, free_port, http_request, kafka,
+    on_both_backends, reducer_client, wait_until,
 };
 use omninode_proto::{
     orchestrator::v1 as opb,
@@ -84,6 +84,7 @@ fn assert_matches_sql(stats: &rpb::NamespaceStats, sql: &(u64, u64, Vec<(String,
 on_both_backends!(
     bus_aggregates_equal_sql_and_the_api_answers,
     bus_batch_in_hand_is_stored_at_shutdown,
+    bus_events_a_crash_took_are_aggregated_at_the_next_start,
     kafka_two_reducers_one_killed_still_exact
 );
 
@@ -190,6 +191,58 @@ async fn bus_batch_in_hand_is_stored_at_shutdown(backend: Backend) {
     .await;
     assert_matches_sql(&stats, &sql);
     mesh.shutdown().await;
+}
+
+/// A crash (SIGKILL) of `omninode up` while its reducer holds events the
+/// relay already marked published: the bus never sends them again, and the
+/// next start finds them in the outbox (published, not processed) and
+/// counts them, once.
+async fn bus_events_a_crash_took_are_aggregated_at_the_next_start(backend: Backend) {
+    const NODE: &str = env!("CARGO_BIN_EXE_omninode-node");
+    let database = TestDatabase::new(backend).await;
+    let env = database.env();
+    let url = match env.iter().find(|(k, _)| k == "DATABASE_URL") {
+        Some((_, url)) => url.clone(),
+        None => format!("sqlite://{}/omninode.db?mode=rw", database.data_dir.path().display()),
+    };
+    let vars = |window: &str| {
+        let mut vars: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        vars.extend([("AGGREGATION_WINDOW_SIZE_MS", window.to_owned()), ("AGGREGATION_BATCH_SIZE", "5000".into())]);
+        vars
+    };
+    // A window far longer than the test: the events stay in the reducer's hands.
+    let up = UpProcess::start(NODE, &vars("600000"), None).await;
+    for i in 0..200 {
+        let body = format!(r#"{{"content":"crash {i}\n","filePath":"{}"}}"#, TYPES[i % TYPES.len()]);
+        let headers = [("content-type", "application/json")];
+        let (status, _, answer) =
+            http_request(up.gateway, "POST", "/v1/namespaces/agg.crash/stamps", &headers, &body).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let db = sea_orm::Database::connect(url).await.unwrap();
+    let count = async |sql: &str| {
+        let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await.ok()??;
+        row.try_get_by_index::<i64>(0).ok()
+    };
+    let unpublished = "SELECT COUNT(*) FROM event_outbox WHERE published_at IS NULL";
+    wait_until("every stamp's event delivered and marked published", Duration::from_secs(10), || async {
+        (count(unpublished).await? == 0).then_some(())
+    })
+    .await;
+    let aggregated =
+        "SELECT CAST(COALESCE(SUM(total_stamps), 0) AS BIGINT) FROM bridge_states WHERE namespace = 'agg.crash'";
+    assert_eq!(count(aggregated).await, Some(0), "the events are still in the reducer's hands");
+
+    let up = up.kill_and_restart(NODE, &vars("100")).await;
+    let sql = counted_in_sql(&db, "agg.crash").await;
+    assert_eq!(sql.0, 200);
+    wait_until("the events the crash took aggregated", Duration::from_secs(10), || async {
+        (count(aggregated).await? == 200).then_some(())
+    })
+    .await;
+    let stats = "SELECT total_size_bytes FROM bridge_states WHERE namespace = 'agg.crash'";
+    assert_eq!(count(stats).await, Some(sql.1 as i64), "each event counted once");
+    up.stop().await;
 }
 
 /// Two reducer processes in one consumer group split the partitions; one is

@@ -45,6 +45,13 @@ impl Aggregator {
         Ok(())
     }
 
+    /// Events on `topics` marked published but never aggregated, among the
+    /// outbox's last `depth` published rows (see
+    /// [`AggregateStore::published_not_processed`]).
+    pub async fn published_not_processed(&self, topics: &[String], depth: u64) -> Result<Vec<Vec<u8>>, ReducerError> {
+        Ok(self.store.published_not_processed(topics, depth).await?)
+    }
+
     /// The aggregates of `namespace`.
     pub async fn get(&self, namespace: &str) -> Result<Aggregate, ReducerError> {
         let namespace = checked_namespace(namespace)?;

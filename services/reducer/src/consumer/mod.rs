@@ -9,7 +9,9 @@
 //! window. Kafka's records beyond it stay uncommitted and are read again;
 //! the bus's are not delivered again (the relay marks them published once
 //! the bus has taken them), so from the bus the reducer takes everything
-//! until the relay closes it, and stores it before it ends.
+//! until the relay closes it, and stores it before it ends. After a crash,
+//! what the reducer held from the bus is found in the outbox at the next
+//! start (`recover`).
 
 #[cfg(feature = "kafka")]
 mod kafka;
@@ -38,6 +40,10 @@ type Commit = Box<dyn Fn(&[RecordPosition]) + Send + Sync>;
 
 /// Most events one transaction takes while a backlog waits.
 const BACKLOG_BATCH: usize = 5000;
+
+/// Tries of each batch of events recovered after a crash (a concurrent
+/// update of the same namespace, a busy database) before the start goes on.
+const RECOVERY_ATTEMPTS: u32 = 5;
 
 /// One queued event: what it contributes (if anything) and where it was read.
 struct Queued {
@@ -82,7 +88,8 @@ pub fn spawn_from_bus(
     aggregator: Aggregator,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    let mut events = bus.subscribe(&input_topics(topic_prefix), config.max_queue);
+    let topics = input_topics(topic_prefix);
+    let mut events = bus.subscribe(&topics, config.max_queue);
     let (tx, rx) = mpsc::channel(config.max_queue);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
@@ -93,7 +100,50 @@ pub fn spawn_from_bus(
             }
         }
     });
-    tokio::spawn(aggregate_loop(rx, config.clone(), aggregator, None, stop))
+    let config = config.clone();
+    tokio::spawn(async move {
+        recover(&aggregator, &topics, &config).await;
+        aggregate_loop(rx, config, aggregator, None, stop).await
+    })
+}
+
+/// Aggregates, before anything the bus sends now, the events a crash took
+/// from the reducer: the relay marks an event published once the bus has
+/// handed it over and never sends it again, so what the reducer held
+/// unstored when its process died — its batch, its queue, the bus's channel
+/// to it — is found in the outbox, published but not in `processed_events`.
+/// The outbox's last rows up to the newest published one hold them: the
+/// relay publishes in id order, and the reducer holds at most two queues
+/// and a batch (twice that many rows are read, for the other topics'
+/// events between them). Nothing is found after a clean stop.
+async fn recover(aggregator: &Aggregator, topics: &[String], config: &ReducerConfig) {
+    let started = Utc::now();
+    let depth = 2 * (2 * config.max_queue + BACKLOG_BATCH.max(config.batch_size)) as u64;
+    let payloads = match aggregator.published_not_processed(topics, depth).await {
+        Ok(payloads) => payloads,
+        Err(err) => {
+            tracing::warn!(%err, "cannot look for published events a crash left unaggregated");
+            return;
+        }
+    };
+    let items: Vec<Item> = payloads.iter().filter_map(|payload| decode(payload)).collect();
+    if items.is_empty() {
+        return;
+    }
+    for batch in items.chunks(BACKLOG_BATCH) {
+        let mut attempts = 0u32;
+        while let Err(err) = aggregator.apply(batch, (started, Utc::now())).await {
+            attempts += 1;
+            if attempts == RECOVERY_ATTEMPTS {
+                // Still unprocessed: the next start finds them again.
+                tracing::warn!(%err, "cannot aggregate published events a crash left unaggregated");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20).saturating_mul(1 << attempts)).await;
+        }
+    }
+    metrics::counter!("aggregation_recovered_total").increment(items.len() as u64);
+    tracing::info!(events = items.len(), "aggregated published events a crash had left unaggregated");
 }
 
 async fn aggregate_loop(
