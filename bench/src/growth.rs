@@ -57,16 +57,8 @@ pub async fn growth(
     sizes: &[u64],
 ) -> anyhow::Result<Vec<GrowthPoint>> {
     let database = TestDatabase::new(backend).await;
-    let env = database.env();
-    let (mesh_process, mesh) = process::start_mesh(env.clone(), None).await?;
-    let url = match env.iter().find(|(k, _)| k == "DATABASE_URL") {
-        Some((_, url)) => url.clone(),
-        None => {
-            let dir = &env.iter().find(|(k, _)| k == "OMNINODE_DATA_DIR").expect("a data dir").1;
-            format!("sqlite://{dir}/omninode.db?mode=rw")
-        }
-    };
-    let db = sea_orm::Database::connect(url).await?;
+    let (mesh_process, mesh) = process::start_mesh(database.env(), None).await?;
+    let db = sea_orm::Database::connect(database.url()).await?;
     let stamping = StampingServiceClient::new(channel(mesh.stamping).await?);
     let mut reducer = ReducerServiceClient::new(channel(mesh.reducer).await?);
     // One row through the API: the bulk rows copy its stored stamp and timestamps.

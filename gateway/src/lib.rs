@@ -19,7 +19,7 @@ pub mod subscribe;
 pub mod template;
 pub mod transcode;
 
-use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
+use std::{collections::HashMap, str::FromStr, sync::Arc};
 
 use axum::{
     Router,
@@ -365,7 +365,7 @@ async fn call(
     headers: &HeaderMap,
 ) -> Result<(tonic::metadata::MetadataMap, DynamicMessage), Status> {
     let (mut grpc, path, call) = prepare(channel, rpc, Bytes::from(request.encode_to_vec()), headers).await?;
-    let deadline = deadline(headers);
+    let deadline = omninode_runtime::server::grpc_timeout(headers);
     let response = match deadline {
         Some(limit) => {
             let missed = || Status::deadline_exceeded(format!("no answer within the {limit:?} deadline"));
@@ -414,16 +414,11 @@ async fn prepare<T>(
         omninode_runtime::trace::inject_metadata(&tracing::Span::current(), call.metadata_mut());
     }
     // A client deadline (grpc-gateway's Grpc-Timeout header) travels on as grpc-timeout.
-    if let Some(limit) = deadline(headers) {
+    if let Some(limit) = omninode_runtime::server::grpc_timeout(headers) {
         let value = format!("{}m", limit.as_millis().max(1));
         call.metadata_mut().insert("grpc-timeout", value.parse().expect("ASCII digits"));
     }
     Ok((grpc, path, call))
-}
-
-/// The deadline a `Grpc-Timeout` request header asks for.
-fn deadline(headers: &HeaderMap) -> Option<Duration> {
-    headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(omninode_runtime::server::parse_grpc_timeout)
 }
 
 /// gRPC response metadata out as `Grpc-Metadata-*` headers: the service's

@@ -126,6 +126,15 @@ impl TestDatabase {
         Arc::new(Self { backend, postgres, data_dir: tempfile::tempdir().unwrap() })
     }
 
+    /// The URL a connection of the test's own opens: the PostgreSQL
+    /// database, or the embedded file the mesh keeps in the data directory.
+    pub fn url(&self) -> String {
+        match &self.postgres {
+            Some(pg) => pg.url.clone(),
+            None => format!("sqlite://{}/omninode.db?mode=rw", self.data_dir.path().display()),
+        }
+    }
+
     /// The variables that point a process at this database.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut vars = vec![("OMNINODE_DATA_DIR".to_owned(), self.data_dir.path().display().to_string())];

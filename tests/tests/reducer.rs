@@ -153,11 +153,7 @@ async fn bus_aggregates_equal_sql_and_the_api_answers(backend: Backend) {
 
 /// A connection of this test's own to `database` (the mesh's may be closed).
 async fn connect(database: &TestDatabase) -> DatabaseConnection {
-    let url = match database.env().into_iter().find(|(k, _)| k == "DATABASE_URL") {
-        Some((_, url)) => url,
-        None => format!("sqlite://{}/omninode.db?mode=rw", database.data_dir.path().display()),
-    };
-    sea_orm::Database::connect(url).await.unwrap()
+    sea_orm::Database::connect(database.url()).await.unwrap()
 }
 
 /// A count (the first column of the first row) that `sql` reads, if it can.

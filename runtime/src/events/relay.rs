@@ -641,6 +641,26 @@ mod tests {
         Entity::insert(row).exec_without_returning(db).await.unwrap();
     }
 
+    async fn add_with_id(db: &DatabaseConnection, id: i64, event_id: &str) {
+        let mut row = outbox_row(event_id, chrono::Utc::now(), None);
+        row.id = Set(id);
+        Entity::insert(row).exec_without_returning(db).await.unwrap();
+    }
+
+    /// A relay marking after `mark_delay_ms` that has delivered rows 10 and
+    /// 11 (not yet marked): its sink, wake, stop token and task.
+    async fn relay_past_ten_and_eleven(
+        db: &DatabaseConnection,
+        mark_delay_ms: &str,
+    ) -> (Arc<Counting>, Arc<Notify>, CancellationToken, tokio::task::JoinHandle<()>) {
+        add_with_id(db, 10, "e10").await;
+        add_with_id(db, 11, "e11").await;
+        let (sink, wake) = (Arc::new(Counting::default()), Arc::new(Notify::new()));
+        let (stop, relay) = start(db, sink.clone(), wake.clone(), mark_delay_ms);
+        eventually("the first two events delivered", async || sink.deliveries().len() == 2).await;
+        (sink, wake, stop, relay)
+    }
+
     async fn unmarked(db: &DatabaseConnection) -> u64 {
         Entity::find().filter(Column::PublishedAt.is_null()).count(db).await.unwrap()
     }
@@ -701,22 +721,13 @@ mod tests {
     async fn an_event_committed_below_the_delivered_ones_is_delivered_once_after_their_mark() {
         let dir = tempfile::tempdir().unwrap();
         let db = outbox_db(&dir).await;
-        let add_with_id = async |id: i64, event_id: &str| {
-            let mut row = outbox_row(event_id, chrono::Utc::now(), None);
-            row.id = Set(id);
-            Entity::insert(row).exec_without_returning(&db).await.unwrap();
-        };
-        add_with_id(10, "e10").await;
-        add_with_id(11, "e11").await;
-        let (sink, wake) = (Arc::new(Counting::default()), Arc::new(Notify::new()));
-        let (stop, relay) = start(&db, sink.clone(), wake.clone(), "300");
-        eventually("the first two events delivered", async || sink.deliveries().len() == 2).await;
+        let (sink, wake, stop, relay) = relay_past_ten_and_eleven(&db, "300").await;
 
         // A row whose id lies below those delivered and not yet marked (on
         // PostgreSQL: a transaction that took its id first and committed
         // last), and one above them.
-        add_with_id(5, "late").await;
-        add_with_id(12, "e12").await;
+        add_with_id(&db, 5, "late").await;
+        add_with_id(&db, 12, "e12").await;
         wake.notify_one();
         eventually("all four events delivered", async || sink.deliveries().len() == 4).await;
         eventually("all four marked", async || unmarked(&db).await == 0).await;
@@ -729,16 +740,7 @@ mod tests {
     async fn rounds_that_read_nothing_keep_the_floor_until_the_mark() {
         let dir = tempfile::tempdir().unwrap();
         let db = outbox_db(&dir).await;
-        let add_with_id = async |id: i64, event_id: &str| {
-            let mut row = outbox_row(event_id, chrono::Utc::now(), None);
-            row.id = Set(id);
-            Entity::insert(row).exec_without_returning(&db).await.unwrap();
-        };
-        add_with_id(10, "e10").await;
-        add_with_id(11, "e11").await;
-        let (sink, wake) = (Arc::new(Counting::default()), Arc::new(Notify::new()));
-        let (stop, relay) = start(&db, sink.clone(), wake.clone(), "3000");
-        eventually("the first two events delivered", async || sink.deliveries().len() == 2).await;
+        let (sink, wake, stop, relay) = relay_past_ten_and_eleven(&db, "3000").await;
         // Rounds that find nothing above the delivered rows.
         for _ in 0..5 {
             wake.notify_one();
@@ -746,8 +748,8 @@ mod tests {
         }
 
         // Still above the floor: a row below it is read only after the mark.
-        add_with_id(5, "late").await;
-        add_with_id(12, "e12").await;
+        add_with_id(&db, 5, "late").await;
+        add_with_id(&db, 12, "e12").await;
         wake.notify_one();
         eventually("the row above the delivered ones delivered", async || sink.count("e12") == 1).await;
         assert_eq!(sink.count("late"), 0, "a round after empty ones reads above the floor, not from the oldest row");

@@ -72,7 +72,7 @@ impl tower::Service<http::Request<Body>> for Local {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let limit = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+        let limit = grpc_timeout(request.headers());
         let call = self.stack.call(request);
         Box::pin(async move {
             match limit {
@@ -86,8 +86,13 @@ impl tower::Service<http::Request<Body>> for Local {
     }
 }
 
+/// The deadline a `grpc-timeout` header in `headers` asks for, if any.
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout)
+}
+
 /// A `grpc-timeout` value (`<digits><unit>`, units H M S m u n) as a duration.
-pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
     let n: u64 = number.parse().ok()?;
     Some(match unit {

@@ -21,7 +21,7 @@ use tonic::{
 use tonic_health::server::{HealthReporter, HealthService};
 
 pub use admin::admin_router;
-pub use local::{BoxError, MeshChannel, TransportError, parse_grpc_timeout, remote};
+pub use local::{BoxError, MeshChannel, TransportError, grpc_timeout, remote};
 
 /// The grpc.health.v1 service name that is SERVING for as long as the process runs.
 pub const LIVENESS_SERVICE: &str = "liveness";

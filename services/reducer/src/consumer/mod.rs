@@ -45,6 +45,12 @@ const BACKLOG_BATCH: usize = 5000;
 /// update of the same namespace, a busy database) before the start goes on.
 const RECOVERY_ATTEMPTS: u32 = 5;
 
+/// The wait before the next try of a write that failed `failures` times:
+/// 40 ms, doubling, at most about 5 s.
+fn retry_pause(failures: u32) -> Duration {
+    Duration::from_millis(20).saturating_mul(1 << Ord::min(failures, 8))
+}
+
 /// One queued event: what it contributes (if anything) and where it was read.
 struct Queued {
     item: Option<Item>,
@@ -139,7 +145,7 @@ async fn recover(aggregator: &Aggregator, topics: &[String], config: &ReducerCon
                 tracing::warn!(%err, "cannot aggregate published events a crash left unaggregated");
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(20).saturating_mul(1 << attempts)).await;
+            tokio::time::sleep(retry_pause(attempts)).await;
         }
     }
     metrics::counter!("aggregation_recovered_total").increment(items.len() as u64);
@@ -202,7 +208,7 @@ async fn aggregate_loop(
                     if !matches!(err, ReducerError::Conflict(_)) {
                         tracing::warn!(%err, failures, "aggregation batch failed; retrying");
                     }
-                    let pause = Duration::from_millis(20).saturating_mul(1 << Ord::min(failures, 8));
+                    let pause = retry_pause(failures);
                     tokio::select! {
                         _ = stop.cancelled() => {
                             tracing::warn!(events = items.len(), "stopping with an aggregation batch not stored");
@@ -224,7 +230,7 @@ async fn aggregate_loop(
             while let Err(err) = aggregator.dead_letter(dead.clone()).await {
                 failures += 1;
                 tracing::warn!(%err, failures, "cannot store dead letters; retrying");
-                let pause = Duration::from_millis(20).saturating_mul(1 << Ord::min(failures, 8));
+                let pause = retry_pause(failures);
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(pause) => {}
