@@ -8,7 +8,7 @@ use omninode_integration_tests::{Backend, TestDatabase, on_both_backends};
 use omninode_proto::events::v1::{StampCreated, event_envelope::Payload};
 use omninode_runtime::{
     Env, MeshConfig,
-    db::{OneStatement, begin_write, connect_and_migrate},
+    db::{OneStatement, begin_write, connect_and_migrate, insert_skipping_taken},
     events::{EventKind, EventSink, EventsConfig, NewEvent, Outbox, OutboxRelay, OutgoingEvent, WriteIf},
     health::HealthRegistry,
 };
@@ -20,6 +20,7 @@ on_both_backends!(
     outbox_rows_follow_what_the_parts_before_them_returned,
     a_dropped_caller_leaves_no_half_written_batch,
     batches_queued_behind_a_busy_writer_answer_and_fail_each_alone,
+    an_insert_skipping_taken_keys_answers_only_its_new_rows,
 );
 
 async fn migrated(database: &TestDatabase) -> DatabaseConnection {
@@ -336,4 +337,51 @@ async fn postgres_events_of_a_commit_without_flush_leave_only_once_it_is_durable
         *flushed >= committed_by,
         "delivered with the WAL flushed to {flushed}, before its commit at {committed_by}"
     );
+}
+
+/// The event ids `ids` as a multi-row insert into `processed_events` that
+/// leaves out taken ids and returns those it wrote.
+fn claim(ids: &[&str], backend: DbBackend) -> Statement {
+    let mut insert = sea_orm::sea_query::Query::insert();
+    insert.into_table("processed_events").columns(["event_id", "namespace", "processed_at"]);
+    for id in ids {
+        insert.values_panic([(*id).into(), "ns".into(), chrono::Utc::now().into()]);
+    }
+    insert.returning_col("event_id");
+    insert_skipping_taken(insert, backend)
+}
+
+async fn claimed(db: &impl ConnectionTrait, ids: &[&str]) -> Vec<String> {
+    let rows = db.query_all_raw(claim(ids, db.get_database_backend())).await.unwrap();
+    let mut ids: Vec<String> = rows.iter().map(|r| r.try_get::<String>("", "event_id").unwrap()).collect();
+    ids.sort();
+    ids
+}
+
+/// Rows whose key is taken (before, earlier in the transaction, or earlier
+/// in the same statement) are left out and not returned; the transaction
+/// stays whole: a rollback takes the new rows with it.
+async fn an_insert_skipping_taken_keys_answers_only_its_new_rows(backend: Backend) {
+    let database = TestDatabase::new(backend).await;
+    let db = migrated(&database).await;
+    assert_eq!(claimed(&db, &["e1"]).await, ["e1"]);
+
+    let txn = begin_write(&db).await.unwrap();
+    assert_eq!(claimed(&txn, &["e1", "e2", "e3"]).await, ["e2", "e3"], "e1 was taken before");
+    assert_eq!(claimed(&txn, &["e3", "e4", "e4", "e5"]).await, ["e4", "e5"], "e3 earlier, e4 once");
+    txn.commit().await.unwrap();
+
+    let txn = begin_write(&db).await.unwrap();
+    assert_eq!(claimed(&txn, &["e5", "e6"]).await, ["e6"]);
+    txn.rollback().await.unwrap();
+
+    let all = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT event_id FROM processed_events ORDER BY event_id",
+        ))
+        .await
+        .unwrap();
+    let all: Vec<String> = all.iter().map(|r| r.try_get::<String>("", "event_id").unwrap()).collect();
+    assert_eq!(all, ["e1", "e2", "e3", "e4", "e5"], "each once; the rolled-back e6 is not there");
 }

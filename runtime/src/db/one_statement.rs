@@ -76,9 +76,13 @@ impl OneStatement {
 
     /// Adds `statement` (built by sea-query for this backend) as the part `name`.
     pub fn add(&mut self, name: &str, statement: &impl StatementBuilder) {
-        let built = statement.build(&self.backend);
-        let values = built.values.map(|v| v.0).unwrap_or_default();
-        self.add_sql(name, &built.sql, values);
+        self.add_statement(name, statement.build(&self.backend));
+    }
+
+    /// Adds `statement` (built for this backend) as the part `name`.
+    pub fn add_statement(&mut self, name: &str, statement: Statement) {
+        let values = statement.values.map(|v| v.0).unwrap_or_default();
+        self.add_sql(name, &statement.sql, values);
     }
 
     /// Adds `sql` as the part `name`; its placeholders (PostgreSQL `$1`…,

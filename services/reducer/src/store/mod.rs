@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use omninode_core::WorkflowState;
-use omninode_runtime::{db::begin_write, events::Outbox};
+use omninode_runtime::{
+    db::{begin_write, insert_skipping_taken},
+    events::Outbox,
+};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -94,6 +97,7 @@ impl AggregateStore {
             return Ok(Vec::new());
         }
         let txn = begin_write(&self.db).await?;
+        let backend = txn.get_database_backend();
         let now = window.1;
 
         // 1. Claim the event ids; only the ones we inserted count.
@@ -102,9 +106,9 @@ impl AggregateStore {
         for item in items {
             claim.values_panic([item.event_id.clone().into(), item.namespace.clone().into(), now.into()]);
         }
-        claim.on_conflict(OnConflict::column("event_id").do_nothing().to_owned()).returning_col("event_id");
+        claim.returning_col("event_id");
         let fresh: HashSet<String> = txn
-            .query_all(&claim)
+            .query_all_raw(insert_skipping_taken(claim, backend))
             .await?
             .into_iter()
             .map(|row| row.try_get::<String>("", "event_id"))
@@ -129,10 +133,8 @@ impl AggregateStore {
             for (namespace, workflow_id) in &workflows {
                 insert.values_panic([(*namespace).into(), (*workflow_id).into()]);
             }
-            insert
-                .on_conflict(OnConflict::columns(["namespace", "workflow_id"]).do_nothing().to_owned())
-                .returning(Query::returning().columns(["namespace", "workflow_id"]));
-            for row in txn.query_all(&insert).await? {
+            insert.returning(Query::returning().columns(["namespace", "workflow_id"]));
+            for row in txn.query_all_raw(insert_skipping_taken(insert, backend)).await? {
                 new_workflows.insert((row.try_get("", "namespace")?, row.try_get("", "workflow_id")?));
             }
         }

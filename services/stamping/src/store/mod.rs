@@ -9,13 +9,13 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use omninode_runtime::{
-    db::{OneStatement, WriteTransaction, begin_write},
+    db::{OneStatement, WriteTransaction, begin_write, insert_skipping_taken},
     events::{Outbox, WriteIf},
     group_commit::{BatchWrite, GroupCommit},
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, sea_query::OnConflict,
+    QueryOrder, QuerySelect, QueryTrait, Statement,
 };
 use serde::{Deserialize, Serialize};
 
@@ -296,7 +296,7 @@ async fn write_in_one_statement(
         })
         .collect();
     let mut statement = OneStatement::new(db.get_database_backend());
-    statement.add("s", &insert_statement(namespace, &plan.rows));
+    statement.add_statement("s", insert_statement(namespace, &plan.rows, db.get_database_backend()));
     let written = WriteIf::KeyReturned { part: "s", table: "metadata_stamps", column: "id" };
     outbox.add_to(&mut statement, "o", events, &written);
     let mut inserted = HashSet::with_capacity(plan.rows.len());
@@ -349,11 +349,12 @@ fn row_bytes(item: &&NewStamp) -> usize {
     item.stamp_text.len() + item.file_path.len() * 2 + 400
 }
 
-/// `INSERT … ON CONFLICT DO NOTHING RETURNING id` of `rows`.
-fn insert_statement(namespace: &str, rows: &[&NewStamp]) -> sea_orm::sea_query::InsertStatement {
+/// The insert of `rows` that leaves out those whose hash or key is taken
+/// (see [`insert_skipping_taken`]) and returns the ids it inserted.
+fn insert_statement(namespace: &str, rows: &[&NewStamp], backend: DbBackend) -> Statement {
     let mut insert = Entity::insert_many(rows.iter().map(|item| active_model(namespace, item))).into_query();
-    insert.on_conflict(OnConflict::new().do_nothing().to_owned()).returning_col(Column::Id);
-    insert
+    insert.returning_col(Column::Id);
+    insert_skipping_taken(insert, backend)
 }
 
 /// Inserts `rows` (one namespace) that are new, in statements of a few KiB
@@ -363,7 +364,7 @@ fn insert_statement(namespace: &str, rows: &[&NewStamp]) -> sea_orm::sea_query::
 async fn insert_new(txn: &WriteTransaction, namespace: &str, rows: &[&NewStamp]) -> Result<HashSet<String>, DbErr> {
     let mut inserted: HashSet<String> = HashSet::with_capacity(rows.len());
     for chunk in omninode_runtime::db::statement_chunks(rows, MAX_INSERT_ROWS, row_bytes) {
-        for row in txn.query_all(&insert_statement(namespace, chunk)).await? {
+        for row in txn.query_all_raw(insert_statement(namespace, chunk, txn.get_database_backend())).await? {
             inserted.insert(row.try_get::<String>("", "id")?);
         }
     }
