@@ -228,17 +228,16 @@ pub fn statement_chunks<'a, T>(
 /// random pages of the hash index). With `OR IGNORE` no constraint aborts the
 /// statement, so SQLite keeps no journal for it.
 pub fn insert_skipping_taken(mut insert: InsertStatement, backend: DbBackend) -> Statement {
-    match backend {
-        DbBackend::Sqlite => {
-            let (sql, values) = insert.build(SqliteQueryBuilder);
-            let rest = sql.strip_prefix("INSERT ").expect("sea-query writes an insert as INSERT …");
-            Statement::from_sql_and_values(backend, format!("INSERT OR IGNORE {rest}"), values)
-        }
-        _ => {
-            insert.on_conflict(OnConflict::new().do_nothing().to_owned());
-            backend.build(&insert)
+    if backend == DbBackend::Sqlite {
+        let (sql, values) = insert.build(SqliteQueryBuilder);
+        if let Some(rest) = sql.strip_prefix("INSERT ") {
+            return Statement::from_sql_and_values(backend, format!("INSERT OR IGNORE {rest}"), values);
         }
     }
+    // (On SQLite only should sea-query ever write an insert otherwise: the
+    // same rows, with the journal.)
+    insert.on_conflict(OnConflict::new().do_nothing().to_owned());
+    backend.build(&insert)
 }
 
 /// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`
@@ -351,6 +350,24 @@ fn redact_password(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_insert_skipping_taken_keys_has_no_conflict_clause_on_sqlite() {
+        let insert = || {
+            let mut insert = sea_orm::sea_query::Query::insert();
+            insert.into_table("t").columns(["k", "v"]).values_panic(["a".into(), 1.into()]);
+            insert.values_panic(["b".into(), 2.into()]).returning_col("k");
+            insert
+        };
+        let sqlite = insert_skipping_taken(insert(), DbBackend::Sqlite);
+        assert_eq!(sqlite.sql, r#"INSERT OR IGNORE INTO "t" ("k", "v") VALUES (?, ?), (?, ?) RETURNING "k""#);
+        assert_eq!(sqlite.values.map(|v| v.0.len()), Some(4));
+        let postgres = insert_skipping_taken(insert(), DbBackend::Postgres).sql;
+        assert_eq!(
+            postgres.split_whitespace().collect::<Vec<_>>().join(" "),
+            r#"INSERT INTO "t" ("k", "v") VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING RETURNING "k""#
+        );
+    }
 
     #[test]
     fn statements_stay_small_and_every_item_is_in_one() {
