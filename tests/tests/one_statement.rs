@@ -12,7 +12,7 @@ use omninode_runtime::{
     events::{EventKind, EventSink, EventsConfig, NewEvent, Outbox, OutboxRelay, OutgoingEvent, WriteIf},
     health::HealthRegistry,
 };
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement};
 use tokio_util::sync::CancellationToken;
 
 on_both_backends!(
@@ -54,16 +54,20 @@ fn event(key: &str) -> (String, NewEvent) {
     (key.to_owned(), event)
 }
 
+/// The text column `column` of each of `rows`.
+fn texts(rows: &[QueryResult], column: &str) -> Vec<String> {
+    rows.iter().map(|row| row.try_get::<String>("", column).unwrap()).collect()
+}
+
+/// The text column `column` of each row `sql` reads.
+async fn read_texts(db: &impl ConnectionTrait, sql: &str, column: &str) -> Vec<String> {
+    let rows = db.query_all_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap();
+    texts(&rows, column)
+}
+
 /// The partition keys of the outbox rows, in id order.
 async fn outbox_keys(db: &DatabaseConnection) -> Vec<String> {
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT partition_key FROM event_outbox ORDER BY id",
-        ))
-        .await
-        .unwrap();
-    rows.iter().map(|row| row.try_get::<String>("", "partition_key").unwrap()).collect()
+    read_texts(db, "SELECT partition_key FROM event_outbox ORDER BY id", "partition_key").await
 }
 
 /// An insert of stamp rows `(id, file_hash)` that skips a taken one and
@@ -161,7 +165,7 @@ async fn outbox_rows_follow_what_the_parts_before_them_returned(backend: Backend
         &WriteIf::KeyReturned { part: "s", table: "metadata_stamps", column: "id" },
     );
     let returned = statement.run(&db, "SELECT id FROM s").await.unwrap();
-    let mut returned: Vec<String> = returned.iter().map(|r| r.try_get::<String>("", "id").unwrap()).collect();
+    let mut returned = texts(&returned, "id");
     returned.sort();
     assert_eq!(returned, ["id-1", "id-3"], "the rows the insert returned");
     assert_eq!(outbox_keys(&db).await, ["k1", "k3"]);
@@ -241,7 +245,7 @@ async fn batches_queued_behind_a_busy_writer_answer_and_fail_each_alone(backend:
         match run.await.unwrap() {
             Ok(rows) => {
                 assert!(!fails(i), "batch {i} should have failed");
-                let ids: Vec<String> = rows.iter().map(|r| r.try_get::<String>("", "id").unwrap()).collect();
+                let ids = texts(&rows, "id");
                 assert_eq!(ids, [format!("id-{i}")], "batch {i} answers its own rows");
             }
             Err(err) => {
@@ -259,8 +263,7 @@ async fn batches_queued_behind_a_busy_writer_answer_and_fail_each_alone(backend:
     let mut expected: Vec<String> = written.iter().map(|i| format!("k{i}")).collect();
     expected.sort();
     assert_eq!(keys, expected, "the events of the batches that committed, and only those");
-    let stamps = db.query_all_raw(Statement::from_string(backend, "SELECT id FROM metadata_stamps")).await.unwrap();
-    let mut ids: Vec<String> = stamps.iter().map(|r| r.try_get::<String>("", "id").unwrap()).collect();
+    let mut ids = read_texts(&db, "SELECT id FROM metadata_stamps", "id").await;
     ids.sort();
     let mut expected: Vec<String> = written.iter().map(|i| format!("id-{i}")).collect();
     expected.sort();
@@ -353,7 +356,7 @@ fn claim(ids: &[&str], backend: DbBackend) -> Statement {
 
 async fn claimed(db: &impl ConnectionTrait, ids: &[&str]) -> Vec<String> {
     let rows = db.query_all_raw(claim(ids, db.get_database_backend())).await.unwrap();
-    let mut ids: Vec<String> = rows.iter().map(|r| r.try_get::<String>("", "event_id").unwrap()).collect();
+    let mut ids = texts(&rows, "event_id");
     ids.sort();
     ids
 }
@@ -375,13 +378,6 @@ async fn an_insert_skipping_taken_keys_answers_only_its_new_rows(backend: Backen
     assert_eq!(claimed(&txn, &["e5", "e6"]).await, ["e6"]);
     txn.rollback().await.unwrap();
 
-    let all = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT event_id FROM processed_events ORDER BY event_id",
-        ))
-        .await
-        .unwrap();
-    let all: Vec<String> = all.iter().map(|r| r.try_get::<String>("", "event_id").unwrap()).collect();
+    let all = read_texts(&db, "SELECT event_id FROM processed_events ORDER BY event_id", "event_id").await;
     assert_eq!(all, ["e1", "e2", "e3", "e4", "e5"], "each once; the rolled-back e6 is not there");
 }

@@ -234,8 +234,8 @@ pub fn insert_skipping_taken(mut insert: InsertStatement, backend: DbBackend) ->
             return Statement::from_sql_and_values(backend, format!("INSERT OR IGNORE {rest}"), values);
         }
     }
-    // (On SQLite only should sea-query ever write an insert otherwise: the
-    // same rows, with the journal.)
+    // Also SQLite's, should sea-query ever begin an insert otherwise: the
+    // same rows, with the journal.
     insert.on_conflict(OnConflict::new().do_nothing().to_owned());
     backend.build(&insert)
 }
