@@ -556,3 +556,49 @@ async fn signals_over_rest(backend: Backend) {
     assert_eq!((code, body["workflow"]["state"].as_str()), (200, Some("WORKFLOW_STATE_FAILED")), "{body}");
     mesh.shutdown().await;
 }
+
+/// On PostgreSQL the other instances hear of a change once it has committed:
+/// each move of a workflow is announced with its id, and a workflow made
+/// runnable again also wakes every claimer; what a listener reads on hearing
+/// either is the change announced.
+#[tokio::test]
+async fn committed_changes_are_announced_to_the_other_instances() {
+    use sea_orm::sqlx::postgres::PgListener;
+    const CHANGES: &str = "omninode_workflow_changes";
+    const CLAIMERS: &str = "omninode_workflows";
+    let (mesh, mut client) = mesh_with(Backend::Postgres, &[ServiceKind::Orchestrator], &[]).await;
+    let url = mesh.postgres().expect("a PostgreSQL mesh").url.clone();
+    let mut listener = PgListener::connect(&url).await.unwrap();
+    listener.listen_all([CHANGES, CLAIMERS]).await.unwrap();
+    // Waits for `payload` on `channel`, skipping everything else.
+    async fn hear(listener: &mut PgListener, channel: &str, payload: &str) {
+        let heard = async {
+            loop {
+                let notification = listener.recv().await.expect("the listener stays connected");
+                if (notification.channel(), notification.payload()) == (channel, payload) {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), heard)
+            .await
+            .unwrap_or_else(|_| panic!("nothing heard on {channel} with payload {payload:?}"));
+    }
+
+    define(&mut client, "unreachable", vec![http("call", "POST", "http://127.0.0.1:9/hook", "{}")]).await;
+    let id = start(&mut client, "unreachable", "x").await;
+    hear(&mut listener, CHANGES, &id).await;
+    reach(&client, &id, pb::WorkflowState::Failed).await;
+
+    let retried = client.retry_workflow(pb::RetryWorkflowRequest { workflow_id: id.clone(), ..Default::default() });
+    retried.await.expect("a failed workflow can be retried");
+    hear(&mut listener, CLAIMERS, "").await;
+    let retry_is_stored = |w: &pb::Workflow| {
+        w.transitions.iter().any(|t| {
+            (t.from_state, t.to_state) == (pb::WorkflowState::Failed as i32, pb::WorkflowState::Pending as i32)
+        })
+    };
+    assert!(retry_is_stored(&get(&mut client, &id).await), "the claimers were woken before the retry committed");
+    hear(&mut listener, CHANGES, &id).await;
+    mesh.shutdown().await;
+}

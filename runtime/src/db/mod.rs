@@ -263,7 +263,7 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTransaction, Db
 /// transaction commits, and `set_config(…, true)` lasts until then; so a
 /// statement committed by itself decides whether its commit waits for the WAL
 /// flush. (A `SELECT` subquery or CTE runs only if read: join it.)
-pub(crate) fn synchronous_commit(on: bool) -> &'static str {
+pub fn synchronous_commit(on: bool) -> &'static str {
     match on {
         true => "(SELECT set_config('synchronous_commit', 'on', true))",
         false => "(SELECT set_config('synchronous_commit', 'off', true))",

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, Order, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait, Func, FunctionCall, LockBehavior, LockType, NullOrdering},
+    sea_query::{Expr, ExprTrait, LockBehavior, LockType, NullOrdering},
 };
 
 use super::{
@@ -118,20 +118,10 @@ pub(super) async fn admits(txn: &WriteTransaction, limit: u64) -> Result<bool, D
 /// between their count and their commit at once, across all instances.
 const ADMISSION_MARGIN: u64 = 256;
 
-/// `pg_notify(…)` that announces a change of workflow `id` to the watchers
-/// of every instance when its statement's transaction commits (PostgreSQL),
-/// written into the change's own `RETURNING`: no statement of its own.
-pub(super) fn announce_change(id: &str) -> FunctionCall {
-    Func::cust("pg_notify").arg(CHANGES_CHANNEL).arg(id)
-}
-
-/// `pg_notify(…)` that wakes every instance's claimer at commit, for a `RETURNING`.
-pub(super) fn wake_claimers() -> FunctionCall {
-    Func::cust("pg_notify").arg(CHANNEL).arg("")
-}
-
 /// Wakes every instance's claimer when the transaction commits (PostgreSQL;
-/// in one process the engine wakes its own claimer).
+/// in one process the engine wakes its own claimer). For a rare write
+/// (releasing the leases at shutdown, when no task may be left to announce
+/// it later); the hot paths announce after their commit (see `announce`).
 pub(super) async fn notify_claimers<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
     if conn.get_database_backend() == DbBackend::Postgres {
         conn.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;

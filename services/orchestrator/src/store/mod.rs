@@ -4,6 +4,7 @@
 //! changes are also conditional on its lease's fencing token (see [`lease`]),
 //! so an owner that lost its lease cannot overwrite the new owner's progress.
 
+mod announce;
 mod definition_entity;
 mod definitions;
 mod entity;
@@ -74,11 +75,16 @@ pub struct WorkflowStore {
     db: DatabaseConnection,
     /// Every state change emits `workflow-state-changed` in its own transaction.
     outbox: Outbox,
+    /// PostgreSQL: tells the other instances of changes once committed.
+    announcer: announce::Announcer,
 }
 
 impl WorkflowStore {
+    /// A store over `db`; on PostgreSQL it starts the task that announces
+    /// changes to the other instances (see [`announce`]).
     pub fn new(db: DatabaseConnection, outbox: Outbox) -> Self {
-        Self { db, outbox }
+        let announcer = announce::Announcer::new(&db);
+        Self { db, outbox, announcer }
     }
 
     /// The database backend (PostgreSQL claimers also listen for notifications).
@@ -134,6 +140,9 @@ impl WorkflowStore {
                 if wake_relay {
                     self.outbox.committed();
                 }
+                if matches!(admission, Admission::Queued { .. }) {
+                    self.announcer.wake_claimers();
+                }
                 Ok(Inserted::Created(workflow.clone()))
             }
             Ok(false) => match admission {
@@ -172,9 +181,6 @@ impl WorkflowStore {
         if let Some(reply) = &workflow.reply_to {
             crate::ingress::remember(&txn, reply, Some(&workflow.id)).await?;
             self.outbox.append_records(&txn, vec![crate::ingress::accepted(reply, workflow, true)]).await?;
-        }
-        if matches!(admission, Admission::Queued { .. }) {
-            lease::notify_claimers(&txn).await?;
         }
         txn.commit().await?;
         Ok(true)
@@ -257,33 +263,25 @@ impl WorkflowStore {
         }
         if moved {
             self.outbox.committed();
+            self.announcer.changed(&workflow.id);
+            if workflow.state == WorkflowState::Pending {
+                self.announcer.wake_claimers();
+            }
         }
         workflow.version += 1;
         Ok(Updated::Written)
     }
 
-    /// The conditional update, its event and (PostgreSQL) its notifications
-    /// (`pg_notify` in its `RETURNING`, sent at commit) in one trip
-    /// ([`OneStatement`]); whether it matched.
+    /// The conditional update and its event in one trip ([`OneStatement`]);
+    /// whether it matched.
     async fn update_in_one_statement(
         &self,
         workflow: &Workflow,
         expected: WorkflowState,
         mut update: sea_orm::sea_query::UpdateStatement,
     ) -> Result<bool, DbErr> {
-        use sea_orm::sea_query::Query;
         let moved = workflow.state != expected;
-        // On PostgreSQL each state change is announced to the watchers of
-        // other instances; one queued again also wakes every instance's
-        // claimer. (On SQLite, one process, the engine wakes its own.)
-        let returning = match (moved, workflow.state, self.backend()) {
-            (false, _, _) | (_, _, DbBackend::Sqlite) => Query::returning().expr(Expr::val(1)),
-            (true, WorkflowState::Pending, _) => {
-                Query::returning().exprs([lease::announce_change(&workflow.id), lease::wake_claimers()])
-            }
-            (true, _, _) => Query::returning().expr(lease::announce_change(&workflow.id)),
-        };
-        update.returning(returning);
+        update.returning(sea_orm::sea_query::Query::returning().expr(Expr::val(1)));
         let mut statement = OneStatement::new(self.backend());
         statement.add("u", &update);
         if moved {
@@ -304,15 +302,7 @@ impl WorkflowStore {
     ) -> Result<bool, DbErr> {
         let txn = begin_write(&self.db).await?;
         let moved = workflow.state != expected;
-        // On PostgreSQL a state change is announced by the update itself
-        // (`RETURNING pg_notify(…)`, sent at commit): a round trip fewer.
-        let rows_affected = if moved && self.backend() == DbBackend::Postgres {
-            let mut statement = sea_orm::QueryTrait::into_query(query);
-            statement.returning(sea_orm::sea_query::Query::returning().expr(lease::announce_change(&workflow.id)));
-            sea_orm::ConnectionTrait::query_all(&txn, &statement).await?.len() as u64
-        } else {
-            query.exec(&txn).await?.rows_affected
-        };
+        let rows_affected = query.exec(&txn).await?.rows_affected;
         if rows_affected != 1 {
             txn.rollback().await?;
             return Ok(false);
@@ -321,9 +311,6 @@ impl WorkflowStore {
             self.outbox.append(&txn, vec![state_changed(workflow, Some(expected))]).await?;
             if let Some(reply) = workflow.reply_to.as_ref().filter(|_| workflow.state.is_terminal()) {
                 self.outbox.append_records(&txn, vec![crate::ingress::ended(reply, workflow)]).await?;
-            }
-            if workflow.state == WorkflowState::Pending {
-                lease::notify_claimers(&txn).await?;
             }
         }
         txn.commit().await?;
