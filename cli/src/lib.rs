@@ -9,9 +9,9 @@ pub mod watch;
 /// jemalloc serves every allocation of a process that links this crate (the
 /// `omninode` binary, the benchmark harness, the integration tests), C code's
 /// `malloc` (SQLite, librdkafka) included. glibc's allocator was the largest
-/// single cost in the mesh's profiles: jemalloc made RunWorkflow 13–31 %
-/// faster at 16 and 64 callers for 3–5 MiB more peak RSS (docs/BENCHMARKS.md,
-/// "What changed in the seventeenth round"). `MALLOC_CONF` tunes it.
+/// single cost in the mesh's profiles; jemalloc's gain and its cost in peak
+/// RSS are measured in docs/BENCHMARKS.md ("What changed in the seventeenth
+/// round"). `MALLOC_CONF` tunes it.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -1,6 +1,7 @@
 //! The deployment files against the code: compose and Kubernetes wire every
 //! variable the services read and nothing they do not, and the example
-//! environment's placeholders stop a service with a message naming them.
+//! environment's placeholders stop a service with a message naming them; the
+//! binary's health command and allocator are what the docs say.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -198,4 +199,23 @@ async fn the_health_command_and_liveness_follow_the_process() {
     let (ok, why) = health_check(&["--grpc", &format!("127.0.0.1:{unused}")], 0).await;
     assert!(!ok && why.contains("cannot reach"), "{why}");
     mesh.shutdown().await;
+}
+
+/// The process allocates with jemalloc, tuned by `MALLOC_CONF` as
+/// docs/ARCHITECTURE.md says: asked to, it prints its statistics at exit.
+#[test]
+fn the_process_allocator_is_jemalloc_and_malloc_conf_tunes_it() {
+    let run = |conf: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_omninode-node"));
+        command.arg("--help").env_remove("MALLOC_CONF");
+        if let Some(conf) = conf {
+            command.env("MALLOC_CONF", conf);
+        }
+        let output = command.output().expect("omninode runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stats = run(Some("stats_print:true"));
+    assert!(stats.contains("Begin jemalloc statistics"), "{stats}");
+    assert!(!run(None).contains("jemalloc"), "nothing is printed unless asked");
 }
