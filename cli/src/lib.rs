@@ -148,7 +148,7 @@ impl Config {
     /// The settings of a process running `services`.
     pub fn from_env(env: &Env, services: &[ServiceKind]) -> anyhow::Result<Self> {
         let runs = |kind| services.contains(&kind);
-        let mesh = MeshConfig::from_env(env)?;
+        let mut mesh = MeshConfig::from_env(env)?;
         let calls_its_peers = runs(ServiceKind::Orchestrator) || runs(ServiceKind::Gateway);
         if calls_its_peers && mesh.tls.server.is_some() && !mesh.tls.client.is_enabled() {
             return Err(omninode_runtime::ConfigError::new(
@@ -165,9 +165,16 @@ impl Config {
             )
             .into());
         }
+        let orchestrator =
+            if runs(ServiceKind::Orchestrator) { Some(OrchestratorConfig::from_env(env)?) } else { None };
+        if let Some(orchestrator) = &orchestrator {
+            // A stalled instance's open transaction may hold workflows the
+            // others would take over: it must not outlast the lease.
+            mesh.database_idle_in_transaction = mesh.database_idle_in_transaction.min(orchestrator.lease);
+        }
         Ok(Self {
             stamping: StampingConfig::from_env(env)?,
-            orchestrator: if runs(ServiceKind::Orchestrator) { Some(OrchestratorConfig::from_env(env)?) } else { None },
+            orchestrator,
             reducer: if runs(ServiceKind::Reducer) { Some(ReducerConfig::from_env(env)?) } else { None },
             gateway: if runs(ServiceKind::Gateway) { Some(GatewayConfig::from_env(env)?) } else { None },
             events: EventsConfig::from_env(env, &mesh.instance_id)?,

@@ -205,6 +205,14 @@ pub struct MeshConfig {
     pub database: DatabaseTarget,
     /// `DATABASE_MAX_CONNECTIONS` (1..=1000, default 10).
     pub database_max_connections: u32,
+    /// `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS` (100..=3600000, default
+    /// 5000): PostgreSQL ends a session of this process that sits this long
+    /// inside a transaction. Every transaction here runs its statements back
+    /// to back, so only a stalled process (paused, frozen, cut off) sits
+    /// that long; its locks go with the session instead of blocking the
+    /// other instances until it wakes. An orchestrator lowers it to its
+    /// lease.
+    pub database_idle_in_transaction: Duration,
     /// `HEALTH_CHECK_INTERVAL_MS` (default 5000): how often dependencies are probed.
     pub health_check_interval: Duration,
     /// `SHUTDOWN_GRACE_MS` (default 10000): how long in-flight calls may finish.
@@ -264,6 +272,12 @@ impl MeshConfig {
             data_dir,
             database,
             database_max_connections: env.parse_in("DATABASE_MAX_CONNECTIONS", 10, 1, 1000)?,
+            database_idle_in_transaction: Duration::from_millis(env.parse_in(
+                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                5_000,
+                100,
+                3_600_000,
+            )?),
             health_check_interval: env.millis("HEALTH_CHECK_INTERVAL_MS", 5000)?,
             shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 10_000)?,
             instance_id,
@@ -291,6 +305,7 @@ mod tests {
         assert_eq!(config.database, DatabaseTarget::Sqlite(PathBuf::from("/var/lib/x/omninode.db")));
         assert_eq!(config.metrics_port, 9091);
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.database_idle_in_transaction, Duration::from_secs(5));
     }
 
     #[test]
@@ -298,6 +313,7 @@ mod tests {
         for (name, value) in [
             ("METRICS_PORT", "70000"),
             ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", "50"),
             ("LOG_FORMAT", "xml"),
             ("DATABASE_URL", "mysql://x"),
             ("OMNINODE_HOST", "not-an-ip"),

@@ -211,6 +211,55 @@ async fn killed_and_paused_orchestrators_lose_no_workflow_and_stale_writes_are_f
     drop(stamping);
 }
 
+/// An instance that stalls inside a transaction (SIGSTOP, a frozen VM, a cut
+/// network) holds its locks only until PostgreSQL ends its session, after
+/// `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS`, which an orchestrator lowers to
+/// its lease: what it held is then the others' to take, what it wrote in that
+/// transaction never lands, and when it wakes its pool connects again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transaction_holds_its_locks_no_longer_than_the_lease() {
+    use omninode_runtime::Env;
+    use sea_orm::TransactionTrait;
+    const LEASE_MS: u64 = 700;
+    let database = TestDatabase::new(Backend::Postgres).await;
+    let mut env = database.env();
+    env.extend(vars(&[("ORCHESTRATOR_LEASE_MS", LEASE_MS.to_string())]));
+    let config = omninode::Config::from_env(&Env::from_pairs(env.clone()), &[ServiceKind::Orchestrator]).unwrap();
+    assert_eq!(config.mesh.database_idle_in_transaction, Duration::from_millis(LEASE_MS), "capped by the lease");
+    env.extend(vars(&[("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", "1200".into())]));
+    let stamping = omninode::Config::from_env(&Env::from_pairs(env), &[ServiceKind::Stamping]).unwrap();
+    assert_eq!(stamping.mesh.database_idle_in_transaction, Duration::from_millis(1200), "as configured");
+
+    let stalled = omninode_runtime::db::connect_and_migrate(&config.mesh).await.unwrap();
+    let other = Database::connect(database.url()).await.unwrap();
+    other.execute_unprepared("CREATE TABLE held (id INTEGER PRIMARY KEY, note TEXT NOT NULL)").await.unwrap();
+    other.execute_unprepared("INSERT INTO held VALUES (1, 'before')").await.unwrap();
+
+    let txn = stalled.begin().await.unwrap();
+    txn.execute_unprepared("UPDATE held SET note = 'stalled' WHERE id = 1").await.unwrap();
+    txn.execute_unprepared("INSERT INTO held VALUES (2, 'stalled')").await.unwrap();
+    let stalled_at = Instant::now();
+    let take = "SELECT id FROM held WHERE id = 1 FOR UPDATE NOWAIT";
+    assert!(other.execute_unprepared(take).await.is_err(), "the stalled transaction holds the row at first");
+    wait_until("the stalled session's lock is released", Duration::from_secs(10), || async {
+        other.execute_unprepared(take).await.ok()
+    })
+    .await;
+    let released = stalled_at.elapsed();
+    println!("a stalled transaction's lock released after {} ms (lease {LEASE_MS} ms)", released.as_millis());
+    assert!(released < Duration::from_secs(5), "released after {released:?}: the default, not the lease");
+
+    assert!(txn.commit().await.is_err(), "a commit after the session ended must fail");
+    assert_eq!(scalar(&other, "SELECT COUNT(*) FROM held WHERE note = 'stalled'").await, 0, "nothing of it landed");
+    let rows = wait_until("the stalled pool serves again", Duration::from_secs(10), || async {
+        let row =
+            stalled.query_one_raw(Statement::from_string(stalled.get_database_backend(), "SELECT COUNT(*) FROM held"));
+        row.await.ok().flatten().and_then(|row| row.try_get_by_index::<i64>(0).ok())
+    })
+    .await;
+    assert_eq!(rows, 1);
+}
+
 /// SIGTERM to an instance under load: its workflows are handed over at once
 /// (the lease is a minute; they finish within seconds on the other instance).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

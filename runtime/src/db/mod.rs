@@ -30,7 +30,7 @@ pub enum DbSetupError {
 
 /// Opens the configured database and brings its schema up to date.
 pub async fn connect_and_migrate(config: &MeshConfig) -> Result<DatabaseConnection, DbSetupError> {
-    let db = connect(&config.database, config.database_max_connections).await?;
+    let db = open(&config.database, config.database_max_connections, Some(config.database_idle_in_transaction)).await?;
     let failed = |source| DbSetupError::Migrate { target: describe(&config.database), source };
     // Replicas and a migration Job may start at once: on PostgreSQL one of
     // them migrates under an advisory lock held by a connection of its own;
@@ -61,6 +61,17 @@ const MIGRATION_LOCK: i64 = 0x6f6d_6e69_6d69_6772; // "omnimigr"
 /// opens the file's writer (see [`sqlite_writer`]), which every
 /// [`begin_write`] and [`OneStatement`] on this pool then writes through.
 pub async fn connect(target: &DatabaseTarget, max_connections: u32) -> Result<DatabaseConnection, DbSetupError> {
+    open(target, max_connections, None).await
+}
+
+/// [`connect`]; on PostgreSQL each session is ended by the server once it
+/// sits `idle_in_transaction` inside a transaction (see
+/// `MeshConfig::database_idle_in_transaction`).
+async fn open(
+    target: &DatabaseTarget,
+    max_connections: u32,
+    idle_in_transaction: Option<Duration>,
+) -> Result<DatabaseConnection, DbSetupError> {
     let url = match target {
         DatabaseTarget::Sqlite(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -72,7 +83,23 @@ pub async fn connect(target: &DatabaseTarget, max_connections: u32) -> Result<Da
         DatabaseTarget::Url(url) => url.clone(),
     };
     let failed = |source| DbSetupError::Connect { target: describe(target), source };
-    let db = Database::connect(pool_options(&url, max_connections, 1, 0)).await.map_err(failed)?;
+    let mut options = pool_options(&url, max_connections, 1, 0);
+    if let Some(limit) = idle_in_transaction {
+        // Set once per session, after it connects (a `SET`, not a startup
+        // option, which connection poolers in front of PostgreSQL may refuse).
+        let set = format!("SET idle_in_transaction_session_timeout = {}", limit.as_millis());
+        options.map_sqlx_postgres_pool_opts(move |pool| {
+            let set = set.clone();
+            pool.after_connect(move |conn, _| {
+                let set = set.clone();
+                Box::pin(async move {
+                    use sea_orm::sqlx::{AssertSqlSafe, Executor, raw_sql};
+                    conn.execute(raw_sql(AssertSqlSafe(set))).await.map(drop)
+                })
+            })
+        });
+    }
+    let db = Database::connect(options).await.map_err(failed)?;
     if db.get_database_backend() == DbBackend::Sqlite && !sqlite_writer::registered(&db) {
         // Its one connection closes when idle (and opens again at the next
         // write), so a pool nobody uses any more leaves no file open.

@@ -2,8 +2,9 @@
 //! cluster protocol of our own). A runnable workflow — PENDING or PROCESSING
 //! with no lease or an expired one, or WAITING with its wake time passed (a
 //! timer to fire, an approval timed out) — is claimed in batches (PostgreSQL:
-//! `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent claimers never take the
-//! same row; SQLite: one process, serialised by its write gate). A claim sets
+//! `SELECT … FOR UPDATE SKIP LOCKED` and the update in one statement, so
+//! concurrent claimers never take the same row and a stalled one holds
+//! none; SQLite: one process, serialised by its write gate). A claim sets
 //! the owner and expiry and bumps `lease_attempt`, the fencing token every
 //! later write of that owner is conditional on. Owners renew while they run
 //! and release on a graceful shutdown. Lease times come from the instances'
@@ -13,8 +14,8 @@ use std::{collections::HashSet, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, Order, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait, Order, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
     sea_query::{Expr, ExprTrait, LockBehavior, LockType, NullOrdering},
 };
 
@@ -23,7 +24,7 @@ use super::{
     entity::{Column, Entity},
 };
 use crate::domain::WorkflowState;
-use omninode_runtime::db::{WriteTransaction, begin_write};
+use omninode_runtime::db::{OneStatement, WriteTransaction, begin_write};
 
 /// The PostgreSQL channel on which a queued workflow wakes the claimers.
 pub const CHANNEL: &str = "omninode_workflows";
@@ -137,12 +138,48 @@ impl WorkflowStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let txn = begin_write(self.connection()).await?;
-        let mut pick = pick(Utc::now(), max);
-        if txn.get_database_backend() == DbBackend::Postgres {
-            pick = pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        match self.backend() {
+            DbBackend::Postgres => self.claim_in_one_statement(owner, max, lease).await,
+            _ => self.claim_in_a_transaction(owner, max, lease).await,
         }
-        let picked: Vec<(String, Option<String>)> = pick.into_tuple().all(&txn).await?;
+    }
+
+    /// PostgreSQL: the search (`FOR UPDATE SKIP LOCKED`) and the update in
+    /// one statement, committed by itself. A claimer never holds its rows
+    /// between round trips, so one that stalls mid-claim (a paused or
+    /// frozen process) locks nothing while it is stopped; rows a claim held
+    /// across trips would be skipped by every other claimer until it woke.
+    async fn claim_in_one_statement(&self, owner: &str, max: u64, lease: Duration) -> Result<Vec<Claimed>, DbErr> {
+        let mut statement = OneStatement::new(DbBackend::Postgres);
+        let picked = pick(Utc::now(), max).lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        statement.add("picked", &picked.into_query());
+        let table = Entity.table_name();
+        statement.add_sql(
+            "claimed",
+            &format!(
+                "UPDATE {table} SET lease_owner = $1, lease_expires_at = $2, lease_attempt = {table}.lease_attempt + 1 \
+                 FROM picked WHERE {table}.id = picked.id \
+                 RETURNING {table}.id, {table}.lease_attempt, picked.lease_owner AS previous_owner"
+            ),
+            vec![owner.into(), expiry(lease).into()],
+        );
+        let rows = statement.run(self.connection(), "SELECT id, lease_attempt, previous_owner FROM claimed").await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Claimed {
+                    id: row.try_get("", "id")?,
+                    fence: Fence { attempt: row.try_get("", "lease_attempt")? },
+                    taken_over: row.try_get::<Option<String>>("", "previous_owner")?.is_some(),
+                })
+            })
+            .collect()
+    }
+
+    /// SQLite (one process, its writes serialised by the write gate): the
+    /// search, then the update, in one transaction.
+    async fn claim_in_a_transaction(&self, owner: &str, max: u64, lease: Duration) -> Result<Vec<Claimed>, DbErr> {
+        let txn = begin_write(self.connection()).await?;
+        let picked: Vec<(String, Option<String>)> = pick(Utc::now(), max).into_tuple().all(&txn).await?;
         if picked.is_empty() {
             txn.rollback().await?;
             return Ok(Vec::new());
@@ -181,22 +218,20 @@ impl WorkflowStore {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
-        let mine = || {
-            Condition::all()
-                .add(Column::LeaseOwner.eq(owner))
-                .add(Column::CurrentState.is_in(unfinished()))
-                .add(Column::Id.is_in(ids.iter().map(String::as_str)))
-        };
-        let txn = begin_write(self.connection()).await?;
-        Entity::update_many()
+        let mine = Condition::all()
+            .add(Column::LeaseOwner.eq(owner))
+            .add(Column::CurrentState.is_in(unfinished()))
+            .add(Column::Id.is_in(ids.iter().map(String::as_str)));
+        // One statement: an owner that stalls while renewing holds no lock
+        // on its workflows, which the others take over once the leases run out.
+        let mut statement = OneStatement::new(self.backend());
+        let mut renew = Entity::update_many()
             .col_expr(Column::LeaseExpiresAt, Expr::value(expiry(lease)))
-            .filter(mine())
-            .exec(&txn)
-            .await?;
-        let renewed: Vec<String> =
-            Entity::find().select_only().column(Column::Id).filter(mine()).into_tuple().all(&txn).await?;
-        txn.commit().await?;
-        Ok(renewed.into_iter().collect())
+            .filter(mine)
+            .into_query();
+        statement.add("renewed", renew.returning_col(Column::Id));
+        let rows = statement.run(self.connection(), "SELECT id FROM renewed").await?;
+        rows.iter().map(|row| row.try_get("", "id")).collect()
     }
 
     /// Gives up every unfinished workflow `owner` holds, so other instances
