@@ -184,32 +184,26 @@ impl WorkflowStore {
             txn.rollback().await?;
             return Ok(Vec::new());
         }
-        let ids: Vec<&str> = picked.iter().map(|(id, _)| id.as_str()).collect();
-        Entity::update_many()
+        let mut update = Entity::update_many()
             .col_expr(Column::LeaseOwner, Expr::value(owner))
             .col_expr(Column::LeaseExpiresAt, Expr::value(expiry(lease)))
             .col_expr(Column::LeaseAttempt, Expr::col(Column::LeaseAttempt).add(1))
-            .filter(Column::Id.is_in(ids.iter().copied()))
-            .exec(&txn)
-            .await?;
-        let attempts: Vec<(String, i64)> = Entity::find()
-            .select_only()
-            .column(Column::Id)
-            .column(Column::LeaseAttempt)
-            .filter(Column::Id.is_in(ids.iter().copied()))
-            .into_tuple()
-            .all(&txn)
-            .await?;
+            .filter(Column::Id.is_in(picked.iter().map(|(id, _)| id.as_str())))
+            .into_query();
+        update.returning(sea_orm::sea_query::Query::returning().columns([Column::Id, Column::LeaseAttempt]));
+        let rows = txn.query_all(&update).await?;
         txn.commit().await?;
         let previous: std::collections::HashMap<String, Option<String>> = picked.into_iter().collect();
-        Ok(attempts
-            .into_iter()
-            .map(|(id, attempt)| Claimed {
-                taken_over: previous.get(&id).is_some_and(|owner| owner.is_some()),
-                id,
-                fence: Fence { attempt },
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("", "id")?;
+                Ok(Claimed {
+                    taken_over: previous.get(&id).is_some_and(|owner| owner.is_some()),
+                    fence: Fence { attempt: row.try_get("", "lease_attempt")? },
+                    id,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Extends `owner`'s leases on `ids` that are still its own and
