@@ -375,3 +375,131 @@ async fn the_queue_bound_holds_across_instances(backend: Backend) {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A claim that waits for the database while starts arrive: the claimer took
+/// the free workers before its claim, so the starts find none and queue, and
+/// the workflows it claimed run at once under renewed leases. (Had the starts
+/// taken the workers, the claimed workflows would wait for one unrenewed, their
+/// leases running out under a live instance, and another instance would run
+/// them a second time.) In process on SQLite, whose writer a test can hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_claimed_while_starts_arrive_run_at_once_under_a_live_lease() {
+    use omninode_integration_tests::http_double::{HttpDouble, Reply};
+    use omninode_proto::orchestrator::v1::step_definition::Kind;
+    use omninode_runtime::{
+        config::DatabaseTarget,
+        db::{begin_write, connect},
+    };
+    const STEP: Duration = Duration::from_secs(3);
+    let double = HttpDouble::start(|_, _| Reply::json(200, serde_json::json!({"ok": true})).after(STEP)).await;
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let settings = [("ORCHESTRATOR_CONCURRENCY", "2"), ("ORCHESTRATOR_LEASE_MS", "1000")];
+    let mesh = TestMesh::start_services(database.clone(), &[ServiceKind::Orchestrator], &settings).await;
+    let mut client = mesh.orchestrator().await;
+    let call = |path: &str| pb::StepDefinition {
+        name: "call".into(),
+        kind: Some(Kind::Http(pb::HttpStep {
+            method: "POST".into(),
+            url: format!("{}/{path}/${{workflow.id}}", double.url()),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let timer = pb::StepDefinition {
+        name: "wait".into(),
+        kind: Some(Kind::Timer(pb::TimerStep { wait: Some(pb::timer_step::Wait::DurationMs(300)) })),
+        ..Default::default()
+    };
+    for (name, steps) in [("woken", vec![timer, call("woken")]), ("started", vec![call("started")])] {
+        let definition = pb::WorkflowDefinition { name: name.into(), steps, ..Default::default() };
+        let request = pb::CreateWorkflowDefinitionRequest { definition: Some(definition) };
+        client.create_workflow_definition(request).await.unwrap();
+    }
+    let start = |definition: &'static str| {
+        let mut client = client.clone();
+        async move {
+            let request = pb::StartWorkflowRequest {
+                namespace: "claims".into(),
+                input: Some(pb::WorkflowInput { content: "x".into(), ..Default::default() }),
+                definition: definition.into(),
+                ..Default::default()
+            };
+            client.start_workflow(request).await.unwrap().into_inner().workflow.unwrap().workflow_id
+        }
+    };
+    let woken = [start("woken").await, start("woken").await];
+    for id in &woken {
+        omninode_integration_tests::workflow_reaches(&client, id, pb::WorkflowState::Waiting, Duration::from_secs(10))
+            .await;
+    }
+
+    // The test holds the database's writer. The claimer's next look (it looks
+    // every quarter lease, with both workers free) waits behind it, and
+    // searches once it gets through, by which time both timers are due.
+    let file = database.data_dir.path().join("omninode.db");
+    let db = connect(&DatabaseTarget::Sqlite(file), 2).await.unwrap();
+    let writer = begin_write(&db).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Two starts arrive meanwhile; their inserts wait behind the writer too.
+    let starts = [tokio::spawn(start("started")), tokio::spawn(start("started"))];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(starts.iter().all(|s| !s.is_finished()), "the starts wait for the database");
+    writer.rollback().await.unwrap();
+    let opened = Instant::now();
+    let mut started = Vec::new();
+    for start in starts {
+        started.push(start.await.unwrap());
+    }
+
+    // The claimed workflows call out at once; the starts wait their turn.
+    let first_two = wait_until("two workflows call out", Duration::from_secs(10), || async {
+        let seen = double.requests();
+        (seen.len() >= 2).then(|| seen[..2].iter().map(|r| r.uri.clone()).collect::<Vec<_>>())
+    })
+    .await;
+    let called_after = opened.elapsed();
+    assert!(first_two.iter().all(|uri| uri.starts_with("/woken/")), "the claimed workflows run first: {first_two:?}");
+    assert!(called_after < STEP, "the claimed workflows did not wait for a worker: {called_after:?}");
+    // Two leases on, in the middle of their calls, every lease held is live.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(opened.elapsed())).await;
+    let leases = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id, lease_expires_at FROM workflow_executions WHERE lease_owner IS NOT NULL",
+        ))
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let mut held = Vec::new();
+    for row in &leases {
+        let id: String = row.try_get("", "id").unwrap();
+        let expires: chrono::DateTime<chrono::Utc> = row.try_get("", "lease_expires_at").unwrap();
+        assert!(expires > now, "the lease on {id} ran out at {expires} under a live instance (now {now})");
+        held.push(id);
+    }
+    held.sort();
+    let mut expected = woken.to_vec();
+    expected.sort();
+    assert_eq!(held, expected, "the claimed workflows hold leases; the queued starts none yet");
+
+    for id in woken.iter().chain(&started) {
+        omninode_integration_tests::workflow_reaches(
+            &client,
+            id,
+            pb::WorkflowState::Completed,
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    let mut calls: Vec<String> = double.requests().into_iter().map(|r| r.uri).collect();
+    calls.sort();
+    let mut expected: Vec<String> = woken
+        .iter()
+        .map(|id| format!("/woken/{id}"))
+        .chain(started.iter().map(|id| format!("/started/{id}")))
+        .collect();
+    expected.sort();
+    assert_eq!(calls, expected, "each workflow called out once");
+    drop(db);
+    mesh.shutdown().await;
+}

@@ -8,8 +8,8 @@
 
 use std::{collections::HashSet, sync::atomic::Ordering, time::Duration};
 
-use sea_orm::{DbBackend, sqlx::postgres::PgListener};
-use tokio::{task::JoinHandle, time::Instant};
+use sea_orm::{DbBackend, DbErr, sqlx::postgres::PgListener};
+use tokio::{sync::OwnedSemaphorePermit, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkflowEngine;
@@ -42,27 +42,12 @@ async fn claim_until(engine: &WorkflowEngine, stop: &CancellationToken) {
     let mut backlog_at = Instant::now().checked_sub(BACKLOG_REFRESH).unwrap_or_else(Instant::now);
     let mut failures = 0u32;
     loop {
-        let free = inner.slots.available_permits() as u64;
-        if free > 0 {
-            // Cleared before the look: a workflow queued meanwhile sets it again.
-            inner.backlog.store(false, Ordering::SeqCst);
-            match inner.store.claim(&inner.owner, free, lease).await {
-                Ok(claimed) => {
-                    failures = 0;
-                    if claimed.len() as u64 >= free {
-                        // As many as there were workers: more may wait.
-                        inner.backlog.store(true, Ordering::SeqCst);
-                    }
-                    for workflow in claimed {
-                        let Ok(slot) = inner.slots.clone().acquire_owned().await else { return };
-                        metrics::counter!("workflow_claimed_total").increment(1);
-                        if workflow.taken_over {
-                            metrics::counter!("workflow_takeovers_total").increment(1);
-                            tracing::info!(workflow_id = %workflow.id, owner = %inner.owner, "took over a workflow whose lease expired");
-                        }
-                        engine.spawn_worker(workflow.id, workflow.fence, slot, None);
-                    }
-                }
+        // The free workers are taken before the claim, as a start takes its
+        // worker before its insert (see `claim_for`).
+        let slots: Vec<_> = std::iter::from_fn(|| inner.slots.clone().try_acquire_owned().ok()).collect();
+        if !slots.is_empty() {
+            match claim_for(engine, slots).await {
+                Ok(()) => failures = 0,
                 Err(err) => {
                     failures += 1;
                     inner.backlog.store(true, Ordering::SeqCst);
@@ -81,6 +66,32 @@ async fn claim_until(engine: &WorkflowEngine, stop: &CancellationToken) {
             _ = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// Claims a workflow for each of `slots` (workers already taken) and starts
+/// them; the workers left over are freed. Taking the workers first means a
+/// start meanwhile finds none free and queues, so every workflow claimed
+/// starts at once and is renewed, instead of waiting unrenewed for a worker
+/// until its lease runs out under it and another instance runs it again.
+async fn claim_for(engine: &WorkflowEngine, slots: Vec<OwnedSemaphorePermit>) -> Result<(), DbErr> {
+    let inner = &engine.inner;
+    let free = slots.len();
+    // Cleared before the look: a workflow queued meanwhile sets it again.
+    inner.backlog.store(false, Ordering::SeqCst);
+    let claimed = inner.store.claim(&inner.owner, free as u64, inner.config.lease).await?;
+    if claimed.len() >= free {
+        // As many as there were workers: more may wait.
+        inner.backlog.store(true, Ordering::SeqCst);
+    }
+    for (workflow, slot) in claimed.into_iter().zip(slots) {
+        metrics::counter!("workflow_claimed_total").increment(1);
+        if workflow.taken_over {
+            metrics::counter!("workflow_takeovers_total").increment(1);
+            tracing::info!(workflow_id = %workflow.id, owner = %inner.owner, "took over a workflow whose lease expired");
+        }
+        engine.spawn_worker(workflow.id, workflow.fence, slot, None);
+    }
+    Ok(())
 }
 
 /// Lets running workflows finish for [`DRAIN`], interrupts the rest (they
