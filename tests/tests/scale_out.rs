@@ -376,14 +376,14 @@ async fn the_queue_bound_holds_across_instances(backend: Backend) {
     b.shutdown().await;
 }
 
-/// A claim that waits for the database while starts arrive: the claimer took
-/// the free workers before its claim, so the starts find none and queue, and
-/// the workflows it claimed run at once under renewed leases. (Had the starts
-/// taken the workers, the claimed workflows would wait for one unrenewed, their
-/// leases running out under a live instance, and another instance would run
-/// them a second time.) In process on SQLite, whose writer a test can hold.
+/// A claim that waits for the database while starts arrive and take the free
+/// workers: the workflows it claimed find no worker, and are handed back at
+/// once (no owner, no lease: any instance with a free worker takes them), not
+/// held unstarted with their leases running out under a live instance, which
+/// another instance would take over and run a second time. In process on
+/// SQLite, whose writer a test can hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workflows_claimed_while_starts_arrive_run_at_once_under_a_live_lease() {
+async fn workflows_claimed_while_starts_take_the_workers_are_handed_back_at_once() {
     use omninode_integration_tests::http_double::{HttpDouble, Reply};
     use omninode_proto::orchestrator::v1::step_definition::Kind;
     use omninode_runtime::{
@@ -451,16 +451,15 @@ async fn workflows_claimed_while_starts_arrive_run_at_once_under_a_live_lease() 
         started.push(start.await.unwrap());
     }
 
-    // The claimed workflows call out at once; the starts wait their turn.
+    // The starts took the workers: theirs are the first calls.
     let first_two = wait_until("two workflows call out", Duration::from_secs(10), || async {
         let seen = double.requests();
         (seen.len() >= 2).then(|| seen[..2].iter().map(|r| r.uri.clone()).collect::<Vec<_>>())
     })
     .await;
-    let called_after = opened.elapsed();
-    assert!(first_two.iter().all(|uri| uri.starts_with("/woken/")), "the claimed workflows run first: {first_two:?}");
-    assert!(called_after < STEP, "the claimed workflows did not wait for a worker: {called_after:?}");
-    // Two leases on, in the middle of their calls, every lease held is live.
+    assert!(first_two.iter().all(|uri| uri.starts_with("/started/")), "the starts took the workers: {first_two:?}");
+    // Two leases on, in the middle of those calls: every lease held is live,
+    // and only the running workflows hold one.
     tokio::time::sleep(Duration::from_secs(2).saturating_sub(opened.elapsed())).await;
     let leases = db
         .query_all_raw(Statement::from_string(
@@ -478,9 +477,14 @@ async fn workflows_claimed_while_starts_arrive_run_at_once_under_a_live_lease() 
         held.push(id);
     }
     held.sort();
-    let mut expected = woken.to_vec();
-    expected.sort();
-    assert_eq!(held, expected, "the claimed workflows hold leases; the queued starts none yet");
+    let mut running = started.clone();
+    running.sort();
+    assert_eq!(held, running, "the claimed workflows that found no worker were handed back");
+    for id in &woken {
+        let workflow = client.clone().get_workflow(pb::GetWorkflowRequest { workflow_id: id.clone() }).await;
+        let state = workflow.unwrap().into_inner().workflow.unwrap().state();
+        assert_eq!(state, pb::WorkflowState::Waiting, "{id} waits for a worker, runnable by any instance");
+    }
 
     for id in woken.iter().chain(&started) {
         omninode_integration_tests::workflow_reaches(
@@ -500,6 +504,12 @@ async fn workflows_claimed_while_starts_arrive_run_at_once_under_a_live_lease() 
         .collect();
     expected.sort();
     assert_eq!(calls, expected, "each workflow called out once");
+    // Each claim bumps the fencing token: the start's, the claim that found no
+    // worker (so the race above did happen), and the one that ran the call.
+    for id in &woken {
+        let sql = format!("SELECT lease_attempt FROM workflow_executions WHERE id = '{id}'");
+        assert_eq!(scalar(&db, &sql).await, 3, "{id} was claimed three times");
+    }
     drop(db);
     mesh.shutdown().await;
 }

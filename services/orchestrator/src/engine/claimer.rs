@@ -9,7 +9,7 @@
 use std::{collections::HashSet, sync::atomic::Ordering, time::Duration};
 
 use sea_orm::{DbBackend, DbErr, sqlx::postgres::PgListener};
-use tokio::{sync::OwnedSemaphorePermit, task::JoinHandle, time::Instant};
+use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkflowEngine;
@@ -42,11 +42,8 @@ async fn claim_until(engine: &WorkflowEngine, stop: &CancellationToken) {
     let mut backlog_at = Instant::now().checked_sub(BACKLOG_REFRESH).unwrap_or_else(Instant::now);
     let mut failures = 0u32;
     loop {
-        // The free workers are taken before the claim, as a start takes its
-        // worker before its insert (see `claim_for`).
-        let slots: Vec<_> = std::iter::from_fn(|| inner.slots.clone().try_acquire_owned().ok()).collect();
-        if !slots.is_empty() {
-            match claim_for(engine, slots).await {
+        if inner.slots.available_permits() > 0 {
+            match claim_for_free_workers(engine).await {
                 Ok(()) => failures = 0,
                 Err(err) => {
                     failures += 1;
@@ -68,14 +65,14 @@ async fn claim_until(engine: &WorkflowEngine, stop: &CancellationToken) {
     }
 }
 
-/// Claims a workflow for each of `slots` (workers already taken) and starts
-/// them; the workers left over are freed. Taking the workers first means a
-/// start meanwhile finds none free and queues, so every workflow claimed
-/// starts at once and is renewed, instead of waiting unrenewed for a worker
-/// until its lease runs out under it and another instance runs it again.
-async fn claim_for(engine: &WorkflowEngine, slots: Vec<OwnedSemaphorePermit>) -> Result<(), DbErr> {
+/// Claims as many runnable workflows as there are free workers and starts
+/// them. A start may take a worker between the claim's look and its answer:
+/// a workflow claimed and left without one is handed back at once (any
+/// instance with a free worker takes it), never held waiting for a worker
+/// here, unrenewed, until its lease ran out and another instance ran it again.
+async fn claim_for_free_workers(engine: &WorkflowEngine) -> Result<(), DbErr> {
     let inner = &engine.inner;
-    let free = slots.len();
+    let free = inner.slots.available_permits();
     // Cleared before the look: a workflow queued meanwhile sets it again.
     inner.backlog.store(false, Ordering::SeqCst);
     let claimed = inner.store.claim(&inner.owner, free as u64, inner.config.lease).await?;
@@ -83,13 +80,25 @@ async fn claim_for(engine: &WorkflowEngine, slots: Vec<OwnedSemaphorePermit>) ->
         // As many as there were workers: more may wait.
         inner.backlog.store(true, Ordering::SeqCst);
     }
-    for (workflow, slot) in claimed.into_iter().zip(slots) {
-        metrics::counter!("workflow_claimed_total").increment(1);
+    let mut unstarted = Vec::new();
+    for workflow in claimed {
         if workflow.taken_over {
             metrics::counter!("workflow_takeovers_total").increment(1);
             tracing::info!(workflow_id = %workflow.id, owner = %inner.owner, "took over a workflow whose lease expired");
         }
-        engine.spawn_worker(workflow.id, workflow.fence, slot, None);
+        match inner.slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                metrics::counter!("workflow_claimed_total").increment(1);
+                engine.spawn_worker(workflow.id, workflow.fence, slot, None);
+            }
+            Err(_) => unstarted.push(workflow),
+        }
+    }
+    if !unstarted.is_empty() {
+        // Runnable again: a worker that frees up here looks for it too.
+        inner.backlog.store(true, Ordering::SeqCst);
+        let handed_back = inner.store.hand_back(&inner.owner, &unstarted).await?;
+        tracing::debug!(handed_back, owner = %inner.owner, "handed back workflows claimed while starts took the workers");
     }
     Ok(())
 }

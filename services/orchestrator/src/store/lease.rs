@@ -120,9 +120,10 @@ pub(super) async fn admits(txn: &WriteTransaction, limit: u64) -> Result<bool, D
 const ADMISSION_MARGIN: u64 = 256;
 
 /// Wakes every instance's claimer when the transaction commits (PostgreSQL;
-/// in one process the engine wakes its own claimer). For a rare write
-/// (releasing the leases at shutdown, when no task may be left to announce
-/// it later); the hot paths announce after their commit (see `announce`).
+/// in one process the engine wakes its own claimer). For the rare writes
+/// that give leases up (at shutdown, when no task may be left to announce
+/// it later; a claim handed back for want of a worker); the hot paths
+/// announce after their commit (see `announce`).
 pub(super) async fn notify_claimers<C: ConnectionTrait>(conn: &C) -> Result<(), DbErr> {
     if conn.get_database_backend() == DbBackend::Postgres {
         conn.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
@@ -231,20 +232,39 @@ impl WorkflowStore {
     /// Gives up every unfinished workflow `owner` holds, so other instances
     /// take them at once (graceful shutdown); returns how many.
     pub async fn release(&self, owner: &str) -> Result<u64, DbErr> {
+        self.give_up(owner, Condition::all()).await
+    }
+
+    /// Gives back workflows `owner` has just claimed and has no worker for
+    /// (a start took the worker between the claim's look and its answer), so
+    /// that any instance with a free worker takes them at once, rather than
+    /// this one holding them unstarted and unrenewed. Only those still under
+    /// that claim's fencing token; returns how many.
+    pub async fn hand_back(&self, owner: &str, claimed: &[Claimed]) -> Result<u64, DbErr> {
+        let under_this_claim = claimed.iter().fold(Condition::any(), |any, workflow| {
+            any.add(Column::Id.eq(workflow.id.as_str()).and(Column::LeaseAttempt.eq(workflow.fence.attempt)))
+        });
+        self.give_up(owner, under_this_claim).await
+    }
+
+    /// Clears the leases of `owner`'s unfinished workflows that match
+    /// `which`, and wakes every instance's claimer once it commits.
+    async fn give_up(&self, owner: &str, which: Condition) -> Result<u64, DbErr> {
         let txn = begin_write(self.connection()).await?;
-        let released = Entity::update_many()
+        let given_up = Entity::update_many()
             .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
             .col_expr(Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
             .filter(Column::LeaseOwner.eq(owner))
             .filter(Column::CurrentState.is_in(unfinished()))
+            .filter(which)
             .exec(&txn)
             .await?
             .rows_affected;
-        if released > 0 {
+        if given_up > 0 {
             notify_claimers(&txn).await?;
         }
         txn.commit().await?;
-        Ok(released)
+        Ok(given_up)
     }
 
     /// The state of `id` and the fencing token of its latest claim.
