@@ -304,4 +304,43 @@ mod tests {
         assert!(plan.iter().any(|d| d.contains("ix_workflow_executions_unfinished")), "{plan:?}");
         assert!(!plan.iter().any(|d| d.starts_with("SCAN workflow_executions")), "{plan:?}");
     }
+
+    #[tokio::test]
+    async fn a_hand_back_clears_only_leases_still_under_the_claim_it_names() {
+        use std::sync::Arc;
+
+        use crate::domain::workflow::{Workflow, WorkflowInput};
+        use crate::store::Admission;
+        use omninode_runtime::events::Outbox;
+
+        let (_dir, db) = migrated_sqlite().await;
+        let store = WorkflowStore::new(db, Outbox::new("orchestrator", "test", "omninode", Arc::default()));
+        for _ in 0..3 {
+            let workflow = Workflow::pending("ns".into(), WorkflowInput::default(), "input-hash".into());
+            store.insert(&workflow, &Admission::Queued { limit: 10 }).await.unwrap();
+        }
+        let lease = Duration::from_secs(60);
+        let claimed = store.claim("a", 3, lease).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        assert!(claimed.iter().all(|c| c.fence.attempt == 1 && !c.taken_over), "{claimed:?}");
+        let (kept, named) = (&claimed[0], &claimed[1..]);
+        let mut stale = named[1].clone();
+        stale.fence.attempt += 1;
+
+        // Another owner gives back nothing; a stale fencing token, nothing.
+        assert_eq!(store.hand_back("b", named).await.unwrap(), 0);
+        assert_eq!(store.hand_back("a", std::slice::from_ref(&stale)).await.unwrap(), 0);
+        assert_eq!(store.hand_back("a", named).await.unwrap(), 2);
+        assert_eq!(store.backlog().await.unwrap(), 2, "runnable again, by anyone");
+        assert_eq!(store.renew("a", std::slice::from_ref(&kept.id), lease).await.unwrap().len(), 1, "kept");
+
+        // Claimed again, under new fencing tokens and as no takeover.
+        let again = store.claim("b", 3, lease).await.unwrap();
+        let mut ids: Vec<&str> = again.iter().map(|c| c.id.as_str()).collect();
+        ids.sort_unstable();
+        let mut expected: Vec<&str> = named.iter().map(|c| c.id.as_str()).collect();
+        expected.sort_unstable();
+        assert_eq!(ids, expected);
+        assert!(again.iter().all(|c| c.fence.attempt == 2 && !c.taken_over), "{again:?}");
+    }
 }
