@@ -11,7 +11,7 @@ use std::{
 use futures::{StreamExt, stream};
 use omninode_integration_tests::{
     Backend, NodeProcess, ServiceKind, TestDatabase, TestMesh, consul::ConsulDouble, free_port, on_both_backends,
-    orchestrator_client, reason, wait_until,
+    orchestrator_client, reason, wait_until, workflow_reaches,
 };
 use omninode_proto::orchestrator::v1::{self as pb, orchestrator_service_client::OrchestratorServiceClient};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
@@ -52,6 +52,10 @@ async fn slow_onextree(pause: Duration) -> String {
 
 fn vars(pairs: &[(&str, String)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+async fn rows(db: &DatabaseConnection, sql: &str) -> Vec<sea_orm::QueryResult> {
+    db.query_all_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap()
 }
 
 async fn scalar(db: &DatabaseConnection, sql: &str) -> i64 {
@@ -171,15 +175,8 @@ async fn killed_and_paused_orchestrators_lose_no_workflow_and_stale_writes_are_f
         0,
         "nothing failed"
     );
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT id, CAST(steps AS TEXT) AS steps FROM workflow_executions",
-        ))
-        .await
-        .unwrap();
     let mut resumed = 0;
-    for row in rows {
+    for row in rows(&db, "SELECT id, CAST(steps AS TEXT) AS steps FROM workflow_executions").await {
         let id: String = row.try_get("", "id").unwrap();
         let steps: serde_json::Value = serde_json::from_str(&row.try_get::<String>("", "steps").unwrap()).unwrap();
         let mut succeeded: HashMap<String, Vec<String>> = HashMap::new();
@@ -429,8 +426,7 @@ async fn workflows_claimed_while_starts_take_the_workers_are_handed_back_at_once
     };
     let woken = [start("woken").await, start("woken").await];
     for id in &woken {
-        omninode_integration_tests::workflow_reaches(&client, id, pb::WorkflowState::Waiting, Duration::from_secs(10))
-            .await;
+        workflow_reaches(&client, id, pb::WorkflowState::Waiting, Duration::from_secs(10)).await;
     }
 
     // The test holds the database's writer. The claimer's next look (it looks
@@ -461,13 +457,7 @@ async fn workflows_claimed_while_starts_take_the_workers_are_handed_back_at_once
     // Two leases on, in the middle of those calls: every lease held is live,
     // and only the running workflows hold one.
     tokio::time::sleep(Duration::from_secs(2).saturating_sub(opened.elapsed())).await;
-    let leases = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT id, lease_expires_at FROM workflow_executions WHERE lease_owner IS NOT NULL",
-        ))
-        .await
-        .unwrap();
+    let leases = rows(&db, "SELECT id, lease_expires_at FROM workflow_executions WHERE lease_owner IS NOT NULL").await;
     let now = chrono::Utc::now();
     let mut held = Vec::new();
     for row in &leases {
@@ -487,13 +477,7 @@ async fn workflows_claimed_while_starts_take_the_workers_are_handed_back_at_once
     }
 
     for id in woken.iter().chain(&started) {
-        omninode_integration_tests::workflow_reaches(
-            &client,
-            id,
-            pb::WorkflowState::Completed,
-            Duration::from_secs(20),
-        )
-        .await;
+        workflow_reaches(&client, id, pb::WorkflowState::Completed, Duration::from_secs(20)).await;
     }
     let mut calls: Vec<String> = double.requests().into_iter().map(|r| r.uri).collect();
     calls.sort();

@@ -42,8 +42,9 @@ async fn claim_until(engine: &WorkflowEngine, stop: &CancellationToken) {
     let mut backlog_at = Instant::now().checked_sub(BACKLOG_REFRESH).unwrap_or_else(Instant::now);
     let mut failures = 0u32;
     loop {
-        if inner.slots.available_permits() > 0 {
-            match claim_for_free_workers(engine).await {
+        let free = inner.slots.available_permits();
+        if free > 0 {
+            match claim_for_free_workers(engine, free).await {
                 Ok(()) => failures = 0,
                 Err(err) => {
                     failures += 1;
@@ -65,14 +66,13 @@ async fn claim_until(engine: &WorkflowEngine, stop: &CancellationToken) {
     }
 }
 
-/// Claims as many runnable workflows as there are free workers and starts
-/// them. A start may take a worker between the claim's look and its answer:
+/// Claims as many runnable workflows as there are free workers (`free`) and
+/// starts them. A start may take a worker between the claim's look and its answer:
 /// a workflow claimed and left without one is handed back at once (any
 /// instance with a free worker takes it), never held waiting for a worker
 /// here, unrenewed, until its lease ran out and another instance ran it again.
-async fn claim_for_free_workers(engine: &WorkflowEngine) -> Result<(), DbErr> {
+async fn claim_for_free_workers(engine: &WorkflowEngine, free: usize) -> Result<(), DbErr> {
     let inner = &engine.inner;
-    let free = inner.slots.available_permits();
     // Cleared before the look: a workflow queued meanwhile sets it again.
     inner.backlog.store(false, Ordering::SeqCst);
     let claimed = inner.store.claim(&inner.owner, free as u64, inner.config.lease).await?;

@@ -307,14 +307,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_hand_back_clears_only_leases_still_under_the_claim_it_names() {
-        use std::sync::Arc;
-
         use crate::domain::workflow::{Workflow, WorkflowInput};
-        use crate::store::Admission;
-        use omninode_runtime::events::Outbox;
+        use crate::store::{Admission, tests::migrated_store};
 
-        let (_dir, db) = migrated_sqlite().await;
-        let store = WorkflowStore::new(db, Outbox::new("orchestrator", "test", "omninode", Arc::default()));
+        let (_dir, store) = migrated_store().await;
         for _ in 0..3 {
             let workflow = Workflow::pending("ns".into(), WorkflowInput::default(), "input-hash".into());
             store.insert(&workflow, &Admission::Queued { limit: 10 }).await.unwrap();

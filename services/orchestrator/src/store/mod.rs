@@ -472,10 +472,15 @@ pub(crate) mod tests {
         (dir, db)
     }
 
+    /// A store on [`migrated_sqlite`], its events kept in the outbox.
+    pub(crate) async fn migrated_store() -> (tempfile::TempDir, WorkflowStore) {
+        let (dir, db) = migrated_sqlite().await;
+        (dir, WorkflowStore::new(db, Outbox::new("orchestrator", "test", "omninode", Arc::default())))
+    }
+
     #[tokio::test]
     async fn a_state_change_leaves_what_the_workflow_was_admitted_with_alone() {
-        let (_dir, db) = migrated_sqlite().await;
-        let store = WorkflowStore::new(db, Outbox::new("orchestrator", "test", "omninode", Arc::default()));
+        let (_dir, store) = migrated_store().await;
         let input = WorkflowInput { content: "x".repeat(100_000), file_path: "a.txt".into(), ..Default::default() };
         let mut workflow = Workflow::pending("ns".into(), input.clone(), "input-hash".into());
         workflow.correlation_id = Some("c1".into());
