@@ -497,3 +497,75 @@ async fn workflows_claimed_while_starts_take_the_workers_are_handed_back_at_once
     drop(db);
     mesh.shutdown().await;
 }
+
+/// PostgreSQL keeps a finished workflow's old versions in its indexes until
+/// a vacuum. The searches for runnable workflows (a claim, the backlog
+/// count) read them through plain index scans, which mark the dead entries
+/// they meet: the next search skips them instead of reading them all again
+/// (as one bitmap scan over both partial indexes did, on every claim). And
+/// split by state, the searches still find exactly the runnable workflows,
+/// in the claim's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_for_runnable_workflows_read_finished_ones_once_not_on_every_claim() {
+    use omninode_orchestrator::store::WorkflowStore;
+    use omninode_runtime::{Env, events::Outbox};
+    const FINISHED: i64 = 3000;
+    let database = TestDatabase::new(Backend::Postgres).await;
+    let mut env = database.env();
+    // One connection: the statistics read below are the searches' own.
+    env.extend(vars(&[("DATABASE_MAX_CONNECTIONS", "1".into())]));
+    let config = omninode::Config::from_env(&Env::from_pairs(env), &[ServiceKind::Orchestrator]).unwrap();
+    let db = omninode_runtime::db::connect_and_migrate(&config.mesh).await.unwrap();
+    let insert = |ids: &str, state: &str, owner: &str, lease: &str, wake: &str| {
+        format!(
+            "INSERT INTO workflow_executions (id, namespace, workflow_type, current_state, input_hash, input, steps, \
+             transitions, created_at, updated_at, lease_owner, lease_expires_at, lease_attempt, wake_at) \
+             SELECT id, 'ns', 'metadata_stamping', '{state}', 'h', '{{}}', '[]', '[]', now(), now(), {owner}, {lease}, 1, \
+             {wake} FROM ({ids}) AS ids (id)"
+        )
+    };
+    let finished = format!("SELECT 'f-' || lpad(n::text, 6, '0') FROM generate_series(1, {FINISHED}) n");
+    for sql in [
+        insert(&finished, "PROCESSING", "'gone'", "now() + interval '1 minute'", "NULL"),
+        "ANALYZE workflow_executions".to_owned(),
+        // Each leaves its running version's index entries behind, dead.
+        "UPDATE workflow_executions SET current_state = 'COMPLETED', lease_owner = NULL, lease_expires_at = NULL"
+            .to_owned(),
+        insert("VALUES ('r-p1'), ('r-p2')", "PENDING", "NULL", "NULL", "NULL"),
+        insert("VALUES ('r-e1')", "PROCESSING", "'gone'", "now() - interval '1 second'", "NULL"),
+        insert("VALUES ('r-w1')", "WAITING", "NULL", "NULL", "now() - interval '1 second'"),
+        insert("VALUES ('n-l1')", "PROCESSING", "'alive'", "now() + interval '1 minute'", "NULL"),
+        insert("VALUES ('n-w2')", "WAITING", "NULL", "NULL", "now() + interval '1 minute'"),
+        "ANALYZE workflow_executions".to_owned(),
+    ] {
+        db.execute_unprepared(&sql).await.unwrap();
+    }
+    let store = WorkflowStore::new(db.clone(), Outbox::new("orchestrator", "test", "omninode", Default::default()));
+    // Index entries the table's indexes have handed out so far (flushed first).
+    let entries_read = async || {
+        db.execute_unprepared("SELECT pg_stat_force_next_flush()").await.unwrap();
+        let sql = "SELECT COALESCE(SUM(idx_tup_read), 0)::BIGINT FROM pg_stat_user_indexes \
+                   WHERE relname = 'workflow_executions'";
+        scalar(&db, sql).await
+    };
+
+    let before = entries_read().await;
+    assert_eq!(store.backlog().await.unwrap(), 4, "two PENDING, one expired lease, one WAITING and due");
+    let first = entries_read().await - before;
+    assert_eq!(store.backlog().await.unwrap(), 4);
+    let second = entries_read().await - before - first;
+    println!("index entries read: {first} by the first search, {second} by the second");
+    assert!(first >= FINISHED, "the first search meets the finished workflows' dead entries: {first}");
+    assert!(second < FINISHED / 10, "the second skips them: {second} entries read");
+
+    // The claim: expired leases first, then the never claimed, by id.
+    let lease = Duration::from_secs(60);
+    let claimed = store.claim("me", 3, lease).await.unwrap();
+    let taken: Vec<(&str, bool)> = claimed.iter().map(|c| (c.id.as_str(), c.taken_over)).collect();
+    assert_eq!(taken, [("r-e1", true), ("r-p1", false), ("r-p2", false)]);
+    assert!(claimed.iter().all(|c| c.fence.attempt == 2), "{claimed:?}");
+    let claimed = store.claim("me", 3, lease).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["r-w1"]);
+    assert!(store.claim("other", 3, lease).await.unwrap().is_empty(), "nothing runnable is left");
+    assert_eq!(store.backlog().await.unwrap(), 0);
+}

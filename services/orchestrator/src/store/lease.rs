@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait, Order, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    sea_query::{Expr, ExprTrait, LockBehavior, LockType, NullOrdering},
+    sea_query::{Expr, ExprTrait, LockBehavior, LockType, NullOrdering, Query, QueryStatementBuilder},
 };
 
 use super::{
@@ -81,19 +81,74 @@ fn runnable(now: DateTime<Utc>) -> Condition {
     let due = Condition::all()
         .add(Expr::cust(format!("current_state = '{}'", Waiting.as_str())))
         .add(Column::WakeAt.lte(now));
-    Condition::all()
-        .add(Condition::any().add(running).add(due))
-        .add(Condition::any().add(Column::LeaseExpiresAt.is_null()).add(Column::LeaseExpiresAt.lt(now)))
+    Condition::all().add(Condition::any().add(running).add(due)).add(lease_free(now))
+}
+
+/// No lease, or an expired one.
+fn lease_free(now: DateTime<Utc>) -> Condition {
+    Condition::any().add(Column::LeaseExpiresAt.is_null()).add(Column::LeaseExpiresAt.lt(now))
+}
+
+/// [`runnable`] as three searches, one per way a workflow is runnable
+/// (PENDING, PROCESSING, WAITING and due), each with its state as a literal
+/// equal to one value: each is one range of an index on the state, which a
+/// planner reads with a plain index scan.
+///
+/// This is for PostgreSQL, where a row's old versions stay in its indexes
+/// until a vacuum: every workflow that ran leaves an entry in the index of
+/// unfinished workflows, dead once it finished, and a busy table gathers
+/// tens of thousands between two autovacuums (hundreds of thousands on a
+/// large one: autovacuum waits for a fifth of the table). One search over
+/// both indexes (an `OR`) is a bitmap scan, which visits every dead entry
+/// again on every claim and every count. A plain index scan marks the dead
+/// entries it meets, and the next search skips them: each is visited once.
+fn runnable_parts(now: DateTime<Utc>) -> [Condition; 3] {
+    use WorkflowState::{Pending, Processing, Waiting};
+    let state = |state: WorkflowState| Expr::cust(format!("current_state = '{}'", state.as_str()));
+    [
+        Condition::all().add(state(Pending)).add(lease_free(now)),
+        Condition::all().add(state(Processing)).add(lease_free(now)),
+        Condition::all().add(state(Waiting)).add(Column::WakeAt.lte(now)).add(lease_free(now)),
+    ]
+}
+
+/// How many workflows are runnable and nobody's: on PostgreSQL the sum of
+/// one count per [`runnable_parts`] (one statement), on SQLite one count
+/// (it keeps no dead index entries).
+async fn count_runnable<C: ConnectionTrait>(conn: &C) -> Result<u64, DbErr> {
+    let now = Utc::now();
+    if conn.get_database_backend() != DbBackend::Postgres {
+        return Entity::find().filter(runnable(now)).count(conn).await;
+    }
+    let sum = runnable_parts(now)
+        .into_iter()
+        .map(|part| {
+            let mut count = Query::select();
+            count.expr(Expr::col(Column::Id).count()).from(Entity).cond_where(part);
+            Expr::SubQuery(None, Box::new(count.into_sub_query_statement()))
+        })
+        .reduce(|sum, count| sum.add(count))
+        .expect("three parts");
+    let mut query = Query::select();
+    query.expr_as(sum, "runnable");
+    let row = conn.query_one(&query).await?.ok_or(DbErr::RecordNotFound("a count".into()))?;
+    Ok(u64::try_from(row.try_get::<i64>("", "runnable")?).unwrap_or_default())
 }
 
 /// The search of a claim: up to `max` runnable workflows (their ids and
 /// lease owners), expired leases first, then the oldest never claimed.
 fn pick(now: DateTime<Utc>, max: u64) -> sea_orm::Select<Entity> {
+    pick_where(runnable(now), max)
+}
+
+/// Up to `max` workflows matching `condition`, in the order of a claim
+/// (expired leases first, then the oldest never claimed).
+fn pick_where(condition: Condition, max: u64) -> sea_orm::Select<Entity> {
     Entity::find()
         .select_only()
         .column(Column::Id)
         .column(Column::LeaseOwner)
-        .filter(runnable(now))
+        .filter(condition)
         .order_by_with_nulls(Column::LeaseExpiresAt, Order::Asc, NullOrdering::Last)
         .order_by_asc(Column::Id)
         .limit(max)
@@ -106,12 +161,12 @@ fn pick(now: DateTime<Utc>, max: u64) -> sea_orm::Select<Entity> {
 /// instances admitting at once cannot both take the last places. (SQLite's
 /// write gate already serialises.)
 pub(super) async fn admits(txn: &WriteTransaction, limit: u64) -> Result<bool, DbErr> {
-    let waiting = Entity::find().filter(runnable(Utc::now())).count(txn).await?;
+    let waiting = count_runnable(txn).await?;
     if txn.get_database_backend() != DbBackend::Postgres || waiting.saturating_add(ADMISSION_MARGIN) < limit {
         return Ok(waiting < limit);
     }
     txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({BACKLOG_LOCK})")).await?;
-    Ok(Entity::find().filter(runnable(Utc::now())).count(txn).await? < limit)
+    Ok(count_runnable(txn).await? < limit)
 }
 
 /// Below `limit - ADMISSION_MARGIN` waiting workflows, admissions do not
@@ -150,10 +205,30 @@ impl WorkflowStore {
     /// between round trips, so one that stalls mid-claim (a paused or
     /// frozen process) locks nothing while it is stopped; rows a claim held
     /// across trips would be skipped by every other claimer until it woke.
+    ///
+    /// The search is one per [`runnable_parts`], each locking up to `max`
+    /// rows, and the claim takes the first `max` of them all. The others
+    /// (at most twice `max`) stay locked only until the statement commits,
+    /// and runnable for the next claim.
     async fn claim_in_one_statement(&self, owner: &str, max: u64, lease: Duration) -> Result<Vec<Claimed>, DbErr> {
         let mut statement = OneStatement::new(DbBackend::Postgres);
-        let picked = pick(Utc::now(), max).lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-        statement.add("picked", &picked.into_query());
+        let mut found = Vec::new();
+        for (n, part) in runnable_parts(Utc::now()).into_iter().enumerate() {
+            let name = format!("found{n}");
+            let search = pick_where(part, max)
+                .column(Column::LeaseExpiresAt)
+                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+            statement.add(&name, &search.into_query());
+            found.push(format!("SELECT id, lease_owner, lease_expires_at FROM {name}"));
+        }
+        statement.add_sql(
+            "picked",
+            &format!(
+                "SELECT id, lease_owner FROM ({}) AS found ORDER BY lease_expires_at ASC NULLS LAST, id ASC LIMIT {max}",
+                found.join(" UNION ALL ")
+            ),
+            Vec::new(),
+        );
         let table = Entity.table_name();
         statement.add_sql(
             "claimed",
@@ -281,7 +356,7 @@ impl WorkflowStore {
 
     /// How many runnable workflows wait unclaimed, across instances.
     pub async fn backlog(&self) -> Result<u64, DbErr> {
-        Entity::find().filter(runnable(Utc::now())).count(self.connection()).await
+        count_runnable(self.connection()).await
     }
 }
 
