@@ -135,8 +135,9 @@ async fn count_runnable<C: ConnectionTrait>(conn: &C) -> Result<u64, DbErr> {
     Ok(u64::try_from(row.try_get::<i64>("", "runnable")?).unwrap_or_default())
 }
 
-/// The search of a claim: up to `max` runnable workflows (their ids and
-/// lease owners), expired leases first, then the oldest never claimed.
+/// The search of a claim on SQLite: up to `max` runnable workflows (their
+/// ids and lease owners), expired leases first, then the oldest never
+/// claimed. (PostgreSQL searches [`runnable_parts`] one by one.)
 fn pick(now: DateTime<Utc>, max: u64) -> sea_orm::Select<Entity> {
     pick_where(runnable(now), max)
 }
