@@ -241,7 +241,7 @@ async fn batches_queued_behind_a_busy_writer_answer_and_fail_each_alone(backend:
         runs.push(match futures::poll!(&mut run) {
             std::task::Poll::Pending => tokio::spawn(run),
             std::task::Poll::Ready(answer) => {
-                assert_eq!(backend, sea_orm::DbBackend::Postgres, "the writer is busy");
+                assert_eq!(backend, DbBackend::Postgres, "the writer is busy");
                 tokio::spawn(std::future::ready(answer))
             }
         });

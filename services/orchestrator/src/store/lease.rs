@@ -76,12 +76,19 @@ pub(super) fn holds_lease(state: WorkflowState) -> bool {
 /// per execution (PostgreSQL's generic plans cannot use the index; SQLite,
 /// planning once per statement, neither).
 fn runnable(now: DateTime<Utc>) -> Condition {
-    use WorkflowState::{Pending, Processing, Waiting};
+    use WorkflowState::{Pending, Processing};
     let running = Expr::cust(format!("current_state IN ('{}', '{}')", Pending.as_str(), Processing.as_str()));
-    let due = Condition::all()
-        .add(Expr::cust(format!("current_state = '{}'", Waiting.as_str())))
-        .add(Column::WakeAt.lte(now));
-    Condition::all().add(Condition::any().add(running).add(due)).add(lease_free(now))
+    Condition::all().add(Condition::any().add(running).add(due(now))).add(lease_free(now))
+}
+
+/// In `state`, written as a literal (see [`runnable`]).
+fn state_is(state: WorkflowState) -> Expr {
+    Expr::cust(format!("current_state = '{}'", state.as_str()))
+}
+
+/// WAITING, and its wake time passed.
+fn due(now: DateTime<Utc>) -> Condition {
+    Condition::all().add(state_is(WorkflowState::Waiting)).add(Column::WakeAt.lte(now))
 }
 
 /// No lease, or an expired one.
@@ -103,12 +110,11 @@ fn lease_free(now: DateTime<Utc>) -> Condition {
 /// again on every claim and every count. A plain index scan marks the dead
 /// entries it meets, and the next search skips them: each is visited once.
 fn runnable_parts(now: DateTime<Utc>) -> [Condition; 3] {
-    use WorkflowState::{Pending, Processing, Waiting};
-    let state = |state: WorkflowState| Expr::cust(format!("current_state = '{}'", state.as_str()));
+    use WorkflowState::{Pending, Processing};
     [
-        Condition::all().add(state(Pending)).add(lease_free(now)),
-        Condition::all().add(state(Processing)).add(lease_free(now)),
-        Condition::all().add(state(Waiting)).add(Column::WakeAt.lte(now)).add(lease_free(now)),
+        Condition::all().add(state_is(Pending)).add(lease_free(now)),
+        Condition::all().add(state_is(Processing)).add(lease_free(now)),
+        due(now).add(lease_free(now)),
     ]
 }
 
