@@ -85,6 +85,7 @@ on_both_backends!(
     bus_aggregates_equal_sql_and_the_api_answers,
     bus_batch_in_hand_is_stored_at_shutdown,
     bus_events_a_crash_took_are_aggregated_at_the_next_start,
+    bus_recovery_leaves_events_marked_after_the_reducer_subscribed_to_the_bus,
     kafka_two_reducers_one_killed_still_exact
 );
 
@@ -237,6 +238,43 @@ async fn bus_events_a_crash_took_are_aggregated_at_the_next_start(backend: Backe
     let bytes = count(&db, "SELECT total_size_bytes FROM bridge_states WHERE namespace = 'agg.crash'").await;
     assert_eq!(bytes, Some(sql.1 as i64), "each event counted once");
     up.stop().await;
+}
+
+/// At start the reducer recovers the events marked published before it
+/// subscribed to the bus and not aggregated (a crash took them), and only
+/// those: an event marked later was handed to its subscription, and counting
+/// it from the outbox too would count it before the reducer received it.
+async fn bus_recovery_leaves_events_marked_after_the_reducer_subscribed_to_the_bus(backend: Backend) {
+    let database = TestDatabase::new(backend).await;
+    // No reducer: the relay marks every stamp's event published, and nothing aggregates them.
+    let stamping = TestMesh::start_services(database.clone(), &[ServiceKind::Stamping], &[]).await;
+    stamp_many(&stamping, "agg.bound", 0, 40, 40).await;
+    let db = connect(&database).await;
+    wait_until("every stamp's event marked published", Duration::from_secs(10), || async {
+        (count(&db, UNPUBLISHED).await? == 0).then_some(())
+    })
+    .await;
+    stamping.shutdown().await;
+    let stamp_events = "SELECT id FROM event_outbox WHERE topic LIKE '%.evt.stamp-created.v1'";
+    assert_eq!(count(&db, &format!("SELECT COUNT(*) FROM ({stamp_events}) AS s")).await, Some(40));
+    // The newer half as a running relay marks the events it hands to the
+    // reducer's subscription: after the reducer subscribed.
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let sql = format!(
+        "UPDATE event_outbox SET published_at = $1 WHERE id IN (SELECT id FROM ({stamp_events}) AS s ORDER BY id DESC LIMIT 20)"
+    );
+    let marked = db.execute_raw(Statement::from_sql_and_values(db.get_database_backend(), sql, [later.into()])).await;
+    assert_eq!(marked.unwrap().rows_affected(), 20);
+
+    let vars = [("AGGREGATION_WINDOW_SIZE_MS", "100")];
+    let reducer = TestMesh::start_services(database.clone(), &[ServiceKind::Reducer], &vars).await;
+    // Recovery stores what it finds in one transaction.
+    let recovered = wait_until("the events marked before the start recovered", Duration::from_secs(10), || async {
+        stored_stamps(&db, "agg.bound").await.filter(|n| *n > 0)
+    })
+    .await;
+    assert_eq!(recovered, 20, "only the events marked before the reducer subscribed are recovered");
+    reducer.shutdown().await;
 }
 
 /// Two reducer processes in one consumer group split the partitions; one is

@@ -45,11 +45,16 @@ impl Aggregator {
         Ok(())
     }
 
-    /// Events on `topics` marked published but never aggregated, among the
-    /// outbox's last `depth` published rows (see
+    /// Events on `topics` marked published before `before` but never
+    /// aggregated, among the outbox's last `depth` such rows (see
     /// [`AggregateStore::published_not_processed`]).
-    pub async fn published_not_processed(&self, topics: &[String], depth: u64) -> Result<Vec<Vec<u8>>, ReducerError> {
-        Ok(self.store.published_not_processed(topics, depth).await?)
+    pub async fn published_not_processed(
+        &self,
+        topics: &[String],
+        depth: u64,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<Vec<u8>>, ReducerError> {
+        Ok(self.store.published_not_processed(topics, depth, before).await?)
     }
 
     /// The aggregates of `namespace`.

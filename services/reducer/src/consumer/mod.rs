@@ -18,7 +18,7 @@ mod kafka;
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use omninode_proto::events::v1::EventEnvelope;
 use omninode_runtime::{
     ServiceError,
@@ -96,6 +96,10 @@ pub fn spawn_from_bus(
 ) -> JoinHandle<()> {
     let topics = input_topics(topic_prefix);
     let mut events = bus.subscribe(&topics, config.max_queue);
+    // Every event the bus delivers from now on is marked published after
+    // this instant (the relay marks an event once the bus has handed it
+    // over, by this process's clock): recovery leaves those to the bus.
+    let subscribed_at = Utc::now();
     let (tx, rx) = mpsc::channel(config.max_queue);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
@@ -108,7 +112,7 @@ pub fn spawn_from_bus(
     });
     let config = config.clone();
     tokio::spawn(async move {
-        recover(&aggregator, &topics, &config).await;
+        recover(&aggregator, &topics, subscribed_at, &config).await;
         aggregate_loop(rx, config, aggregator, None, stop).await
     })
 }
@@ -121,11 +125,14 @@ pub fn spawn_from_bus(
 /// The outbox's last rows up to the newest published one hold them: the
 /// relay publishes in id order, and the reducer holds at most two queues
 /// and a batch (twice that many rows are read, for the other topics'
-/// events between them). Nothing is found after a clean stop.
-async fn recover(aggregator: &Aggregator, topics: &[String], config: &ReducerConfig) {
+/// events between them). Nothing is found after a clean stop. Only events
+/// marked before `subscribed_at` are recovered: later ones are on their way
+/// through the bus, and counting them here would count them before the
+/// reducer has received them (once still, `processed_events` deduplicates).
+async fn recover(aggregator: &Aggregator, topics: &[String], subscribed_at: DateTime<Utc>, config: &ReducerConfig) {
     let started = Utc::now();
     let depth = 2 * (2 * config.max_queue + BACKLOG_BATCH.max(config.batch_size)) as u64;
-    let payloads = match aggregator.published_not_processed(topics, depth).await {
+    let payloads = match aggregator.published_not_processed(topics, depth, subscribed_at).await {
         Ok(payloads) => payloads,
         Err(err) => {
             tracing::warn!(%err, "cannot look for published events a crash left unaggregated");

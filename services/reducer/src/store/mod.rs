@@ -49,26 +49,33 @@ impl AggregateStore {
     }
 
     /// The payloads of the events on `topics` that the relay marked
-    /// published but were never aggregated, among the `depth` outbox rows up
-    /// to the newest published one, oldest first: what a crash took from a
-    /// batch the in-process bus had delivered (the bus never sends a marked
-    /// event again). One read on the outbox's primary key, each row's id
-    /// looked up in `processed_events`; nothing is written.
-    pub async fn published_not_processed(&self, topics: &[String], depth: u64) -> Result<Vec<Vec<u8>>, DbErr> {
+    /// published before `before` but were never aggregated, among the
+    /// `depth` outbox rows up to the newest such one, oldest first: what a
+    /// crash took from a batch the in-process bus had delivered (the bus never
+    /// sends a marked event again). Events marked from `before` on are left
+    /// out: the bus delivers them to whoever subscribed at `before`. One read
+    /// on the outbox's primary key, each row's id looked up in
+    /// `processed_events`; nothing is written.
+    pub async fn published_not_processed(
+        &self,
+        topics: &[String],
+        depth: u64,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<Vec<u8>>, DbErr> {
         if topics.is_empty() {
             return Ok(Vec::new());
         }
         let backend = self.db.get_database_backend();
-        let placeholders: Vec<String> = (2..topics.len() + 2).map(|n| format!("${n}")).collect();
+        let placeholders: Vec<String> = (3..topics.len() + 3).map(|n| format!("${n}")).collect();
         let sql = format!(
             "SELECT o.payload AS payload FROM event_outbox o \
-             WHERE o.id > (SELECT COALESCE(MAX(id), 0) FROM event_outbox WHERE published_at IS NOT NULL) - $1 \
-             AND o.published_at IS NOT NULL AND o.topic IN ({}) \
+             WHERE o.id > (SELECT COALESCE(MAX(id), 0) FROM event_outbox WHERE published_at < $2) - $1 \
+             AND o.published_at < $2 AND o.topic IN ({}) \
              AND NOT EXISTS (SELECT 1 FROM processed_events p WHERE p.event_id = o.event_id) \
              ORDER BY o.id",
             placeholders.join(", ")
         );
-        let mut values: Vec<sea_orm::Value> = vec![i64::try_from(depth).unwrap_or(i64::MAX).into()];
+        let mut values: Vec<sea_orm::Value> = vec![i64::try_from(depth).unwrap_or(i64::MAX).into(), before.into()];
         values.extend(topics.iter().map(|topic| topic.clone().into()));
         let rows = self.db.query_all_raw(sea_orm::Statement::from_sql_and_values(backend, sql, values)).await?;
         rows.iter().map(|row| row.try_get::<Vec<u8>>("", "payload")).collect()
