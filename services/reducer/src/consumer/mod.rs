@@ -122,15 +122,14 @@ pub fn spawn_from_bus(
 /// handed it over and never sends it again, so what the reducer held
 /// unstored when its process died — its batch, its queue, the bus's channel
 /// to it — is found in the outbox, published but not in `processed_events`.
-/// The outbox's last rows up to the newest one published before the
-/// subscription hold them: the relay publishes in id order, and the
-/// reducer holds at most two queues and a batch (twice that many rows are
-/// read, for the other topics' events between them). Nothing is found
-/// after a clean stop. Only events
-/// marked before `subscribed_at` are recovered: later ones are on their way
-/// through the bus, and counting them here would count them before the
-/// reducer has received them (still only once: `processed_events`
-/// deduplicates).
+/// Only events marked before `subscribed_at` are taken: later ones are on
+/// their way through the bus, and counting them here too would count them
+/// before the reducer has received them (still only once:
+/// `processed_events` deduplicates). The outbox's last rows up to the
+/// newest one marked before then hold them: the relay publishes in id
+/// order, and the reducer holds at most two queues and a batch (twice that
+/// many rows are read, for the other topics' events between them). Nothing
+/// is found after a clean stop.
 async fn recover(aggregator: &Aggregator, topics: &[String], subscribed_at: DateTime<Utc>, config: &ReducerConfig) {
     let started = Utc::now();
     let depth = 2 * (2 * config.max_queue + BACKLOG_BATCH.max(config.batch_size)) as u64;
