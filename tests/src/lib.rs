@@ -449,9 +449,26 @@ pub async fn table_rows(mesh: &TestMesh, table: &str) -> i64 {
     row.try_get_by_index::<i64>(0).unwrap()
 }
 
-/// A free TCP port on loopback (bound, then released).
+/// A free TCP port on loopback for a child process to bind, picked at random
+/// below the kernel's ephemeral range and checked free by binding it.
+///
+/// A port the kernel picks (`bind` to port 0) comes from the ephemeral
+/// range, and once released it may be handed to another test's `bind(0)`
+/// before the child binds it ("Address already in use" at the child's
+/// start). Below that range the kernel hands out nothing by itself: only
+/// another test's pick of the same port could collide.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|low| *low >= 4096);
+    let Some(low) = ephemeral_low else {
+        return std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    };
+    (0..1000)
+        .map(|_| fastrand::u16(low / 2..low))
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// A minimal HTTP/1.1 request: (status, lower-cased headers, body).
