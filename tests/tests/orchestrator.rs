@@ -82,6 +82,7 @@ on_both_backends!(
     stamping_down_is_retried_then_fails_with_the_reason,
     cancel_interrupts_a_running_workflow,
     idempotent_start_returns_the_same_workflow,
+    racing_runs_of_one_key_answer_one_workflow_and_the_others_write_nothing,
     full_queue_is_resource_exhausted_and_writes_nothing,
     watch_streams_states_until_terminal,
     list_filters_by_state_and_pages,
@@ -247,6 +248,42 @@ async fn idempotent_start_returns_the_same_workflow(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(page.workflows.len(), 1);
+    mesh.shutdown().await;
+}
+
+/// Runs of one idempotency key at once: each run's worker starts beside its
+/// insert, and those whose insert finds the key taken stop without a write.
+async fn racing_runs_of_one_key_answer_one_workflow_and_the_others_write_nothing(backend: Backend) {
+    let mesh = TestMesh::start_services(TestDatabase::new(backend).await, BOTH, &[]).await;
+    let client = orchestrator(&mesh).await;
+    let runs = (0..8).map(|_| {
+        let mut client = client.clone();
+        let request = pb::RunWorkflowRequest { idempotency_key: "run-key".into(), ..run_request("raced") };
+        async move { client.run_workflow(request).await.unwrap().into_inner() }
+    });
+    let responses = futures::future::join_all(runs).await;
+    assert_eq!(responses.iter().filter(|r| r.created).count(), 1, "exactly one run creates");
+    let first = responses[0].workflow.as_ref().unwrap();
+    for response in &responses {
+        let workflow = response.workflow.as_ref().unwrap();
+        assert_eq!(workflow.workflow_id, first.workflow_id);
+        assert_eq!(state(workflow), pb::WorkflowState::Completed, "{}", workflow.error_message);
+    }
+    let mut client = client;
+    let page = client
+        .list_workflows(pb::ListWorkflowsRequest { namespace: "flows".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.workflows.len(), 1);
+    assert_eq!(page.workflows[0], *first, "stored as answered, written by its own worker only");
+    let (_, metrics) = mesh.admin_get("/metrics").await;
+    let refused = metrics
+        .lines()
+        .filter(|line| line.starts_with("workflow_fenced_writes_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert_eq!(refused, 0.0, "no worker wrote to a workflow it did not store:\n{metrics}");
     mesh.shutdown().await;
 }
 
@@ -459,4 +496,50 @@ async fn killed_process_workflows_resume_on_restart(backend: Backend) {
     assert_eq!(outcome(step(&done, "stamp_creation")), pb::StepOutcome::Succeeded);
     assert!(done.stamped_content.contains("<!-- ONEX_METADATA_START -->"));
     mesh.shutdown().await;
+}
+
+/// RunWorkflow's worker hashes and stamps beside the workflow's insert: with
+/// the insert held back by a lock on its table, the stamp is made, and the
+/// workflow completes once the insert goes through. (PostgreSQL: only there
+/// can one table be locked while another is written.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_hashes_and_stamps_while_its_insert_waits() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    let database = TestDatabase::new(Backend::Postgres).await;
+    let mesh = TestMesh::start_services(database.clone(), BOTH, &[]).await;
+    let db = sea_orm::Database::connect(database.url()).await.unwrap();
+    let lock = db.begin().await.unwrap();
+    lock.execute_unprepared("LOCK TABLE workflow_executions IN SHARE ROW EXCLUSIVE MODE").await.unwrap();
+
+    let mut client = orchestrator(&mesh).await;
+    let run = tokio::spawn(async move { client.run_workflow(run_request("# Beside\n\nthe insert.\n")).await });
+    let stamp_sql = "SELECT id, op_id FROM metadata_stamps WHERE namespace = 'flows'";
+    let (stamp_id, op_id) = wait_until("the stamp made while the insert waits", Duration::from_secs(10), || {
+        let db = &db;
+        async move {
+            let row = db.query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), stamp_sql)).await;
+            let row = row.unwrap()?;
+            Some((row.try_get_by_index::<String>(0).unwrap(), row.try_get_by_index::<Option<String>>(1).unwrap()))
+        }
+    })
+    .await;
+    let waiting = "SELECT COUNT(*) FROM pg_locks WHERE relation = 'workflow_executions'::regclass AND NOT granted";
+    let blocked = db.query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), waiting)).await;
+    assert!(blocked.unwrap().unwrap().try_get_by_index::<i64>(0).unwrap() >= 1, "the insert waits on the lock");
+    assert!(!run.is_finished(), "nothing is answered before the workflow is stored");
+    lock.commit().await.unwrap();
+
+    let workflow = run.await.unwrap().unwrap().into_inner().workflow.unwrap();
+    assert_eq!(state(&workflow), pb::WorkflowState::Completed, "{}", workflow.error_message);
+    assert_eq!(workflow.stamp_id, stamp_id);
+    assert_eq!(op_id.as_deref(), Some(format!("workflow:{}", workflow.workflow_id).as_str()));
+    let stored = client_get(&mesh, &workflow.workflow_id).await;
+    assert_eq!(stored, workflow);
+    mesh.shutdown().await;
+}
+
+async fn client_get(mesh: &TestMesh, id: &str) -> pb::Workflow {
+    let request = pb::GetWorkflowRequest { workflow_id: id.into() };
+    orchestrator(mesh).await.get_workflow(request).await.unwrap().into_inner().workflow.unwrap()
 }

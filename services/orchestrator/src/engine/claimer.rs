@@ -89,7 +89,7 @@ async fn claim_for_free_workers(engine: &WorkflowEngine, free: usize) -> Result<
         match inner.slots.clone().try_acquire_owned() {
             Ok(slot) => {
                 metrics::counter!("workflow_claimed_total").increment(1);
-                engine.spawn_worker(workflow.id, workflow.fence, slot, None);
+                engine.spawn_worker(workflow.id, workflow.fence, slot, None, None);
             }
             Err(_) => unstarted.push(workflow),
         }
@@ -155,9 +155,7 @@ async fn renew(engine: WorkflowEngine, stop: CancellationToken) {
                 // Its worker here finished it between the snapshot and the renewal.
                 Ok(Some((state, _))) if state.is_terminal() && held.is_none() => {}
                 Ok(Some((state, fence))) if state.is_terminal() && Some(fence) == held => {
-                    if let Some(worker) = inner.running.lock().expect("running map").get(id) {
-                        worker.token.cancel();
-                    }
+                    engine.interrupt(id);
                 }
                 Ok(Some(_)) if reported.insert(id.clone()) => {
                     tracing::warn!(workflow_id = %id, owner = %inner.owner, "lease lost to another instance");

@@ -30,7 +30,7 @@ use omninode_runtime::{
     watch::{KeyedUpdates, Subscription, Versioned, watch_versioned},
 };
 use tokio::{
-    sync::{Notify, Semaphore},
+    sync::{Notify, Semaphore, watch},
     task::JoinHandle,
 };
 use tokio_util::sync::CancellationToken;
@@ -71,12 +71,20 @@ pub struct WorkflowEngine {
     inner: Arc<Inner>,
 }
 
-/// A workflow this process is running: how to interrupt it, and the fencing
-/// token of its lease (updated if this process claims it again).
+/// A workflow this process is running: how to interrupt it, the fencing
+/// token of its lease (updated if this process claims it again), and, for a
+/// worker started beside the workflow's insert, whether that insert stored it.
 struct Running {
     token: CancellationToken,
     fence: Fence,
+    stored: Option<Stored>,
 }
+
+/// Turns `true` once the insert of a workflow whose worker started beside it
+/// has stored the workflow. Closed while `false`, the insert's outcome is
+/// not known here (it failed, or its caller went away during it): the
+/// worker then asks the store.
+type Stored = watch::Receiver<bool>;
 
 struct Inner {
     store: WorkflowStore,
@@ -219,15 +227,44 @@ impl WorkflowEngine {
             self.start_at_insert(&mut workflow)?;
         }
         let updates = answered_when_settled.then(|| self.inner.updates.subscribe(&workflow.id));
-        match self.inner.store.insert(&workflow, &admission).await? {
+        // Started at its insert, the built-in pipeline needs nothing of the
+        // insert until it writes: its worker hashes and stamps beside the
+        // trip, and its first write waits until the insert has stored the
+        // workflow (see `Running::stored`). Its steps are idempotent, and
+        // none writes the workflow, so a workflow whose insert fails has
+        // left at most a stamp of the content it was asked to stamp.
+        let (slot, stored) = match slot {
+            Some(slot) if workflow.state == WorkflowState::Processing => {
+                let (stored, gate) = watch::channel(false);
+                self.spawn_worker(workflow.id.clone(), Fence { attempt: 1 }, slot, Some(workflow.clone()), Some(gate));
+                (None, Some(stored))
+            }
+            other => (other, None),
+        };
+        let inserted = self.inner.store.insert(&workflow, &admission).await?;
+        if stored.is_some() && !matches!(inserted, Inserted::Created(_)) {
+            self.interrupt(&workflow.id);
+        }
+        match inserted {
             Inserted::Created(workflow) => {
                 self.publish(&workflow);
-                match slot {
-                    Some(slot) => {
+                match (slot, stored) {
+                    (_, Some(stored)) => {
                         metrics::counter!("workflow_claimed_total").increment(1);
-                        self.spawn_worker(workflow.id.clone(), Fence { attempt: 1 }, slot, Some(workflow.clone()));
+                        // Published first: the worker's changes follow it.
+                        stored.send_replace(true);
                     }
-                    None => {
+                    (Some(slot), None) => {
+                        metrics::counter!("workflow_claimed_total").increment(1);
+                        self.spawn_worker(
+                            workflow.id.clone(),
+                            Fence { attempt: 1 },
+                            slot,
+                            Some(workflow.clone()),
+                            None,
+                        );
+                    }
+                    (None, None) => {
                         self.wake_claimer();
                         // The backlog just grew: say so now, not at the next periodic refresh.
                         self.report_backlog().await;
@@ -298,9 +335,7 @@ impl WorkflowEngine {
             let from = workflow.state;
             workflow.transition(WorkflowState::Cancelled, reason.clone())?;
             if self.inner.store.update(&mut workflow, from, None).await? == Updated::Written {
-                if let Some(running) = self.inner.running.lock().expect("running map").get(id) {
-                    running.token.cancel();
-                }
+                self.interrupt(id);
                 self.finished(&workflow);
                 return Ok(workflow);
             }

@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Running, WorkflowEngine};
+use super::{Running, Stored, WorkflowEngine};
 use crate::{
     clients::CallError,
     domain::{
@@ -50,7 +50,8 @@ pub(super) enum Flow {
 
 impl WorkflowEngine {
     /// Runs the claimed workflow `id` on a worker holding `slot`, from
-    /// `inserted` when this process has just stored it (else as stored). If
+    /// `inserted` when this process has just stored it (else as stored);
+    /// `stored`: started beside that insert, see [`Self::is_stored`]. If
     /// this process already runs it (it claimed it again after its own lease
     /// lapsed), the running worker takes the new fencing token instead.
     pub(super) fn spawn_worker(
@@ -59,6 +60,7 @@ impl WorkflowEngine {
         fence: Fence,
         slot: OwnedSemaphorePermit,
         inserted: Option<Workflow>,
+        stored: Option<Stored>,
     ) {
         let token = CancellationToken::new();
         {
@@ -67,7 +69,7 @@ impl WorkflowEngine {
                 current.fence = fence;
                 return;
             }
-            running.insert(id.clone(), Running { token: token.clone(), fence });
+            running.insert(id.clone(), Running { token: token.clone(), fence, stored });
         }
         let engine = self.clone();
         tokio::spawn(async move {
@@ -85,6 +87,26 @@ impl WorkflowEngine {
     /// The fencing token this process holds for `id` now.
     pub(super) fn fence(&self, id: &str) -> Option<Fence> {
         self.inner.running.lock().expect("running map").get(id).map(|r| r.fence)
+    }
+
+    /// Interrupts this process's worker of `id`, if it has one.
+    pub(super) fn interrupt(&self, id: &str) {
+        if let Some(running) = self.inner.running.lock().expect("running map").get(id) {
+            running.token.cancel();
+        }
+    }
+
+    /// Whether workflow `id` is stored, for its worker's first write: at
+    /// once, unless the worker started beside the workflow's insert; then
+    /// once that insert has stored it. If the insert ended without saying so
+    /// (it failed, or its caller went away during it), the store tells.
+    async fn is_stored(&self, id: &str) -> Result<bool, OrchestratorError> {
+        let gate = self.inner.running.lock().expect("running map").get(id).and_then(|r| r.stored.clone());
+        let Some(mut gate) = gate else { return Ok(true) };
+        if gate.wait_for(|stored| *stored).await.is_ok() {
+            return Ok(true);
+        }
+        Ok(self.inner.store.get(id).await?.is_some())
     }
 
     async fn drive(
@@ -201,6 +223,10 @@ impl WorkflowEngine {
         workflow.stamp_id = Some(stamp.stamp_id);
         workflow.stamped_content = Some(stamp.stamped_content);
 
+        // Calls beyond the mesh wait for the workflow to be stored.
+        if !self.is_stored(&workflow.id).await? {
+            return Ok(());
+        }
         if let Flow::Stop = self.intelligence(workflow, token).await? {
             return Ok(());
         }
@@ -386,6 +412,9 @@ impl WorkflowEngine {
         expected: WorkflowState,
     ) -> Result<Flow, OrchestratorError> {
         let Some(fence) = self.fence(&workflow.id) else { return Ok(Flow::Stop) };
+        if !self.is_stored(&workflow.id).await? {
+            return Ok(Flow::Stop);
+        }
         for step in workflow.steps.iter_mut().filter(|step| step.owner.is_empty()) {
             step.owner.clone_from(&self.inner.owner);
         }

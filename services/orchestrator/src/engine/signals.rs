@@ -53,11 +53,9 @@ impl WorkflowEngine {
             if self.inner.store.update(&mut workflow, from, None).await? != Updated::Written {
                 continue;
             }
-            if from == WorkflowState::Processing
-                && let Some(running) = self.inner.running.lock().expect("running map").get(id)
-            {
+            if from == WorkflowState::Processing {
                 // Paused: interrupt the step; it runs again on resume.
-                running.token.cancel();
+                self.interrupt(id);
             }
             if workflow.state.is_terminal() {
                 self.finished(&workflow);
