@@ -543,3 +543,62 @@ async fn client_get(mesh: &TestMesh, id: &str) -> pb::Workflow {
     let request = pb::GetWorkflowRequest { workflow_id: id.into() };
     orchestrator(mesh).await.get_workflow(request).await.unwrap().into_inner().workflow.unwrap()
 }
+
+/// A caller that goes away while its workflow's insert waits leaves nothing
+/// waiting: its dropped statement's connection is closed before PostgreSQL
+/// reads its Sync, so the insert does not commit; the worker, told nothing,
+/// asks the store, finds no workflow and stops without a write. What is left
+/// is the stamp, which the next run of the same content resolves to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_caller_leaves_during_its_insert_leaves_only_its_stamp() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    let database = TestDatabase::new(Backend::Postgres).await;
+    let mesh = TestMesh::start_services(database.clone(), BOTH, &[("ORCHESTRATOR_LEASE_MS", "500")]).await;
+    let db = sea_orm::Database::connect(database.url()).await.unwrap();
+    let db = &db;
+    let count = move |sql: &'static str| async move {
+        let row = db.query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), sql)).await.unwrap();
+        row.unwrap().try_get_by_index::<i64>(0).unwrap()
+    };
+    let lock = db.begin().await.unwrap();
+    lock.execute_unprepared("LOCK TABLE workflow_executions IN SHARE ROW EXCLUSIVE MODE").await.unwrap();
+
+    let content = "# Left\n\nbehind.\n";
+    let mut client = orchestrator(&mesh).await;
+    let run = tokio::spawn(async move { client.run_workflow(run_request(content)).await });
+    wait_until("the stamp made while the insert waits", Duration::from_secs(10), move || async move {
+        (count("SELECT COUNT(*) FROM metadata_stamps").await == 1).then_some(())
+    })
+    .await;
+    // The caller goes away; its call, and the insert's wait, are dropped.
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lock.commit().await.unwrap();
+
+    // Several leases and claim polls later, no workflow was stored, and none waits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count("SELECT COUNT(*) FROM workflow_executions").await, 0);
+    let (_, metrics) = mesh.admin_get("/metrics").await;
+    assert!(
+        !metrics.lines().any(|line| line.starts_with("workflow_fenced_writes_total") && !line.ends_with(" 0")),
+        "no worker wrote to a workflow that was not stored:\n{metrics}"
+    );
+
+    // The caller's retry completes, with the stamp the first run made.
+    let stamp_id = {
+        let row = db.query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id FROM metadata_stamps",
+        ));
+        row.await.unwrap().unwrap().try_get_by_index::<String>(0).unwrap()
+    };
+    let mut client = orchestrator(&mesh).await;
+    let workflow = client.run_workflow(run_request(content)).await.unwrap().into_inner().workflow.unwrap();
+    assert_eq!(state(&workflow), pb::WorkflowState::Completed, "{}", workflow.error_message);
+    assert_eq!(workflow.stamp_id, stamp_id);
+    assert_eq!(count("SELECT COUNT(*) FROM metadata_stamps").await, 1, "stamped once");
+    assert_eq!(count("SELECT COUNT(*) FROM workflow_executions").await, 1);
+    mesh.shutdown().await;
+}

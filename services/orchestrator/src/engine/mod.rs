@@ -248,14 +248,15 @@ impl WorkflowEngine {
         match inserted {
             Inserted::Created(workflow) => {
                 self.publish(&workflow);
+                if matches!(admission, Admission::Claimed { .. }) {
+                    metrics::counter!("workflow_claimed_total").increment(1);
+                }
                 match (slot, stored) {
                     (_, Some(stored)) => {
-                        metrics::counter!("workflow_claimed_total").increment(1);
                         // Published first: the worker's changes follow it.
                         stored.send_replace(true);
                     }
                     (Some(slot), None) => {
-                        metrics::counter!("workflow_claimed_total").increment(1);
                         self.spawn_worker(
                             workflow.id.clone(),
                             Fence { attempt: 1 },
