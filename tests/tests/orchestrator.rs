@@ -545,8 +545,8 @@ async fn client_get(mesh: &TestMesh, id: &str) -> pb::Workflow {
 }
 
 /// A caller that goes away while its workflow's insert waits leaves nothing
-/// waiting: its dropped statement's connection is closed before PostgreSQL
-/// reads its Sync, so the insert does not commit; the worker, told nothing,
+/// waiting: its dropped statement's connection is reset and the insert,
+/// waiting on the lock, never commits; the worker, told nothing,
 /// asks the store, finds no workflow and stops without a write. What is left
 /// is the stamp, which the next run of the same content resolves to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
