@@ -76,6 +76,12 @@ async fn wait_for(
     .await
 }
 
+/// The first page of ListWorkflows in the tests' namespace, `flows`.
+async fn flows(client: &mut OrchestratorServiceClient<Channel>) -> pb::ListWorkflowsResponse {
+    let request = pb::ListWorkflowsRequest { namespace: "flows".into(), ..Default::default() };
+    client.list_workflows(request).await.unwrap().into_inner()
+}
+
 on_both_backends!(
     run_workflow_completes_and_records_every_step,
     invalid_input_fails_from_pending_and_bad_requests_are_refused,
@@ -242,11 +248,7 @@ async fn idempotent_start_returns_the_same_workflow(backend: Backend) {
     assert_eq!(conflict.code(), Code::AlreadyExists);
     assert!(conflict.message().contains("key-1"), "{}", conflict.message());
     wait_for(&mut client, &id, |w| state(w) == pb::WorkflowState::Completed).await;
-    let page = client
-        .list_workflows(pb::ListWorkflowsRequest { namespace: "flows".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let page = flows(&mut client).await;
     assert_eq!(page.workflows.len(), 1);
     mesh.shutdown().await;
 }
@@ -270,11 +272,7 @@ async fn racing_runs_of_one_key_answer_one_workflow_and_the_others_write_nothing
         assert_eq!(state(workflow), pb::WorkflowState::Completed, "{}", workflow.error_message);
     }
     let mut client = client;
-    let page = client
-        .list_workflows(pb::ListWorkflowsRequest { namespace: "flows".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let page = flows(&mut client).await;
     assert_eq!(page.workflows.len(), 1);
     assert_eq!(page.workflows[0], *first, "stored as answered, written by its own worker only");
     assert_eq!(fenced_writes(&mesh).await, 0.0, "no worker wrote to a workflow it did not store");
@@ -312,11 +310,7 @@ async fn full_queue_is_resource_exhausted_and_writes_nothing(backend: Backend) {
     let full = client.start_workflow(start_request("four", "")).await.unwrap_err();
     assert_eq!(full.code(), Code::ResourceExhausted);
     assert!(full.message().contains("MAX_WORKFLOW_QUEUE_SIZE"), "{}", full.message());
-    let page = client
-        .list_workflows(pb::ListWorkflowsRequest { namespace: "flows".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let page = flows(&mut client).await;
     assert_eq!(page.workflows.len(), 3, "the refused start wrote nothing");
     // The backlog gauge is set on admission and refreshed every second from the database.
     wait_until("the queue gauge shows the two waiting", Duration::from_secs(15), || async {
@@ -539,14 +533,10 @@ async fn a_run_hashes_and_stamps_while_its_insert_waits() {
     assert_eq!(state(&workflow), pb::WorkflowState::Completed, "{}", workflow.error_message);
     assert_eq!(workflow.stamp_id, stamp_id);
     assert_eq!(op_id.as_deref(), Some(format!("workflow:{}", workflow.workflow_id).as_str()));
-    let stored = client_get(&mesh, &workflow.workflow_id).await;
+    let mut client = orchestrator(&mesh).await;
+    let stored = wait_for(&mut client, &workflow.workflow_id, |_| true).await;
     assert_eq!(stored, workflow);
     mesh.shutdown().await;
-}
-
-async fn client_get(mesh: &TestMesh, id: &str) -> pb::Workflow {
-    let request = pb::GetWorkflowRequest { workflow_id: id.into() };
-    orchestrator(mesh).await.get_workflow(request).await.unwrap().into_inner().workflow.unwrap()
 }
 
 /// A caller that goes away while its workflow's insert waits leaves nothing
